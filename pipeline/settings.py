@@ -1,0 +1,130 @@
+"""Every tunable of plantpipe, read from the environment (prefix ``PLANTPIPE_``).
+
+This is the only place configuration is read. Each field has a ``PLANTPIPE_<NAME>`` variable;
+lists are given as JSON (``PLANTPIPE_RETRY_DELAYS_S='[2, 4, 8]'``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """plantpipe configuration. Defaults are those of the original pipeline."""
+
+    model_config = SettingsConfigDict(env_prefix="PLANTPIPE_", extra="ignore", frozen=True)
+
+    # --- Redis -------------------------------------------------------------------------
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="redis://, rediss:// (TLS), unix:// or redis+sentinel://host:port/service/db",
+    )
+    redis_conn_timeout_s: float = Field(5.0, description="Redis connect timeout")
+    redis_conn_retries: int = Field(5, description="Redis connect attempts at worker start")
+    key_prefix: str = Field("plantpipe", description="prefix of every Redis key and queue name")
+
+    # --- Object storage ------------------------------------------------------------------
+    storage: str = Field("s3", description="'s3' or a local directory path for the file store")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (LocalStack…)")
+    s3_bucket: str = Field("plantpipe", min_length=3, description="bucket for every artifact")
+    s3_region: str = Field("us-east-1", description="S3 region")
+    s3_create_bucket: bool = Field(False, description="create the bucket at io start if missing")
+    s3_sse: Literal["AES256", "aws:kms"] | None = Field(None, description="server-side encryption")
+    s3_sse_kms_key_id: str | None = Field(None, description="KMS key id when s3_sse is aws:kms")
+    s3_multipart_threshold_bytes: int = Field(8 * MIB, description="multipart above this size")
+    s3_multipart_chunk_bytes: int = Field(8 * MIB, description="multipart part size")
+    s3_connect_timeout_s: float = Field(5.0, description="S3 connect timeout")
+    s3_read_timeout_s: float = Field(30.0, description="S3 read timeout")
+    presign_max_expiry_s: int = Field(3600, description="upper bound for presigned URL expiry")
+
+    # --- io role -----------------------------------------------------------------------
+    io_concurrency: int = Field(50, ge=1, description="S3 requests in flight per io process")
+    io_job_timeout_s: int = Field(120, description="upload job timeout (arq re-runs after it)")
+    retry_delays_s: list[float] = Field(
+        default_factory=lambda: [2.0, 4.0, 8.0],
+        description="backoff before retry 1, 2, 3 of a transient failure",
+    )
+    breaker_fail_max: int = Field(5, ge=1, description="consecutive S3 failures that open it")
+    breaker_reset_s: float = Field(60.0, gt=0, description="seconds open before a trial call")
+    breaker_defer_s: float = Field(5.0, gt=0, description="re-check delay for deferred uploads")
+
+    # --- blobs -------------------------------------------------------------------------
+    blob_ttl_s: int = Field(7 * 24 * 3600, description="safety expiry of hand-off blobs")
+    max_upload_bytes: int = Field(20 * MIB, description="largest accepted photo")
+    max_blob_bytes: int = Field(256 * MIB, description="largest blob the store accepts")
+
+    # --- job graph / sessions ---------------------------------------------------------
+    session_deadline_s: int = Field(1800, description="a session not terminal by then fails")
+    session_ttl_s: int = Field(7 * 24 * 3600, description="how long session records are kept")
+    watchdog_interval_s: int = Field(15, description="seconds between watchdog sweeps")
+    join_stale_s: int = Field(30, description="a complete join without callback is re-driven")
+    cpu_job_timeout_s: int = Field(45, description="aggregate job timeout")
+    gpu_job_timeout_s: int = Field(45, description="infer_photo job timeout")
+    max_tries: int = Field(4, description="attempts per job (1 + len(retry_delays_s))")
+    poll_delay_s: float = Field(0.05, description="arq poll delay: queue latency floor")
+    cpu_max_jobs: int = Field(4, description="concurrent aggregate jobs per cpu worker")
+    gpu_max_jobs: int = Field(2, description="concurrent infer jobs per gpu worker")
+
+    # --- inference -----------------------------------------------------------------------
+    pool_processes: int = Field(1, ge=1, description="ONNX Runtime processes per gpu worker")
+    device_ids: list[int] = Field(default_factory=lambda: [0], description="CUDA ids, round robin")
+    providers: list[str] = Field(
+        default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        description="ONNX Runtime providers in preference order",
+    )
+    intra_op_threads: int = Field(0, description="ONNX Runtime intra-op threads (0 = default)")
+    seg_model_path: Path | None = Field(None, description="segmentation ONNX (None = bundled)")
+    seg_class_names: list[str] | None = Field(None, description="class names of seg model")
+    seg_input_size: int = Field(1024, description="segmentation input side")
+    seg_conf: float = Field(0.30, description="segmentation confidence threshold")
+    seg_iou: float = Field(0.50, description="segmentation NMS IoU")
+    det_model_path: Path | None = Field(None, description="detection ONNX (None = bundled)")
+    det_class_names: list[str] | None = Field(None, description="class names of det model")
+    det_input_size: int = Field(512, description="detection input side (= slice size)")
+    det_conf: float = Field(0.25, description="detection confidence threshold")
+    det_iou: float = Field(0.50, description="detection NMS IoU inside one slice")
+    slice_size: int = Field(512, description="slice width and height")
+    slice_overlap: float = Field(0.25, ge=0, lt=1, description="slice overlap ratio both ways")
+    merge_ios: float = Field(0.5, description="GREEDYNMM intersection-over-smaller threshold")
+    det_batch_size: int = Field(16, ge=1, description="slices per device batch")
+
+    # --- band estimation -----------------------------------------------------------------
+    bands: int = Field(4, ge=1, description="horizontal bands per segment")
+    default_plant_area_px: float = Field(2500.0, description="plant area without calibration")
+    min_calibration_detections: int = Field(10, description="detections needed to calibrate")
+    plant_area_factor: float = Field(0.9, description="estimate = area / (plant area × factor)")
+
+    # --- rendering -----------------------------------------------------------------------
+    thumbnail_px: int = Field(300, description="thumbnail longest side")
+    thumbnail_quality: int = Field(85, description="thumbnail JPEG quality")
+    avif_quality: int = Field(85, description="visualization AVIF quality")
+    avif_speed: int = Field(4, description="visualization AVIF encoder speed")
+
+    # --- observability --------------------------------------------------------------------
+    log_level: str = Field("INFO", description="log level")
+    log_json: bool = Field(True, description="JSON log lines (false = console)")
+    metrics_port: int | None = Field(None, description="Prometheus port (None = disabled)")
+
+    @field_validator("retry_delays_s")
+    @classmethod
+    def _positive_delays(cls, v: list[float]) -> list[float]:
+        if any(d < 0 for d in v):
+            raise ValueError("retry delays must be >= 0")
+        return v
+
+    @property
+    def uses_s3(self) -> bool:
+        return self.storage.strip().lower() == "s3"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
