@@ -1,0 +1,123 @@
+"""Content-addressed blob hand-off in Redis.
+
+Job payloads carry a :class:`BlobRef` (sha256 + size), never the bytes. Each blob keeps the
+set of *holders* (job ids or artifact ids) that still need it; a holder releases it once, and
+the blob is deleted when the last holder lets go. Releasing is idempotent, so a job re-run
+after a crash cannot free a blob another job still needs. A TTL bounds what a crashed,
+never-resumed holder can leak.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from pydantic import BaseModel, ConfigDict
+from redis.asyncio import Redis
+
+from pipeline.errors import PermanentError
+from pipeline.keys import Keys
+from pipeline.redisio import run_lua
+from pipeline.settings import Settings
+
+_PUT = """
+local blob, holders = KEYS[1], KEYS[2]
+local ttl = tonumber(ARGV[2])
+if redis.call('EXISTS', blob) == 0 then
+  redis.call('SET', blob, ARGV[1], 'EX', ttl)
+else
+  redis.call('EXPIRE', blob, ttl)
+end
+for i = 3, #ARGV do redis.call('SADD', holders, ARGV[i]) end
+redis.call('EXPIRE', holders, ttl)
+return redis.call('SCARD', holders)
+"""
+
+_HOLD = """
+local blob, holders = KEYS[1], KEYS[2]
+if redis.call('EXISTS', blob) == 0 then return -1 end
+for i = 1, #ARGV do redis.call('SADD', holders, ARGV[i]) end
+redis.call('EXPIRE', holders, redis.call('TTL', blob))
+return redis.call('SCARD', holders)
+"""
+
+_RELEASE = """
+local blob, holders = KEYS[1], KEYS[2]
+redis.call('SREM', holders, ARGV[1])
+local left = redis.call('SCARD', holders)
+if left == 0 then redis.call('DEL', blob, holders) end
+return left
+"""
+
+
+class BlobRef(BaseModel):
+    """A reference to bytes held in Redis."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sha256: str
+    size: int
+
+
+class BlobMissing(PermanentError):
+    code = "blob_missing"
+
+
+class BlobTooLarge(PermanentError):
+    code = "blob_too_large"
+
+
+class BlobStore:
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self._redis = redis
+        self._keys = Keys.from_settings(settings)
+        self._ttl = settings.blob_ttl_s
+        self._max = settings.max_blob_bytes
+
+    @staticmethod
+    def digest(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    async def put(self, data: bytes, holders: Iterable[str]) -> BlobRef:
+        """Store ``data`` once (by content) and register ``holders`` that need it."""
+        names = list(holders)
+        if not names:
+            raise ValueError("a blob needs at least one holder, else it would leak until TTL")
+        if len(data) > self._max:
+            raise BlobTooLarge(
+                f"blob of {len(data)} bytes exceeds PLANTPIPE_MAX_BLOB_BYTES={self._max}"
+            )
+        sha = self.digest(data)
+        keys = [self._keys.blob(sha), self._keys.blob_holders(sha)]
+        await run_lua(self._redis, _PUT, keys, [data, self._ttl, *names])
+        return BlobRef(sha256=sha, size=len(data))
+
+    async def hold(self, ref: BlobRef, holders: Iterable[str]) -> None:
+        """Register more holders of an existing blob."""
+        names = list(holders)
+        if not names:
+            return
+        keys = [self._keys.blob(ref.sha256), self._keys.blob_holders(ref.sha256)]
+        left = await run_lua(self._redis, _HOLD, keys, names)
+        if int(left) < 0:
+            raise BlobMissing(f"blob {ref.sha256[:12]}… is gone (expired or released)")
+
+    async def get(self, ref: BlobRef) -> bytes:
+        data = await self._redis.get(self._keys.blob(ref.sha256))
+        if data is None:
+            raise BlobMissing(
+                f"blob {ref.sha256[:12]}… is gone: it expired (TTL {self._ttl}s) or every "
+                "holder released it; resubmit the data"
+            )
+        if not isinstance(data, bytes):
+            raise TypeError("blob store needs a Redis client with decode_responses=False")
+        return data
+
+    async def release(self, ref: BlobRef, holder: str) -> int:
+        """Let go of a blob for ``holder`` (idempotent). Returns how many holders remain."""
+        keys = [self._keys.blob(ref.sha256), self._keys.blob_holders(ref.sha256)]
+        left = await run_lua(self._redis, _RELEASE, keys, [holder])
+        return int(left)
+
+    async def exists(self, ref: BlobRef) -> bool:
+        return bool(await self._redis.exists(self._keys.blob(ref.sha256)))

@@ -1,0 +1,61 @@
+"""Dead letters: jobs that gave up, kept with their reason so they can be replayed."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from arq.connections import ArqRedis
+
+from pipeline.keys import Keys
+from pipeline.redisio import text
+from pipeline.schemas import DeadLetter
+from pipeline.settings import Settings
+
+
+class DeadLetters:
+    def __init__(self, redis: ArqRedis, settings: Settings) -> None:
+        self._redis = redis
+        self._keys = Keys.from_settings(settings)
+
+    async def add(self, letter: DeadLetter) -> None:
+        client: Any = self._redis
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.hset(self._keys.dead_letters, letter.id, letter.model_dump_json())
+            pipe.zadd(self._keys.dead_letter_order, {letter.id: time.time()})
+            await pipe.execute()
+
+    async def list(self, limit: int = 1000) -> list[DeadLetter]:
+        client: Any = self._redis
+        ids = await client.zrange(self._keys.dead_letter_order, 0, limit - 1)
+        if not ids:
+            return []
+        raws = await client.hmget(self._keys.dead_letters, ids)
+        return [DeadLetter.model_validate_json(text(r)) for r in raws if r is not None]
+
+    async def get(self, letter_id: str) -> DeadLetter | None:
+        client: Any = self._redis
+        raw = await client.hget(self._keys.dead_letters, letter_id)
+        return DeadLetter.model_validate_json(text(raw)) if raw is not None else None
+
+    async def remove(self, letter_id: str) -> bool:
+        client: Any = self._redis
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.hdel(self._keys.dead_letters, letter_id)
+            pipe.zrem(self._keys.dead_letter_order, letter_id)
+            removed, _ = await pipe.execute()
+        return bool(removed)
+
+    async def replay(self, letter_id: str) -> str | None:
+        """Enqueue the job again under a fresh id; remove the letter. Returns the new job id."""
+        letter = await self.get(letter_id)
+        if letter is None or not letter.replayable:
+            return None
+        new_id = f"{letter.job_id}:replay:{int(time.time() * 1000)}"
+        job = await self._redis.enqueue_job(
+            letter.function, _job_id=new_id, _queue_name=letter.queue, **letter.kwargs
+        )
+        if job is None:
+            return None
+        await self.remove(letter_id)
+        return new_id

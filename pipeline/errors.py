@@ -1,0 +1,42 @@
+"""Errors that carry a machine code and a human reason across process boundaries."""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base of plantpipe's own errors: ``code`` for machines, ``reason`` for people."""
+
+    code: str = "error"
+
+    def __init__(self, reason: str, *, code: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.reason}"
+
+
+class PermanentError(PipelineError):
+    """Retrying cannot help (missing bucket, access denied, invalid image...)."""
+
+    code = "permanent"
+
+
+class TransientError(PipelineError):
+    """Retrying later may help (timeouts, 5xx, throttling, connection resets)."""
+
+    code = "transient"
+
+
+class ConfigurationError(PipelineError):
+    """The environment is not fit to run (evicting Redis, unreachable bucket...)."""
+
+    code = "configuration"
+
+
+class UploadFailed(PipelineError):
+    """Raised by ``UploadHandle.wait()`` when an upload ended in failure."""
+
+    code = "upload_failed"

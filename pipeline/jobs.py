@@ -1,0 +1,109 @@
+"""What every job of every role shares: context binding, give-up handling, worker options."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from arq.worker import Retry
+
+from pipeline.deadletter import DeadLetters
+from pipeline.logs import get_logger
+from pipeline.queue import classify, deserialize, redis_settings, retry_delay, serialize
+from pipeline.schemas import DeadLetter
+from pipeline.settings import Settings
+
+log = get_logger("pipeline.jobs")
+
+GiveUp = Callable[[str, str], Awaitable[None]]
+
+
+async def bind_job_context(ctx: dict[str, Any]) -> None:
+    """arq on_job_start: every log line of the job carries its job id (and session id)."""
+    structlog.contextvars.bind_contextvars(job_id=ctx.get("job_id"), job_try=ctx.get("job_try"))
+    ctx["_started"] = time.monotonic()
+
+
+async def unbind_job_context(ctx: dict[str, Any]) -> None:
+    structlog.contextvars.unbind_contextvars("job_id", "job_try", "session_id")
+
+
+async def handle_failure(
+    ctx: dict[str, Any],
+    exc: Exception,
+    *,
+    function: str,
+    queue: str,
+    kwargs: dict[str, Any],
+    session_id: str | None,
+    on_give_up: GiveUp | None = None,
+    replayable: bool = True,
+) -> dict[str, Any]:
+    """Retry a transient failure (raises ``Retry``) or give up: dead letter + ``on_give_up``.
+
+    Returns the failure summary a job returns when it gives up.
+    """
+    settings: Settings = ctx["settings"]
+    job_try = int(ctx.get("job_try", 1))
+    verdict = classify(exc)
+    if verdict.transient:
+        delay = retry_delay(settings, job_try)
+        if delay is not None:
+            log.warning(
+                "job.retry",
+                function=function,
+                error_code=verdict.code,
+                reason=verdict.reason,
+                retry_in_s=delay,
+                next_try=job_try + 1,
+            )
+            raise Retry(defer=delay) from exc
+    log.error(
+        "job.gave_up",
+        function=function,
+        error_code=verdict.code,
+        reason=verdict.reason,
+        transient=verdict.transient,
+        tries=job_try,
+        exc_info=verdict.transient and not verdict.code.startswith(("Client", "Endpoint")),
+    )
+    job_id = str(ctx.get("job_id", "unknown"))
+    letters: DeadLetters = ctx["deadletters"]
+    await letters.add(
+        DeadLetter(
+            id=f"{job_id}:{int(time.time() * 1000)}",
+            function=function,
+            queue=queue,
+            job_id=job_id,
+            kwargs=kwargs,
+            error_code=verdict.code,
+            reason=verdict.reason,
+            attempts=job_try,
+            session_id=session_id,
+            replayable=replayable,
+        )
+    )
+    if on_give_up is not None:
+        await on_give_up(verdict.code, verdict.reason)
+    return {"ok": False, "error_code": verdict.code, "reason": verdict.reason}
+
+
+def common_worker_options(settings: Settings) -> dict[str, Any]:
+    """Options every role's WorkerSettings shares (msgpack, poll delay, health check)."""
+    return {
+        "redis_settings": redis_settings(settings),
+        "job_serializer": serialize,
+        "job_deserializer": deserialize,
+        "poll_delay": settings.poll_delay_s,
+        "keep_result": 60,
+        "health_check_interval": 10,
+        "on_job_start": bind_job_context,
+        "after_job_end": unbind_job_context,
+    }
+
+
+def worker_settings_class(role: str, options: dict[str, Any]) -> type:
+    """A class arq's CLI can read (``arq workers.<role>.WorkerSettings``) from a dict."""
+    return type("WorkerSettings", (), {"__doc__": f"arq settings of the {role} role", **options})

@@ -1,0 +1,69 @@
+"""Every Redis key name plantpipe uses, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.settings import Settings
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Keys:
+        return cls(settings.key_prefix)
+
+    # blobs
+    def blob(self, sha256: str) -> str:
+        return f"{self.prefix}:blob:{sha256}"
+
+    def blob_holders(self, sha256: str) -> str:
+        return f"{self.prefix}:blob:{sha256}:holders"
+
+    # artifacts (one object to upload)
+    def artifact(self, artifact_id: str) -> str:
+        return f"{self.prefix}:artifact:{artifact_id}"
+
+    def artifact_events(self, artifact_id: str) -> str:
+        return f"{self.prefix}:artifact:{artifact_id}:events"
+
+    # dead letters
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}:deadletter"
+
+    @property
+    def dead_letter_order(self) -> str:
+        return f"{self.prefix}:deadletter:order"
+
+    # S3 circuit breaker shared by every io process
+    def breaker(self, name: str) -> str:
+        return f"{self.prefix}:breaker:{name}"
+
+    # sessions
+    def session(self, session_id: str) -> str:
+        return f"{self.prefix}:session:{session_id}"
+
+    def session_events(self, session_id: str) -> str:
+        return f"{self.prefix}:session:{session_id}:events"
+
+    @property
+    def sessions_active(self) -> str:
+        return f"{self.prefix}:sessions:active"
+
+    # joins (fan-in)
+    def join(self, join_id: str) -> str:
+        return f"{self.prefix}:join:{join_id}"
+
+    def join_results(self, join_id: str) -> str:
+        return f"{self.prefix}:join:{join_id}:results"
+
+    @property
+    def joins_open(self) -> str:
+        return f"{self.prefix}:joins:open"
+
+    # metrics / worker registry
+    def worker_heartbeat(self, role: str, worker_id: str) -> str:
+        return f"{self.prefix}:worker:{role}:{worker_id}"

@@ -1,0 +1,205 @@
+"""arq glue: Redis settings, msgpack serialization, queue names and the retry policy.
+
+Jobs never travel as pickle: every queue uses msgpack. Exceptions that arq stores as failed
+job results are encoded as a msgpack extension (type name + message), never pickled.
+
+Retry policy: an exception is classified as transient (timeouts, 5xx, throttling, connection
+resets) or permanent (4xx such as AccessDenied/NoSuchBucket, invalid input). Transient errors
+retry through arq's ``Retry`` after ``retry_delays_s`` (2 s, 4 s, 8 s by default); permanent
+ones fail at once with their reason recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import parse_qs, unquote, urlparse
+
+import msgpack
+from arq.connections import RedisSettings
+from arq.worker import Retry
+
+from pipeline.errors import PermanentError, PipelineError, TransientError
+from pipeline.settings import Settings
+
+_EXC_EXT: Final = 1
+
+
+class RemoteJobError(RuntimeError):
+    """A job failure decoded from Redis: the original exception's type name and message."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+
+
+def _encode_default(obj: Any) -> Any:
+    if isinstance(obj, BaseException):
+        payload = msgpack.packb([type(obj).__name__, str(obj)], use_bin_type=True)
+        return msgpack.ExtType(_EXC_EXT, payload)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    if hasattr(obj, "model_dump"):  # pydantic models
+        return obj.model_dump(mode="json")
+    raise TypeError(f"cannot serialize {type(obj).__name__} into a job payload")
+
+
+def _decode_ext(code: int, data: bytes) -> Any:
+    if code == _EXC_EXT:
+        type_name, message = msgpack.unpackb(data, raw=False)
+        return RemoteJobError(str(type_name), str(message))
+    return msgpack.ExtType(code, data)
+
+
+def serialize(obj: dict[str, Any]) -> bytes:
+    """arq job_serializer: msgpack, never pickle."""
+    packed: bytes = msgpack.packb(obj, default=_encode_default, use_bin_type=True)
+    return packed
+
+
+def deserialize(data: bytes) -> dict[str, Any]:
+    """arq job_deserializer."""
+    obj = msgpack.unpackb(data, raw=False, ext_hook=_decode_ext, strict_map_key=False)
+    if not isinstance(obj, dict):
+        raise ValueError("job payload is not a msgpack map")
+    return obj
+
+
+@dataclass(frozen=True)
+class QueueNames:
+    io: str
+    cpu: str
+    gpu: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QueueNames:
+        p = settings.key_prefix
+        return cls(io=f"{p}:queue:io", cpu=f"{p}:queue:cpu", gpu=f"{p}:queue:gpu")
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    """arq RedisSettings from ``PLANTPIPE_REDIS_URL``.
+
+    Accepts ``redis://``, ``rediss://`` (TLS), ``unix:///path?db=N`` and
+    ``redis+sentinel://[:password@]host:port[,host:port]/service_name[/db]``.
+    """
+    url = settings.redis_url
+    common: dict[str, Any] = {
+        "conn_timeout": int(max(1, settings.redis_conn_timeout_s)),
+        "conn_retries": settings.redis_conn_retries,
+        "conn_retry_delay": 1,
+    }
+    parsed = urlparse(url)
+    if parsed.scheme == "redis+sentinel":
+        hosts: list[tuple[str, int]] = []
+        netloc = parsed.netloc.rsplit("@", 1)[-1]
+        for part in netloc.split(","):
+            host, _, port = part.partition(":")
+            hosts.append((host, int(port or 26379)))
+        path = [p for p in parsed.path.split("/") if p]
+        if not path:
+            raise ValueError(f"sentinel URL needs a service name: {url!r}")
+        password = unquote(parsed.password) if parsed.password else None
+        return RedisSettings(
+            host=hosts,
+            sentinel=True,
+            sentinel_master=path[0],
+            database=int(path[1]) if len(path) > 1 else 0,
+            password=password,
+            **common,
+        )
+    if parsed.scheme == "unix":
+        query = parse_qs(parsed.query)
+        return RedisSettings(
+            unix_socket_path=parsed.path,
+            database=int(query.get("db", ["0"])[0]),
+            password=unquote(parsed.password) if parsed.password else None,
+            **common,
+        )
+    if parsed.scheme not in ("redis", "rediss"):
+        raise ValueError(f"unsupported Redis URL scheme {parsed.scheme!r} in {url!r}")
+    rs = RedisSettings.from_dsn(url)
+    for name, value in common.items():
+        setattr(rs, name, value)
+    return rs
+
+
+# --- retry policy -----------------------------------------------------------------------
+
+_TRANSIENT_S3_CODES: Final = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "InternalError",
+        "ServiceUnavailable",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "TooManyRequestsException",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Classified:
+    transient: bool
+    code: str
+    reason: str
+
+
+def classify(exc: BaseException) -> Classified:
+    """Decide whether ``exc`` is worth retrying, with a code and a reason for the record."""
+    if isinstance(exc, PermanentError):
+        return Classified(False, exc.code, exc.reason)
+    if isinstance(exc, TransientError):
+        return Classified(True, exc.code, exc.reason)
+    if isinstance(exc, PipelineError):
+        return Classified(False, exc.code, exc.reason)
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and "Error" in response:  # botocore ClientError
+        err = response.get("Error", {})
+        code = str(err.get("Code") or "Unknown")
+        status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        message = str(err.get("Message") or exc)
+        reason = f"S3 answered {status} {code}: {message}"
+        if code in _TRANSIENT_S3_CODES or status >= 500 or status in (408, 429):
+            return Classified(True, code, reason)
+        return Classified(False, code, reason)
+    name = type(exc).__name__
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError, ConnectionError, OSError)):
+        return Classified(True, name, f"{name}: {exc}")
+    module = type(exc).__module__
+    if module.startswith(("botocore", "aiobotocore", "aiohttp", "redis")):
+        # Endpoint/connection/read-timeout errors of the S3 and Redis clients.
+        return Classified(True, name, f"{name}: {exc}")
+    if isinstance(exc, (ValueError, TypeError, KeyError)):
+        return Classified(False, name, f"{name}: {exc}")
+    return Classified(True, name, f"{name}: {exc}")
+
+
+def retry_delay(settings: Settings, job_try: int) -> float | None:
+    """Delay before the next try after failed try number ``job_try`` (1-based); None = give up."""
+    delays = settings.retry_delays_s
+    if job_try <= len(delays):
+        return delays[job_try - 1]
+    return None
+
+
+def retry_or_none(settings: Settings, job_try: int, exc: BaseException) -> Retry | None:
+    """An arq ``Retry`` for a transient error with tries left, else None (the job fails now)."""
+    verdict = classify(exc)
+    if not verdict.transient:
+        return None
+    delay = retry_delay(settings, job_try)
+    if delay is None:
+        return None
+    return Retry(defer=delay)
+
+
+def arq_max_tries(settings: Settings) -> int:
+    """arq's own ceiling: our retries plus headroom for re-runs after a worker crash."""
+    return len(settings.retry_delays_s) + 3

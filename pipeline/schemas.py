@@ -1,0 +1,153 @@
+"""Pydantic models that cross a process or network boundary (jobs, records, results)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.blobs import BlobRef
+from pipeline.vision.types import PhotoAnalysis
+
+ArtifactState = Literal["pending", "uploaded", "failed"]
+SessionStatus = Literal["pending", "processing", "completed", "warning", "failed"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "warning", "failed"})
+PhotoState = Literal["pending", "processing", "done", "failed"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UploadJob(_Model):
+    """Payload of the io ``upload`` job: which blob goes to which key."""
+
+    artifact_id: str
+    key: str
+    blob: BlobRef
+    content_type: str
+    metadata: dict[str, str] = Field(default_factory=dict)
+    session_id: str | None = None
+    deferrals: int = 0
+
+
+class ArtifactRecord(_Model):
+    artifact_id: str
+    key: str
+    content_type: str
+    size: int
+    session_id: str | None = None
+    state: ArtifactState = "pending"
+    error_code: str | None = None
+    reason: str | None = None
+    etag: str | None = None
+    sha256: str | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class DeadLetter(_Model):
+    """A job that gave up, with everything needed to replay it."""
+
+    id: str
+    function: str
+    queue: str
+    job_id: str
+    kwargs: dict[str, Any]
+    error_code: str
+    reason: str
+    attempts: int
+    session_id: str | None = None
+    replayable: bool = True
+    failed_at: datetime = Field(default_factory=utcnow)
+
+
+class PhotoProgress(_Model):
+    index: int
+    state: PhotoState = "pending"
+    error_code: str | None = None
+    reason: str | None = None
+    detected: int | None = None
+    estimated: int | None = None
+
+
+class ArtifactStatus(_Model):
+    artifact_id: str
+    key: str
+    state: ArtifactState
+
+
+class SessionRecord(_Model):
+    """What ``client.status()`` returns."""
+
+    session_id: str
+    status: SessionStatus
+    stage: str
+    reason: str | None = None
+    photo_count: int
+    photos: list[PhotoProgress]
+    metadata: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime
+    updated_at: datetime
+    deadline_at: datetime
+    artifacts: list[ArtifactStatus] = Field(default_factory=list)
+    artifacts_uploaded: int = 0
+    artifacts_failed: int = 0
+    artifacts_ready: bool = False
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class SessionEvent(_Model):
+    id: str
+    type: str
+    session_id: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- the result document (results.json) -----------------------------------------------
+
+
+class PhotoResult(_Model):
+    index: int
+    status: Literal["done", "failed"]
+    error_code: str | None = None
+    reason: str | None = None
+    width: int | None = None
+    height: int | None = None
+    analysis: PhotoAnalysis | None = None
+    detected: int = 0
+    estimated: int = 0
+    avg_confidence: float | None = None
+    provider: str | None = None
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    keys: dict[str, str] = Field(default_factory=dict, description="artifact name -> S3 key")
+
+
+class SessionResult(_Model):
+    session_id: str
+    status: SessionStatus
+    reason: str | None = None
+    photos: list[PhotoResult]
+    total_detected: int
+    total_estimated: int
+    avg_confidence: float | None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime
+    completed_at: datetime
+    keys: dict[str, str] = Field(default_factory=dict)
+
+
+class ChildReport(_Model):
+    """What a fan-out child records in its join (exactly once)."""
+
+    ok: bool
+    error_code: str | None = None
+    reason: str | None = None
+    result: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,143 @@
+"""An async circuit breaker whose state lives in Redis, shared by every io worker process.
+
+closed ──(fail_max consecutive failures)──▶ open ──(reset_s elapsed)──▶ half_open
+  ▲                                                                       │
+  └────────────── trial call succeeds ◀── one trial call allowed ─────────┘ (fails → open)
+
+Every transition runs in one Lua script using Redis' clock, so workers on different hosts
+agree. While open, callers are told how long to wait: uploads are *deferred*, never dropped.
+Only transient failures (timeouts, 5xx, connection errors) should be recorded: a 403 says
+nothing about S3's health.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+
+from pipeline.keys import Keys
+from pipeline.redisio import run_lua, text
+from pipeline.settings import Settings
+
+State = Literal["closed", "open", "half_open"]
+
+_NOW = """
+local t = redis.call('TIME')
+return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+_ALLOW = (
+    "local function now_ms()" + _NOW + "end\n"
+    """
+local key = KEYS[1]
+local reset_ms, trial_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now = now_ms()
+local st = redis.call('HGET', key, 'state') or 'closed'
+if st == 'closed' then return {1, 'closed', 0} end
+if st == 'open' then
+  local opened = tonumber(redis.call('HGET', key, 'opened_at') or '0')
+  local waited = now - opened
+  if waited >= reset_ms then
+    redis.call('HSET', key, 'state', 'half_open', 'trial_until', now + trial_ms)
+    return {1, 'half_open', 0}
+  end
+  return {0, 'open', reset_ms - waited}
+end
+local trial_until = tonumber(redis.call('HGET', key, 'trial_until') or '0')
+if now >= trial_until then
+  redis.call('HSET', key, 'trial_until', now + trial_ms)
+  return {1, 'half_open', 0}
+end
+return {0, 'half_open', trial_until - now}
+"""
+)
+
+_FAILURE = (
+    "local function now_ms()" + _NOW + "end\n"
+    """
+local key = KEYS[1]
+local fail_max = tonumber(ARGV[1])
+local st = redis.call('HGET', key, 'state') or 'closed'
+if st == 'half_open' then
+  redis.call('HSET', key, 'state', 'open', 'opened_at', now_ms())
+  redis.call('HINCRBY', key, 'opened_count', 1)
+  return {'open', tonumber(redis.call('HGET', key, 'failures') or '0')}
+end
+local n = redis.call('HINCRBY', key, 'failures', 1)
+if st == 'closed' and n >= fail_max then
+  redis.call('HSET', key, 'state', 'open', 'opened_at', now_ms())
+  redis.call('HINCRBY', key, 'opened_count', 1)
+  return {'open', n}
+end
+return {st, n}
+"""
+)
+
+_SUCCESS = """
+local key = KEYS[1]
+local st = redis.call('HGET', key, 'state') or 'closed'
+redis.call('HSET', key, 'state', 'closed', 'failures', 0)
+return st
+"""
+
+
+@dataclass(frozen=True)
+class Permit:
+    allowed: bool
+    state: State
+    wait_s: float
+
+
+class RedisCircuitBreaker:
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        *,
+        name: str = "s3",
+        trial_timeout_s: float | None = None,
+    ) -> None:
+        self._redis = redis
+        self.key = Keys.from_settings(settings).breaker(name)
+        self.fail_max = settings.breaker_fail_max
+        self.reset_ms = int(settings.breaker_reset_s * 1000)
+        trial = trial_timeout_s or settings.s3_read_timeout_s + settings.s3_connect_timeout_s
+        self.trial_ms = int(trial * 1000)
+
+    async def allow(self) -> Permit:
+        """May a call go to S3 now? If not, ``wait_s`` says when to ask again."""
+        allowed, state, wait_ms = await run_lua(
+            self._redis, _ALLOW, [self.key], [self.reset_ms, self.trial_ms]
+        )
+        return Permit(bool(allowed), _state(state), max(0.0, int(wait_ms) / 1000))
+
+    async def record_failure(self) -> State:
+        state, _ = await run_lua(self._redis, _FAILURE, [self.key], [self.fail_max])
+        return _state(state)
+
+    async def record_success(self) -> State:
+        """Returns the state *before* the success closed the breaker."""
+        before = await run_lua(self._redis, _SUCCESS, [self.key], [])
+        return _state(before)
+
+    async def state(self) -> State:
+        client: Any = self._redis
+        raw = await client.hget(self.key, "state")
+        return _state(raw or b"closed")
+
+    async def failures(self) -> int:
+        client: Any = self._redis
+        raw = await client.hget(self.key, "failures")
+        return int(raw or 0)
+
+    async def reset(self) -> None:
+        await self._redis.delete(self.key)
+
+
+def _state(raw: Any) -> State:
+    value = text(raw)
+    if value not in ("closed", "open", "half_open"):
+        raise ValueError(f"unknown breaker state {value!r}")
+    return value  # type: ignore[return-value]

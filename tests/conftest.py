@@ -1,0 +1,206 @@
+"""Shared fixtures: real Redis (dedicated db), real LocalStack S3, real arq workers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from arq.worker import Worker
+from redis.asyncio import Redis
+
+from pipeline.settings import Settings
+
+for _name, _value in {
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+REDIS_URL = os.environ.get("PLANTPIPE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+S3_ENDPOINT = os.environ.get("PLANTPIPE_TEST_S3_ENDPOINT", "http://127.0.0.1:4566")
+REPO = Path(__file__).resolve().parents[1]
+ARQ_BIN = str(Path(sys.executable).parent / "arq")
+
+SettingsFactory = Callable[..., Settings]
+
+
+def localstack_healthy() -> bool:
+    try:
+        with urllib.request.urlopen(f"{S3_ENDPOINT}/_localstack/health", timeout=2) as resp:
+            body = resp.read()
+        return b'"s3": "available"' in body or b'"s3": "running"' in body
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def localstack() -> str:
+    """LocalStack S3 endpoint. Fails (never skips) when it is down: start scripts/services.sh."""
+    if not localstack_healthy():
+        pytest.fail(
+            f"LocalStack S3 is not reachable at {S3_ENDPOINT}: run `bash scripts/services.sh` "
+            "(or set PLANTPIPE_TEST_S3_ENDPOINT)"
+        )
+    return S3_ENDPOINT
+
+
+@pytest.fixture
+def test_prefix() -> str:
+    return f"pt{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def make_settings(test_prefix: str) -> SettingsFactory:
+    """Settings isolated per test: own key prefix, own bucket, quick retries and breaker."""
+
+    def factory(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "redis_url": REDIS_URL,
+            "key_prefix": test_prefix,
+            "storage": "s3",
+            "s3_endpoint_url": S3_ENDPOINT,
+            "s3_bucket": f"bk-{test_prefix}",
+            "s3_create_bucket": True,
+            "retry_delays_s": [0.2, 0.4, 0.8],
+            "breaker_reset_s": 2.0,
+            "poll_delay_s": 0.02,
+            "log_json": True,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return factory
+
+
+@pytest.fixture
+async def redis(test_prefix: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"Redis not reachable at {REDIS_URL} ({exc}): run `bash scripts/services.sh`")
+    yield client
+    keys = [k async for k in client.scan_iter(match=f"{test_prefix}:*", count=1000)]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment that reproduces ``settings`` in a child process."""
+    env = dict(os.environ)
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        var = f"PLANTPIPE_{name.upper()}"
+        if isinstance(value, (list, dict)):
+            import json
+
+            env[var] = json.dumps([str(v) if isinstance(v, Path) else v for v in value])
+        elif isinstance(value, bool):
+            env[var] = "1" if value else "0"
+        elif field.default != value or var in env:
+            env[var] = str(value)
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+@asynccontextmanager
+async def in_process_worker(
+    options: dict[str, Any], settings: Settings, **ctx: Any
+) -> AsyncIterator[Worker]:
+    """Run an arq Worker of ``options`` inside this event loop until the block ends."""
+    worker = Worker(**options, handle_signals=False, ctx={"settings": settings, **ctx})
+    task = asyncio.create_task(worker.async_run())
+    deadline = time.monotonic() + 30
+    while "started" not in worker.ctx:
+        if task.done():
+            task.result()
+        if time.monotonic() > deadline:
+            raise TimeoutError("worker did not start in 30 s")
+        await asyncio.sleep(0.02)
+    try:
+        yield worker
+    finally:
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):  # noqa: BLE001
+            pass
+        await worker.close()
+
+
+class WorkerProcess:
+    """``arq workers.<role>.WorkerSettings`` as a real child process."""
+
+    def __init__(self, role: str, env: dict[str, str]) -> None:
+        self.role = role
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [ARQ_BIN, f"workers.{role}.WorkerSettings"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    async def wait_for(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.role} worker exited: {self.output()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {text!r} from {self.role} worker: {self.output()[-3000:]}")
+            await asyncio.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.fixture
+def worker_processes() -> Iterator[Callable[[str, dict[str, str]], WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(role: str, env: dict[str, str]) -> WorkerProcess:
+        proc = WorkerProcess(role, env)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()

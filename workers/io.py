@@ -1,0 +1,163 @@
+"""io role: every S3 (or local store) write, on asyncio, at most ``io_concurrency`` at once.
+
+Run with ``arq workers.io.WorkerSettings``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from arq import func
+from arq.connections import ArqRedis
+
+from pipeline.artifacts import ArtifactStore
+from pipeline.blobs import BlobStore
+from pipeline.client import upload_holder, upload_job_id
+from pipeline.deadletter import DeadLetters
+from pipeline.health import check_redis
+from pipeline.jobs import common_worker_options, handle_failure, worker_settings_class
+from pipeline.logs import configure_logging, get_logger
+from pipeline.queue import QueueNames, arq_max_tries, classify
+from pipeline.schemas import UploadJob
+from pipeline.settings import Settings, get_settings
+from pipeline.storage import ObjectStore, make_store
+from pipeline.storage.breaker import RedisCircuitBreaker
+
+log = get_logger("workers.io")
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx.get("settings") or get_settings()
+    ctx["settings"] = settings
+    configure_logging(settings, role="io")
+    redis: ArqRedis = ctx["redis"]
+    await check_redis(redis)
+    store: ObjectStore = ctx.get("store") or make_store(settings)
+    await store.start()  # bucket reachable (created when PLANTPIPE_S3_CREATE_BUCKET=1)
+    ctx["store"] = store
+    ctx["blobs"] = BlobStore(redis, settings)
+    ctx["artifacts"] = ArtifactStore(redis, settings)
+    ctx["deadletters"] = DeadLetters(redis, settings)
+    ctx["breaker"] = RedisCircuitBreaker(redis, settings)
+    ctx["queues"] = QueueNames.from_settings(settings)
+    ctx["started"] = True
+    log.info(
+        "io.started",
+        store=store.description,
+        concurrency=settings.io_concurrency,
+        retry_delays_s=settings.retry_delays_s,
+    )
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    store: ObjectStore | None = ctx.get("store")
+    if store is not None:
+        await store.close()
+    log.info("io.stopped")
+
+
+async def upload(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    """Copy one blob to its key. Idempotent: an already-uploaded artifact is not re-sent."""
+    job = UploadJob.model_validate(payload)
+    structlog.contextvars.bind_contextvars(session_id=job.session_id, artifact=job.artifact_id)
+    artifacts: ArtifactStore = ctx["artifacts"]
+    blobs: BlobStore = ctx["blobs"]
+    breaker: RedisCircuitBreaker = ctx["breaker"]
+    store: ObjectStore = ctx["store"]
+    queues: QueueNames = ctx["queues"]
+
+    current = await artifacts.get(job.artifact_id)
+    if current is not None and current.state == "uploaded":
+        await blobs.release(job.blob, upload_holder(job.artifact_id))
+        log.info("upload.already_done", key=job.key)
+        return {"ok": True, "key": job.key, "skipped": True}
+
+    permit = await breaker.allow()
+    if not permit.allowed:
+        wait_s = max(permit.wait_s, 0.5)
+        deferred = job.model_copy(update={"deferrals": job.deferrals + 1})
+        redis: ArqRedis = ctx["redis"]
+        await redis.enqueue_job(
+            "upload",
+            payload=deferred.model_dump(mode="json"),
+            _job_id=upload_job_id(job.artifact_id, deferred.deferrals),
+            _queue_name=queues.io,
+            _defer_by=wait_s,
+        )
+        log.warning(
+            "upload.deferred",
+            key=job.key,
+            breaker=permit.state,
+            retry_in_s=round(wait_s, 2),
+            deferrals=deferred.deferrals,
+        )
+        return {"ok": False, "deferred_s": wait_s}
+
+    try:
+        data = await blobs.get(job.blob)
+        result = await store.put(
+            job.key, data, content_type=job.content_type, metadata=job.metadata
+        )
+    except Exception as exc:
+        if classify(exc).transient:
+            state = await breaker.record_failure()
+            if state == "open":
+                log.warning("breaker.open", store=store.description)
+
+        async def give_up(code: str, reason: str) -> None:
+            await artifacts.transition(
+                job.artifact_id,
+                "failed",
+                session_id=job.session_id,
+                error_code=code,
+                reason=reason,
+            )
+
+        return await handle_failure(
+            ctx,
+            exc,
+            function="upload",
+            queue=queues.io,
+            kwargs={"payload": job.model_dump(mode="json")},
+            session_id=job.session_id,
+            on_give_up=give_up,
+        )
+
+    before = await breaker.record_success()
+    if before != "closed":
+        log.info("breaker.closed", store=store.description)
+    _, ready = await artifacts.transition(
+        job.artifact_id, "uploaded", session_id=job.session_id, etag=result.etag
+    )
+    await blobs.release(job.blob, upload_holder(job.artifact_id))
+    log.info(
+        "upload.done",
+        key=job.key,
+        bytes=result.size,
+        multipart=result.multipart,
+        artifacts_ready=ready,
+    )
+    return {"ok": True, "key": job.key, "etag": result.etag, "size": result.size}
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    return {
+        **common_worker_options(settings),
+        "functions": [
+            func(
+                upload,
+                name="upload",
+                timeout=settings.io_job_timeout_s,
+                max_tries=arq_max_tries(settings),
+            )
+        ],
+        "queue_name": QueueNames.from_settings(settings).io,
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "max_jobs": settings.io_concurrency,
+    }
+
+
+WorkerSettings = worker_settings_class("io", worker_options(get_settings()))
+"""``arq workers.io.WorkerSettings``: built from ``PLANTPIPE_*`` at import."""
