@@ -5,7 +5,10 @@ from pipeline.client import PipelineClient
 
 async with PipelineClient.from_settings() as client:
     handle = await client.upload("some/key.bin", data, content_type="application/octet-stream")
-    await handle.wait()
+    await handle.wait()                       # raises with the reason if the upload failed
+    session_id = await client.submit([jpeg_bytes, png_bytes], metadata={"bench": "A-12"})
+    result = await client.wait(session_id, timeout=300)   # terminal status
+    status = await client.status(session_id)
 ```
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -20,15 +24,38 @@ from arq import create_pool
 from arq.connections import ArqRedis
 
 from pipeline.artifacts import ArtifactStore
-from pipeline.blobs import BlobStore
+from pipeline.blobs import BlobRef, BlobStore
 from pipeline.deadletter import DeadLetters
 from pipeline.errors import UploadFailed
 from pipeline.events import follow, last_event_id
+from pipeline.graph import Callback, JoinStore
 from pipeline.keys import Keys
+from pipeline.photos import (
+    aggregate_holder,
+    aggregate_job_id,
+    infer_holder,
+    infer_job_id,
+    photo_key,
+    session_join_id,
+)
+from pipeline.photos import (
+    artifact_id as make_artifact_id,
+)
 from pipeline.queue import QueueNames, deserialize, redis_settings, serialize
-from pipeline.schemas import ArtifactRecord, DeadLetter, UploadJob
+from pipeline.schemas import (
+    TERMINAL_STATUSES,
+    ArtifactRecord,
+    DeadLetter,
+    InferJob,
+    SessionEvent,
+    SessionRecord,
+    SessionResult,
+    UploadJob,
+)
+from pipeline.sessions import SessionStore
 from pipeline.settings import Settings, get_settings
 from pipeline.storage.base import check_key
+from pipeline.vision.decode import SUPPORTED_TYPES, InvalidImage, validate_upload
 
 
 def upload_job_id(artifact_id: str, deferrals: int = 0) -> str:
@@ -49,6 +76,28 @@ async def enqueue_upload(redis: ArqRedis, settings: Settings, job: UploadJob) ->
         _job_id=upload_job_id(job.artifact_id, job.deferrals),
         _queue_name=QueueNames.from_settings(settings).io,
     )
+
+
+MAX_METADATA_ITEMS = 64
+MAX_METADATA_CHARS = 1024
+
+
+def clean_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
+    """Session metadata is stored and echoed, never used to build keys: bound its size."""
+    items = dict(metadata or {})
+    if len(items) > MAX_METADATA_ITEMS:
+        raise ValueError(f"metadata has {len(items)} entries; at most {MAX_METADATA_ITEMS}")
+    out: dict[str, str] = {}
+    for k, v in items.items():
+        key, value = str(k), str(v)
+        if not key or len(key) > 128 or len(value) > MAX_METADATA_CHARS:
+            raise ValueError(
+                f"metadata entry {key[:40]!r}: keys 1..128 chars, values ≤ {MAX_METADATA_CHARS}"
+            )
+        if any(ord(c) < 32 for c in key + value):
+            raise ValueError(f"metadata entry {key[:40]!r} holds control characters")
+        out[key] = value
+    return out
 
 
 class UploadHandle:
@@ -173,6 +222,148 @@ class PipelineClient:
         )
         await enqueue_upload(self.redis, self.settings, job)
         return UploadHandle(self, artifact_id, key)
+
+    # --- sessions ---------------------------------------------------------------------
+
+    @property
+    def sessions(self) -> SessionStore:
+        return SessionStore(self.redis, self.settings)
+
+    async def submit(
+        self,
+        photos: Sequence[bytes],
+        metadata: dict[str, str] | None = None,
+        *,
+        content_types: Sequence[str | None] | None = None,
+        deadline_s: float | None = None,
+    ) -> str:
+        """Validate cheaply, store each photo once, create the session, enqueue the work.
+
+        Returns the session id at once. Raises :class:`InvalidImage` (naming the photo) or
+        ``ValueError`` before anything is stored if any photo is unacceptable.
+        """
+        if not photos:
+            raise ValueError("submit needs at least one photo")
+        declared = list(content_types) if content_types is not None else [None] * len(photos)
+        if len(declared) != len(photos):
+            raise ValueError("content_types must have one entry per photo")
+        meta = clean_metadata(metadata)
+        mimes: list[str] = []
+        for index, (data, ctype) in enumerate(zip(photos, declared, strict=True)):
+            try:
+                mimes.append(validate_upload(data, ctype, self.settings.max_upload_bytes))
+            except InvalidImage as exc:
+                exc.reason = f"photo {index}: {exc.reason}"
+                exc.args = (exc.reason,)
+                raise
+        session_id = uuid.uuid4().hex
+        count = len(photos)
+        await self.sessions.create(session_id, count, meta, deadline_s=deadline_s)
+        await JoinStore(self.redis, self.settings).create(
+            session_join_id(session_id),
+            count,
+            Callback(
+                function="aggregate",
+                queue=self.queues.cpu,
+                job_id=aggregate_job_id(session_id),
+                arguments={"payload": {"session_id": session_id}},
+            ),
+        )
+        blobs: list[BlobRef] = []
+        uploads: list[UploadJob] = []
+        for index, (data, mime) in enumerate(zip(photos, mimes, strict=True)):
+            original_id = make_artifact_id(session_id, index, "original")
+            key = photo_key(session_id, index, count, "original", SUPPORTED_TYPES[mime])
+            blob = await self.blobs.put(
+                data,
+                [
+                    upload_holder(original_id),
+                    infer_holder(session_id, index),
+                    aggregate_holder(session_id),
+                ],
+            )
+            blobs.append(blob)
+            record = ArtifactRecord(
+                artifact_id=original_id,
+                key=key,
+                content_type=mime,
+                size=len(data),
+                session_id=session_id,
+            )
+            await self.artifacts.register([record], session_id=session_id)
+            uploads.append(
+                UploadJob(
+                    artifact_id=original_id,
+                    key=key,
+                    blob=blob,
+                    content_type=mime,
+                    session_id=session_id,
+                    metadata={"session": session_id, "photo": str(index)},
+                )
+            )
+        await self.sessions.set_originals(session_id, blobs)
+        for index, (blob, mime, upload) in enumerate(zip(blobs, mimes, uploads, strict=True)):
+            await enqueue_upload(self.redis, self.settings, upload)
+            job = InferJob(
+                session_id=session_id, index=index, photo_count=count, blob=blob, mime=mime
+            )
+            await self.redis.enqueue_job(
+                "infer_photo",
+                payload=job.model_dump(mode="json"),
+                _job_id=infer_job_id(session_id, index),
+                _queue_name=self.queues.gpu,
+            )
+        return session_id
+
+    async def status(self, session_id: str) -> SessionRecord:
+        record = await self.sessions.get(session_id)
+        if record is None:
+            raise LookupError(f"no session {session_id!r} (unknown or expired)")
+        return record
+
+    async def events(
+        self, session_id: str, *, from_start: bool = True
+    ) -> AsyncIterator[SessionEvent]:
+        """The session's events as they happen (replaying earlier ones with ``from_start``)."""
+        stream = self.keys.session_events(session_id)
+        start = "0" if from_start else await last_event_id(self.redis, stream)
+        async for event_id, kind, data in follow(self.redis, stream, last_id=start):
+            yield SessionEvent(id=event_id, type=kind, session_id=session_id, data=data)
+
+    async def wait(
+        self, session_id: str, timeout: float | None = None, *, artifacts: bool = False
+    ) -> SessionRecord:
+        """Block until the session is terminal (and, with ``artifacts``, every artifact is
+        uploaded). Follows the event stream: no polling. Raises TimeoutError."""
+        stream = self.keys.session_events(session_id)
+        async with asyncio.timeout(timeout):
+            last_id = await last_event_id(self.redis, stream)
+            record = await self.status(session_id)
+            if self._done(record, artifacts):
+                return record
+            async for _id, kind, data in follow(self.redis, stream, last_id=last_id):
+                if kind == "artifacts.ready" or (
+                    kind == "session.status" and data.get("status") in TERMINAL_STATUSES
+                ):
+                    record = await self.status(session_id)
+                    if self._done(record, artifacts):
+                        return record
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _done(record: SessionRecord, artifacts: bool) -> bool:
+        return record.terminal and (record.artifacts_ready or not artifacts)
+
+    async def result(self, session_id: str) -> SessionResult:
+        """The result document (also uploaded as ``{session}/results.json``)."""
+        result = await self.sessions.result(session_id)
+        if result is None:
+            record = await self.status(session_id)
+            raise LookupError(
+                f"session {session_id} has no result yet (status {record.status}, "
+                f"stage {record.stage}); await client.wait() first"
+            )
+        return result
 
     # --- dead letters -----------------------------------------------------------------
 

@@ -36,6 +36,20 @@ class UploadJob(_Model):
     deferrals: int = 0
 
 
+class InferJob(_Model):
+    """Payload of the gpu ``infer_photo`` job (one child of a session's fan-out)."""
+
+    session_id: str
+    index: int
+    photo_count: int
+    blob: BlobRef
+    mime: str
+
+
+class AggregateJob(_Model):
+    session_id: str
+
+
 class ArtifactRecord(_Model):
     artifact_id: str
     key: str

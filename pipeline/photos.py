@@ -1,0 +1,52 @@
+"""Names of a session's photos, jobs and artifacts. Keys come from server ids only."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+ArtifactName = Literal["original", "thumbnail_original", "processed", "thumbnail_processed"]
+
+FILE_NAMES: dict[str, str] = {
+    "thumbnail_original": "thumbnail_original.jpg",
+    "processed": "processed.avif",
+    "thumbnail_processed": "thumbnail_processed.jpg",
+}
+
+
+def session_join_id(session_id: str) -> str:
+    return f"session:{session_id}"
+
+
+def child_id(index: int) -> str:
+    return f"photo-{index}"
+
+
+def infer_job_id(session_id: str, index: int) -> str:
+    return f"infer:{session_id}:{index}"
+
+
+def aggregate_job_id(session_id: str) -> str:
+    return f"aggregate:{session_id}"
+
+
+def artifact_id(session_id: str, index: int | None, name: str) -> str:
+    return f"{session_id}:{name}" if index is None else f"{session_id}:{index}:{name}"
+
+
+def photo_key(session_id: str, index: int, photo_count: int, name: str, ext: str = "") -> str:
+    """``{session}/original.jpg`` for one photo, ``{session}/{index}/original.jpg`` for many."""
+    base = session_id if photo_count == 1 else f"{session_id}/{index}"
+    file_name = f"original.{ext}" if name == "original" else FILE_NAMES[name]
+    return f"{base}/{file_name}"
+
+
+def results_key(session_id: str) -> str:
+    return f"{session_id}/results.json"
+
+
+def infer_holder(session_id: str, index: int) -> str:
+    return f"infer:{session_id}:{index}"
+
+
+def aggregate_holder(session_id: str) -> str:
+    return f"aggregate:{session_id}"

@@ -1,0 +1,233 @@
+"""Session records: status machine, per-photo progress, artifact state, event stream.
+
+Status: ``pending → processing → completed | warning | failed`` (``pending`` may also end
+directly). Terminal states are final: any other transition is refused. Every change appends
+an event to the session's Redis stream, which ``client.wait()`` and ``plantpipe watch`` follow.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from redis.asyncio import Redis
+
+from pipeline.blobs import BlobRef
+from pipeline.events import STREAM_MAXLEN
+from pipeline.keys import Keys
+from pipeline.redisio import run_lua, text
+from pipeline.schemas import (
+    ArtifactStatus,
+    PhotoProgress,
+    SessionRecord,
+    SessionResult,
+    SessionStatus,
+    utcnow,
+)
+from pipeline.settings import Settings
+
+_TRANSITION = """
+local sess, ev, active = KEYS[1], KEYS[2], KEYS[3]
+local new, reason, stage, now, sid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local cur = redis.call('HGET', sess, 'status')
+if not cur then return {-1, ''} end
+if cur == new then return {0, cur} end
+local allowed = {
+  pending = {processing = true, completed = true, warning = true, failed = true},
+  processing = {completed = true, warning = true, failed = true},
+}
+if not allowed[cur] or not allowed[cur][new] then return {-2, cur} end
+redis.call('HSET', sess, 'status', new, 'updated_at', now)
+if reason ~= '' then redis.call('HSET', sess, 'reason', reason) end
+if stage ~= '' then redis.call('HSET', sess, 'stage', stage) end
+if new == 'completed' or new == 'warning' or new == 'failed' then
+  redis.call('ZREM', active, sid)
+  redis.call('HSET', sess, 'completed_at', now)
+end
+redis.call('XADD', ev, 'MAXLEN', '~', MAXLEN_N, '*', 'type', 'session.status', 'data',
+  cjson.encode({status = new, previous = cur, reason = reason, stage = stage}))
+return {1, cur}
+""".replace("MAXLEN_N", str(STREAM_MAXLEN))
+
+_PHOTO = """
+local sess, ev = KEYS[1], KEYS[2]
+local field, value, kind, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if redis.call('EXISTS', sess) == 0 then return 0 end
+redis.call('HSET', sess, field, value, 'updated_at', now)
+redis.call('XADD', ev, 'MAXLEN', '~', MAXLEN_N, '*', 'type', kind, 'data', value)
+return 1
+""".replace("MAXLEN_N", str(STREAM_MAXLEN))
+
+TRANSITION_REFUSED = -2
+
+
+class InvalidTransition(RuntimeError):
+    pass
+
+
+class SessionStore:
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self._redis = redis
+        self._keys = Keys.from_settings(settings)
+        self._ttl = settings.session_ttl_s
+        self.deadline_s = settings.session_deadline_s
+
+    async def create(
+        self,
+        session_id: str,
+        photo_count: int,
+        metadata: dict[str, str] | None = None,
+        *,
+        deadline_s: float | None = None,
+    ) -> datetime:
+        now = utcnow()
+        deadline = now + timedelta(seconds=deadline_s or self.deadline_s)
+        fields: dict[str, Any] = {
+            "status": "pending",
+            "stage": "queued",
+            "photo_count": photo_count,
+            "metadata": json.dumps(metadata or {}),
+            "created_at": now.isoformat(),
+            "updated_at": now.isoformat(),
+            "deadline_at": deadline.isoformat(),
+            "art_total": 0,
+            "art_uploaded": 0,
+            "art_failed": 0,
+        }
+        for i in range(photo_count):
+            fields[f"photo:{i}"] = PhotoProgress(index=i).model_dump_json()
+        key = self._keys.session(session_id)
+        events = self._keys.session_events(session_id)
+        client: Any = self._redis
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=fields)
+            pipe.expire(key, self._ttl)
+            pipe.zadd(self._keys.sessions_active, {session_id: deadline.timestamp()})
+            pipe.xadd(
+                events,
+                {"type": "session.created", "data": json.dumps({"photos": photo_count})},
+                maxlen=STREAM_MAXLEN,
+                approximate=True,
+            )
+            pipe.expire(events, self._ttl)
+            await pipe.execute()
+        return deadline
+
+    async def transition(
+        self,
+        session_id: str,
+        status: SessionStatus,
+        *,
+        reason: str | None = None,
+        stage: str | None = None,
+        strict: bool = False,
+    ) -> bool:
+        """Move to ``status``. Returns True if it changed; refused moves return False (or
+        raise InvalidTransition with ``strict``)."""
+        keys = [
+            self._keys.session(session_id),
+            self._keys.session_events(session_id),
+            self._keys.sessions_active,
+        ]
+        args = [status, reason or "", stage or "", utcnow().isoformat(), session_id]
+        changed, previous = await run_lua(self._redis, _TRANSITION, keys, args)
+        if int(changed) == -1:
+            raise LookupError(f"no session {session_id}")
+        if int(changed) == TRANSITION_REFUSED and strict:
+            raise InvalidTransition(f"session {session_id}: {text(previous)} → {status} refused")
+        return int(changed) == 1
+
+    async def update_photo(self, session_id: str, progress: PhotoProgress) -> None:
+        keys = [self._keys.session(session_id), self._keys.session_events(session_id)]
+        args = [
+            f"photo:{progress.index}",
+            progress.model_dump_json(),
+            f"photo.{progress.state}",
+            utcnow().isoformat(),
+        ]
+        await run_lua(self._redis, _PHOTO, keys, args)
+
+    async def set_field(self, session_id: str, field: str, value: str) -> None:
+        client: Any = self._redis
+        await client.hset(self._keys.session(session_id), field, value)
+
+    async def get_field(self, session_id: str, field: str) -> str | None:
+        client: Any = self._redis
+        raw = await client.hget(self._keys.session(session_id), field)
+        return text(raw) if raw is not None else None
+
+    async def set_originals(self, session_id: str, blobs: list[BlobRef]) -> None:
+        """Where each photo's bytes wait until the aggregate step renders them."""
+        payload = json.dumps([b.model_dump() for b in blobs])
+        await self.set_field(session_id, "originals", payload)
+
+    async def originals(self, session_id: str) -> list[BlobRef]:
+        raw = await self.get_field(session_id, "originals")
+        return [BlobRef.model_validate(b) for b in json.loads(raw)] if raw else []
+
+    async def set_result(self, session_id: str, result: SessionResult) -> None:
+        await self.set_field(session_id, "result", result.model_dump_json())
+
+    async def result(self, session_id: str) -> SessionResult | None:
+        raw = await self.get_field(session_id, "result")
+        return SessionResult.model_validate_json(raw) if raw else None
+
+    async def exists(self, session_id: str) -> bool:
+        return bool(await self._redis.exists(self._keys.session(session_id)))
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        client: Any = self._redis
+        raw = await client.hgetall(self._keys.session(session_id))
+        if not raw:
+            return None
+        f = {text(k): text(v) for k, v in raw.items()}
+        count = int(f["photo_count"])
+        photos = [
+            PhotoProgress.model_validate_json(f[f"photo:{i}"])
+            if f"photo:{i}" in f
+            else PhotoProgress(index=i)
+            for i in range(count)
+        ]
+        artifacts = sorted(
+            (
+                ArtifactStatus(
+                    artifact_id=name[4:],
+                    key=f.get(f"artkey:{name[4:]}", ""),
+                    state=value,
+                )
+                for name, value in f.items()
+                if name.startswith("art:")
+            ),
+            key=lambda a: a.key,
+        )
+        return SessionRecord(
+            session_id=session_id,
+            status=f["status"],
+            stage=f.get("stage", ""),
+            reason=f.get("reason") or None,
+            photo_count=count,
+            photos=photos,
+            metadata=json.loads(f.get("metadata", "{}")),
+            created_at=_dt(f["created_at"]),
+            updated_at=_dt(f.get("updated_at", f["created_at"])),
+            deadline_at=_dt(f["deadline_at"]),
+            artifacts=artifacts,
+            artifacts_uploaded=int(f.get("art_uploaded", 0)),
+            artifacts_failed=int(f.get("art_failed", 0)),
+            artifacts_ready=f.get("art_ready") == "1",
+        )
+
+    async def overdue(self, now: datetime | None = None, limit: int = 500) -> list[str]:
+        """Sessions past their deadline that are not terminal yet."""
+        client: Any = self._redis
+        moment = (now or utcnow()).timestamp()
+        ids = await client.zrangebyscore(
+            self._keys.sessions_active, "-inf", moment, start=0, num=limit
+        )
+        return [text(i) for i in ids]
+
+
+def _dt(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -1,0 +1,178 @@
+"""gpu role: ``infer_photo`` — one child of a session's fan-out, run in the inference pool.
+
+Run with ``arq workers.gpu.WorkerSettings``. ONNX Runtime sessions live in a spawn-based
+process pool next to this asyncio worker (CUDA when present, CPU otherwise).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from arq import func
+from arq.connections import ArqRedis
+from pipeline.vision.render import JPEG_CONTENT_TYPE
+
+from pipeline.artifacts import ArtifactStore
+from pipeline.blobs import BlobStore
+from pipeline.client import enqueue_upload, upload_holder
+from pipeline.deadletter import DeadLetters
+from pipeline.graph import JoinStore
+from pipeline.health import check_redis
+from pipeline.inference.config import InferenceConfig
+from pipeline.inference.pool import InferencePool
+from pipeline.jobs import common_worker_options, handle_failure, worker_settings_class
+from pipeline.logs import configure_logging, get_logger
+from pipeline.photos import artifact_id, child_id, infer_holder, photo_key, session_join_id
+from pipeline.queue import QueueNames, arq_max_tries
+from pipeline.schemas import ArtifactRecord, ChildReport, InferJob, PhotoProgress, UploadJob
+from pipeline.sessions import SessionStore
+from pipeline.settings import Settings, get_settings
+
+log = get_logger("workers.gpu")
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx.get("settings") or get_settings()
+    ctx["settings"] = settings
+    configure_logging(settings, role="gpu")
+    redis: ArqRedis = ctx["redis"]
+    await check_redis(redis)
+    pool = InferencePool(InferenceConfig.from_settings(settings))
+    await pool.start()  # models load and warm up now: errors surface at start, not mid-job
+    ctx["pool"] = pool
+    ctx["blobs"] = BlobStore(redis, settings)
+    ctx["artifacts"] = ArtifactStore(redis, settings)
+    ctx["sessions"] = SessionStore(redis, settings)
+    ctx["joins"] = JoinStore(redis, settings)
+    ctx["deadletters"] = DeadLetters(redis, settings)
+    ctx["queues"] = QueueNames.from_settings(settings)
+    ctx["started"] = True
+    log.info("gpu.started", processes=settings.pool_processes, providers=pool.providers)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    pool: InferencePool | None = ctx.get("pool")
+    if pool is not None:
+        await pool.close()
+    log.info("gpu.stopped")
+
+
+async def infer_photo(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    """Analyse one photo and report into the session's join (exactly once)."""
+    job = InferJob.model_validate(payload)
+    sid, index = job.session_id, job.index
+    structlog.contextvars.bind_contextvars(session_id=sid, photo=index)
+    settings: Settings = ctx["settings"]
+    sessions: SessionStore = ctx["sessions"]
+    joins: JoinStore = ctx["joins"]
+    blobs: BlobStore = ctx["blobs"]
+    join_id = session_join_id(sid)
+
+    if await joins.is_complete(join_id):
+        log.info("infer.skipped", why="session already aggregated")
+        await blobs.release(job.blob, infer_holder(sid, index))
+        return {"ok": True, "skipped": True}
+
+    await sessions.transition(sid, "processing", stage="inference")
+    await sessions.update_photo(sid, PhotoProgress(index=index, state="processing"))
+    try:
+        data = await blobs.get(job.blob)
+        pool: InferencePool = ctx["pool"]
+        output = await pool.analyze(data)
+    except Exception as exc:
+
+        async def give_up(code: str, reason: str) -> None:
+            progress = PhotoProgress(index=index, state="failed", error_code=code, reason=reason)
+            await sessions.update_photo(sid, progress)
+            await joins.report(
+                join_id, child_id(index), ChildReport(ok=False, error_code=code, reason=reason)
+            )
+            await blobs.release(job.blob, infer_holder(sid, index))
+
+        return await handle_failure(
+            ctx,
+            exc,
+            function="infer_photo",
+            queue=ctx["queues"].gpu,
+            kwargs={"payload": payload},
+            session_id=sid,
+            on_give_up=give_up,
+            replayable=False,
+        )
+
+    # The original's thumbnail goes to the io role now; nothing here waits for S3.
+    thumb_id = artifact_id(sid, index, "thumbnail_original")
+    thumb_key = photo_key(sid, index, job.photo_count, "thumbnail_original")
+    thumb = await blobs.put(output.thumbnail_jpeg, [upload_holder(thumb_id)])
+    artifacts: ArtifactStore = ctx["artifacts"]
+    await artifacts.register(
+        [
+            ArtifactRecord(
+                artifact_id=thumb_id,
+                key=thumb_key,
+                content_type=JPEG_CONTENT_TYPE,
+                size=thumb.size,
+                session_id=sid,
+            )
+        ],
+        session_id=sid,
+    )
+    await enqueue_upload(
+        ctx["redis"],
+        settings,
+        UploadJob(
+            artifact_id=thumb_id,
+            key=thumb_key,
+            blob=thumb,
+            content_type=JPEG_CONTENT_TYPE,
+            session_id=sid,
+        ),
+    )
+    analysis = output.analysis
+    await sessions.update_photo(
+        sid,
+        PhotoProgress(
+            index=index,
+            state="done",
+            detected=analysis.total_detected,
+            estimated=analysis.total_estimated,
+        ),
+    )
+    progress = await joins.report(
+        join_id,
+        child_id(index),
+        ChildReport(ok=True, result={"analysis": analysis.model_dump(mode="json")}),
+    )
+    await blobs.release(job.blob, infer_holder(sid, index))
+    log.info(
+        "infer.done",
+        detected=analysis.total_detected,
+        estimated=analysis.total_estimated,
+        provider=analysis.provider,
+        counted=progress.counted,
+        reported=f"{progress.done}/{progress.expected}",
+    )
+    return {"ok": True, "detected": analysis.total_detected, "counted": progress.counted}
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    return {
+        **common_worker_options(settings),
+        "functions": [
+            func(
+                infer_photo,
+                name="infer_photo",
+                timeout=settings.gpu_job_timeout_s,
+                max_tries=arq_max_tries(settings),
+            )
+        ],
+        "queue_name": QueueNames.from_settings(settings).gpu,
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "max_jobs": settings.gpu_max_jobs,
+    }
+
+
+WorkerSettings = worker_settings_class("gpu", worker_options(get_settings()))
+"""``arq workers.gpu.WorkerSettings``: built from ``PLANTPIPE_*`` at import."""
