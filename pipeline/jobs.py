@@ -9,11 +9,17 @@ from typing import Any
 import structlog
 from arq.worker import Retry
 
+from pipeline.artifacts import ArtifactStore
+from pipeline.blobs import BlobStore
 from pipeline.deadletter import DeadLetters
-from pipeline.logs import get_logger
-from pipeline.queue import classify, deserialize, redis_settings, retry_delay, serialize
+from pipeline.graph import JoinStore
+from pipeline.health import check_redis
+from pipeline.logs import configure_logging, get_logger
+from pipeline.queue import QueueNames, classify, deserialize, redis_settings, retry_delay, serialize
+from pipeline.registry import Heartbeat
 from pipeline.schemas import DeadLetter
-from pipeline.settings import Settings
+from pipeline.sessions import SessionStore
+from pipeline.settings import Settings, get_settings
 
 log = get_logger("pipeline.jobs")
 
@@ -107,3 +113,28 @@ def common_worker_options(settings: Settings) -> dict[str, Any]:
 def worker_settings_class(role: str, options: dict[str, Any]) -> type:
     """A class arq's CLI can read (``arq workers.<role>.WorkerSettings``) from a dict."""
     return type("WorkerSettings", (), {"__doc__": f"arq settings of the {role} role", **options})
+
+
+async def role_startup(ctx: dict[str, Any], role: str, **detail: Any) -> Settings:
+    """What every role does first: settings, logs, Redis checks, shared stores, heartbeat."""
+    settings: Settings = ctx.get("settings") or get_settings()
+    ctx["settings"] = settings
+    configure_logging(settings, role=role)
+    redis = ctx["redis"]
+    await check_redis(redis)
+    ctx["blobs"] = BlobStore(redis, settings)
+    ctx["artifacts"] = ArtifactStore(redis, settings)
+    ctx["sessions"] = SessionStore(redis, settings)
+    ctx["joins"] = JoinStore(redis, settings)
+    ctx["deadletters"] = DeadLetters(redis, settings)
+    ctx["queues"] = QueueNames.from_settings(settings)
+    heartbeat = Heartbeat(redis, settings, role, **detail)
+    await heartbeat.start()
+    ctx["heartbeat"] = heartbeat
+    return settings
+
+
+async def role_shutdown(ctx: dict[str, Any]) -> None:
+    heartbeat: Heartbeat | None = ctx.get("heartbeat")
+    if heartbeat is not None:
+        await heartbeat.stop()

@@ -15,7 +15,6 @@ from typing import Any
 
 import structlog
 from arq import cron, func
-from arq.connections import ArqRedis
 from pipeline.vision.decode import decode_image
 from pipeline.vision.render import (
     AVIF_CONTENT_TYPE,
@@ -28,11 +27,15 @@ from pipeline.vision.render import (
 from pipeline.artifacts import ArtifactStore
 from pipeline.blobs import BlobRef, BlobStore
 from pipeline.client import enqueue_upload, upload_holder
-from pipeline.deadletter import DeadLetters
 from pipeline.graph import JoinStore
-from pipeline.health import check_redis
-from pipeline.jobs import common_worker_options, handle_failure, worker_settings_class
-from pipeline.logs import configure_logging, get_logger
+from pipeline.jobs import (
+    common_worker_options,
+    handle_failure,
+    role_shutdown,
+    role_startup,
+    worker_settings_class,
+)
+from pipeline.logs import get_logger
 from pipeline.photos import (
     aggregate_holder,
     artifact_id,
@@ -64,23 +67,14 @@ _UPLOAD_PLAN = "upload_plan"
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    settings: Settings = ctx.get("settings") or get_settings()
-    ctx["settings"] = settings
-    configure_logging(settings, role="cpu")
-    redis: ArqRedis = ctx["redis"]
-    await check_redis(redis)
-    ctx["blobs"] = BlobStore(redis, settings)
-    ctx["artifacts"] = ArtifactStore(redis, settings)
-    ctx["sessions"] = SessionStore(redis, settings)
-    ctx["joins"] = JoinStore(redis, settings)
-    ctx["deadletters"] = DeadLetters(redis, settings)
-    ctx["queues"] = QueueNames.from_settings(settings)
+    settings = await role_startup(ctx, "cpu")
     ctx["render_slots"] = asyncio.Semaphore(max(1, os.cpu_count() or 1))
     ctx["started"] = True
     log.info("cpu.started", watchdog_interval_s=settings.watchdog_interval_s)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    await role_shutdown(ctx)
     log.info("cpu.stopped")
 
 

@@ -10,19 +10,22 @@ from typing import Any
 
 import structlog
 from arq import func
-from arq.connections import ArqRedis
 from pipeline.vision.render import JPEG_CONTENT_TYPE
 
 from pipeline.artifacts import ArtifactStore
 from pipeline.blobs import BlobStore
 from pipeline.client import enqueue_upload, upload_holder
-from pipeline.deadletter import DeadLetters
 from pipeline.graph import JoinStore
-from pipeline.health import check_redis
 from pipeline.inference.config import InferenceConfig
 from pipeline.inference.pool import InferencePool
-from pipeline.jobs import common_worker_options, handle_failure, worker_settings_class
-from pipeline.logs import configure_logging, get_logger
+from pipeline.jobs import (
+    common_worker_options,
+    handle_failure,
+    role_shutdown,
+    role_startup,
+    worker_settings_class,
+)
+from pipeline.logs import get_logger
 from pipeline.photos import artifact_id, child_id, infer_holder, photo_key, session_join_id
 from pipeline.queue import QueueNames, arq_max_tries
 from pipeline.schemas import ArtifactRecord, ChildReport, InferJob, PhotoProgress, UploadJob
@@ -33,20 +36,10 @@ log = get_logger("workers.gpu")
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    settings: Settings = ctx.get("settings") or get_settings()
-    ctx["settings"] = settings
-    configure_logging(settings, role="gpu")
-    redis: ArqRedis = ctx["redis"]
-    await check_redis(redis)
+    settings = await role_startup(ctx, "gpu")
     pool = InferencePool(InferenceConfig.from_settings(settings))
     await pool.start()  # models load and warm up now: errors surface at start, not mid-job
     ctx["pool"] = pool
-    ctx["blobs"] = BlobStore(redis, settings)
-    ctx["artifacts"] = ArtifactStore(redis, settings)
-    ctx["sessions"] = SessionStore(redis, settings)
-    ctx["joins"] = JoinStore(redis, settings)
-    ctx["deadletters"] = DeadLetters(redis, settings)
-    ctx["queues"] = QueueNames.from_settings(settings)
     ctx["started"] = True
     log.info("gpu.started", processes=settings.pool_processes, providers=pool.providers)
 
@@ -55,6 +48,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     pool: InferencePool | None = ctx.get("pool")
     if pool is not None:
         await pool.close()
+    await role_shutdown(ctx)
     log.info("gpu.stopped")
 
 

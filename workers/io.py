@@ -14,10 +14,14 @@ from arq.connections import ArqRedis
 from pipeline.artifacts import ArtifactStore
 from pipeline.blobs import BlobStore
 from pipeline.client import upload_holder, upload_job_id
-from pipeline.deadletter import DeadLetters
-from pipeline.health import check_redis
-from pipeline.jobs import common_worker_options, handle_failure, worker_settings_class
-from pipeline.logs import configure_logging, get_logger
+from pipeline.jobs import (
+    common_worker_options,
+    handle_failure,
+    role_shutdown,
+    role_startup,
+    worker_settings_class,
+)
+from pipeline.logs import get_logger
 from pipeline.queue import QueueNames, arq_max_tries, classify
 from pipeline.schemas import UploadJob
 from pipeline.settings import Settings, get_settings
@@ -28,19 +32,11 @@ log = get_logger("workers.io")
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    settings: Settings = ctx.get("settings") or get_settings()
-    ctx["settings"] = settings
-    configure_logging(settings, role="io")
-    redis: ArqRedis = ctx["redis"]
-    await check_redis(redis)
+    settings = await role_startup(ctx, "io")
     store: ObjectStore = ctx.get("store") or make_store(settings)
     await store.start()  # bucket reachable (created when PLANTPIPE_S3_CREATE_BUCKET=1)
     ctx["store"] = store
-    ctx["blobs"] = BlobStore(redis, settings)
-    ctx["artifacts"] = ArtifactStore(redis, settings)
-    ctx["deadletters"] = DeadLetters(redis, settings)
-    ctx["breaker"] = RedisCircuitBreaker(redis, settings)
-    ctx["queues"] = QueueNames.from_settings(settings)
+    ctx["breaker"] = RedisCircuitBreaker(ctx["redis"], settings)
     ctx["started"] = True
     log.info(
         "io.started",
@@ -54,6 +50,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     store: ObjectStore | None = ctx.get("store")
     if store is not None:
         await store.close()
+    await role_shutdown(ctx)
     log.info("io.stopped")
 
 
