@@ -46,7 +46,7 @@ class Settings(BaseSettings):
 
     # --- io role -----------------------------------------------------------------------
     io_concurrency: int = Field(50, ge=1, description="S3 requests in flight per io process")
-    io_job_timeout_s: int = Field(120, description="upload job timeout (arq re-runs after it)")
+    io_job_timeout_s: int = Field(45, description="upload job timeout (re-run after +10 s)")
     retry_delays_s: list[float] = Field(
         default_factory=lambda: [2.0, 4.0, 8.0],
         description="backoff before retry 1, 2, 3 of a transient failure",
@@ -128,3 +128,13 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment."""
     return Settings()
+
+
+def settings_markdown_table() -> str:
+    """The configuration table of README.md, generated from this class."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+        shown = "—" if default is None else f"`{default}`"
+        rows.append(f"| `PLANTPIPE_{name.upper()}` | {shown} | {field.description or ''} |")
+    return "\n".join(rows)

@@ -1,0 +1,25 @@
+"""README stays true: the configuration table is generated from the settings class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.settings import settings_markdown_table
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_configuration_table_matches_settings() -> None:
+    text = README.read_text()
+    start = text.index("<!-- settings-table:start -->") + len("<!-- settings-table:start -->")
+    end = text.index("<!-- settings-table:end -->")
+    assert text[start:end].strip() == settings_markdown_table().strip(), (
+        "README configuration table is stale: regenerate it from pipeline.settings"
+    )
+
+
+def test_readme_has_exactly_two_setup_commands() -> None:
+    blocks = README.read_text().split("```bash")[1:]
+    assert len(blocks) == 2
+    assert "plantpipe run" in blocks[0]
+    assert "scripts/test" in blocks[1]
