@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import structlog
 from arq.worker import Retry
 
+from pipeline import metrics
 from pipeline.artifacts import ArtifactStore
 from pipeline.blobs import BlobStore
 from pipeline.deadletter import DeadLetters
@@ -26,14 +28,25 @@ log = get_logger("pipeline.jobs")
 GiveUp = Callable[[str, str], Awaitable[None]]
 
 
+def _function_name(ctx: dict[str, Any]) -> str:
+    job_id = str(ctx.get("job_id", ""))
+    return "watchdog" if job_id.startswith("cron:") else job_id.split(":", 1)[0]
+
+
 async def bind_job_context(ctx: dict[str, Any]) -> None:
     """arq on_job_start: every log line of the job carries its job id (and session id)."""
     structlog.contextvars.bind_contextvars(job_id=ctx.get("job_id"), job_try=ctx.get("job_try"))
     ctx["_started"] = time.monotonic()
+    ctx["outcome"] = "error"  # jobs set ok / failed / retried / deferred
+    metrics.job_started(ctx.get("role", "?"), _function_name(ctx))
 
 
 async def unbind_job_context(ctx: dict[str, Any]) -> None:
-    structlog.contextvars.unbind_contextvars("job_id", "job_try", "session_id")
+    elapsed = time.monotonic() - float(ctx.get("_started", time.monotonic()))
+    metrics.job_finished(
+        ctx.get("role", "?"), _function_name(ctx), str(ctx.get("outcome", "error")), elapsed
+    )
+    structlog.contextvars.unbind_contextvars("job_id", "job_try", "session_id", "photo", "artifact")
 
 
 async def handle_failure(
@@ -65,6 +78,7 @@ async def handle_failure(
                 retry_in_s=delay,
                 next_try=job_try + 1,
             )
+            ctx["outcome"] = "retried"
             raise Retry(defer=delay) from exc
     log.error(
         "job.gave_up",
@@ -75,6 +89,7 @@ async def handle_failure(
         tries=job_try,
         exc_info=verdict.transient and not verdict.code.startswith(("Client", "Endpoint")),
     )
+    ctx["outcome"] = "failed"
     job_id = str(ctx.get("job_id", "unknown"))
     letters: DeadLetters = ctx["deadletters"]
     await letters.add(
@@ -128,6 +143,11 @@ async def role_startup(ctx: dict[str, Any], role: str, **detail: Any) -> Setting
     ctx["joins"] = JoinStore(redis, settings)
     ctx["deadletters"] = DeadLetters(redis, settings)
     ctx["queues"] = QueueNames.from_settings(settings)
+    ctx["role"] = role
+    if settings.metrics_port is not None:
+        detail["metrics_port"] = metrics.start_server(settings.metrics_port)
+        log.info("metrics.serving", port=detail["metrics_port"])
+        ctx["metrics_task"] = asyncio.create_task(metrics.sample_forever(ctx))
     heartbeat = Heartbeat(redis, settings, role, **detail)
     await heartbeat.start()
     ctx["heartbeat"] = heartbeat
@@ -138,3 +158,6 @@ async def role_shutdown(ctx: dict[str, Any]) -> None:
     heartbeat: Heartbeat | None = ctx.get("heartbeat")
     if heartbeat is not None:
         await heartbeat.stop()
+    task: asyncio.Task[None] | None = ctx.get("metrics_task")
+    if task is not None:
+        task.cancel()

@@ -198,6 +198,7 @@ async def aggregate(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
         await _enqueue_plan(ctx, plan)
         await joins.complete(join_id)
         log.info("aggregate.rerun", uploads=len(plan))
+        ctx["outcome"] = "ok"
         return {"ok": True, "rerun": True}
 
     try:
@@ -307,6 +308,7 @@ async def _aggregate(ctx: dict[str, Any], record: SessionRecord, started: float)
         uploads=len(plan),
         elapsed_ms=elapsed_ms,
     )
+    ctx["outcome"] = "ok"
     return {"ok": True, "status": status, "uploads": len(plan), "elapsed_ms": elapsed_ms}
 
 
@@ -336,6 +338,7 @@ async def watchdog(ctx: dict[str, Any]) -> dict[str, Any]:
                 await blobs.release(original, infer_holder(sid, i))
                 await blobs.release(original, aggregate_holder(sid))
     redriven = await joins.redrive()
+    ctx["outcome"] = "ok"
     return {"expired": expired, "redriven": redriven}
 
 

@@ -65,6 +65,7 @@ async def infer_photo(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str,
 
     if await joins.is_complete(join_id):
         log.info("infer.skipped", why="session already aggregated")
+        ctx["outcome"] = "ok"
         await blobs.release(job.blob, infer_holder(sid, index))
         return {"ok": True, "skipped": True}
 
@@ -147,6 +148,7 @@ async def infer_photo(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str,
         counted=progress.counted,
         reported=f"{progress.done}/{progress.expected}",
     )
+    ctx["outcome"] = "ok"
     return {"ok": True, "detected": analysis.total_detected, "counted": progress.counted}
 
 

@@ -11,6 +11,7 @@ import structlog
 from arq import func
 from arq.connections import ArqRedis
 
+from pipeline import metrics
 from pipeline.artifacts import ArtifactStore
 from pipeline.blobs import BlobStore
 from pipeline.client import upload_holder, upload_job_id
@@ -67,6 +68,7 @@ async def upload(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]
     current = await artifacts.get(job.artifact_id)
     if current is not None and current.state == "uploaded":
         await blobs.release(job.blob, upload_holder(job.artifact_id))
+        ctx["outcome"] = "ok"
         log.info("upload.already_done", key=job.key)
         return {"ok": True, "key": job.key, "skipped": True}
 
@@ -89,6 +91,7 @@ async def upload(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]
             retry_in_s=round(wait_s, 2),
             deferrals=deferred.deferrals,
         )
+        ctx["outcome"] = "deferred"
         return {"ok": False, "deferred_s": wait_s}
 
     try:
@@ -128,6 +131,8 @@ async def upload(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]
         job.artifact_id, "uploaded", session_id=job.session_id, etag=result.etag
     )
     await blobs.release(job.blob, upload_holder(job.artifact_id))
+    ctx["outcome"] = "ok"
+    metrics.UPLOAD_BYTES.inc(result.size)
     log.info(
         "upload.done",
         key=job.key,

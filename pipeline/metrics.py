@@ -1,0 +1,65 @@
+"""Prometheus metrics of a worker process: jobs, durations, queue depth, uploads, breaker.
+
+Enabled with ``PLANTPIPE_METRICS_PORT`` (0 picks a free port; the port is logged and shown
+by ``plantpipe workers --list``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+JOBS_STARTED = Counter("plantpipe_jobs_started_total", "jobs started", ["role", "function"])
+JOBS_FINISHED = Counter(
+    "plantpipe_jobs_finished_total",
+    "jobs finished, by outcome (ok, failed, retried, deferred, error)",
+    ["role", "function", "outcome"],
+)
+JOB_SECONDS = Histogram(
+    "plantpipe_job_duration_seconds",
+    "job wall time",
+    ["role", "function"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+QUEUE_DEPTH = Gauge("plantpipe_queue_depth", "jobs waiting in a queue", ["queue"])
+UPLOADS_IN_FLIGHT = Gauge("plantpipe_uploads_in_flight", "S3 requests in flight")
+UPLOAD_BYTES = Counter("plantpipe_upload_bytes_total", "bytes uploaded")
+BREAKER_STATE = Gauge(
+    "plantpipe_breaker_state", "S3 circuit breaker: 0 closed, 1 half-open, 2 open"
+)
+BREAKER_CODES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def start_server(port: int) -> int:
+    """Serve /metrics on ``port`` (0 = any free port); returns the bound port."""
+    server, _thread = start_http_server(port)
+    return int(server.server_port)
+
+
+def job_started(role: str, function: str) -> None:
+    JOBS_STARTED.labels(role, function).inc()
+
+
+def job_finished(role: str, function: str, outcome: str, seconds: float) -> None:
+    JOBS_FINISHED.labels(role, function, outcome).inc()
+    JOB_SECONDS.labels(role, function).observe(seconds)
+
+
+async def sample_forever(ctx: dict[str, Any], interval_s: float = 2.0) -> None:
+    """Refresh gauges that live in Redis or in the store (queue depth, in-flight, breaker)."""
+    redis = ctx["redis"]
+    queues = ctx["queues"]
+    while True:
+        with contextlib.suppress(Exception):  # a metrics blip must never hurt the worker
+            for name in (queues.io, queues.cpu, queues.gpu):
+                QUEUE_DEPTH.labels(name).set(await redis.zcard(name))
+            store = ctx.get("store")
+            if store is not None and hasattr(store, "in_flight"):
+                UPLOADS_IN_FLIGHT.set(store.in_flight)
+            breaker = ctx.get("breaker")
+            if breaker is not None:
+                BREAKER_STATE.set(BREAKER_CODES[await breaker.state()])
+        await asyncio.sleep(interval_s)
