@@ -159,6 +159,9 @@ def classify(exc: BaseException) -> Classified:
         return Classified(True, exc.code, exc.reason)
     if isinstance(exc, PipelineError):
         return Classified(False, exc.code, exc.reason)
+    code, reason = getattr(exc, "code", None), getattr(exc, "reason", None)
+    if isinstance(exc, ValueError) and isinstance(code, str) and isinstance(reason, str):
+        return Classified(False, code, reason)  # e.g. InvalidImage: bad input, never retried
     response = getattr(exc, "response", None)
     if isinstance(response, dict) and "Error" in response:  # botocore ClientError
         err = response.get("Error", {})

@@ -89,10 +89,11 @@ async def redis(test_prefix: str) -> AsyncIterator[Redis]:
     client = Redis.from_url(REDIS_URL)
     try:
         await client.ping()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.fail(f"Redis not reachable at {REDIS_URL} ({exc}): run `bash scripts/services.sh`")
     yield client
     keys = [k async for k in client.scan_iter(match=f"{test_prefix}:*", count=1000)]
+    keys += [k async for k in client.scan_iter(match=f"arq:*{test_prefix}:*", count=1000)]
     if keys:
         await client.delete(*keys)
     await client.aclose()
@@ -138,7 +139,7 @@ async def in_process_worker(
         task.cancel()
         try:
             await task
-        except (asyncio.CancelledError, Exception):  # noqa: BLE001
+        except (asyncio.CancelledError, Exception):
             pass
         await worker.close()
 

@@ -58,6 +58,7 @@ class BandEstimate(_Frozen):
     detections: int
     residual_px: int
     floor_suppressed_px: int
+    fringe_px: int = 0
     vegetation_px: int
     plant_area_px: float
     calibrated: bool

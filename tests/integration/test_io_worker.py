@@ -155,7 +155,7 @@ async def test_worker_refuses_an_evicting_redis(
             try:
                 await probe.ping()
                 break
-            except Exception:  # noqa: BLE001
+            except Exception:
                 await asyncio.sleep(0.05)
         await probe.aclose()
         settings = make_settings(redis_url=f"redis://127.0.0.1:{port}/0")
