@@ -31,11 +31,11 @@ from pipeline.events import follow, last_event_id
 from pipeline.graph import Callback, JoinStore
 from pipeline.keys import Keys
 from pipeline.photos import (
-    aggregate_holder,
     aggregate_job_id,
     infer_holder,
     infer_job_id,
     photo_key,
+    render_holder,
     session_join_id,
 )
 from pipeline.photos import (
@@ -253,9 +253,7 @@ class PipelineClient:
             try:
                 mimes.append(validate_upload(data, ctype, self.settings.max_upload_bytes))
             except InvalidImage as exc:
-                exc.reason = f"photo {index}: {exc.reason}"
-                exc.args = (exc.reason,)
-                raise
+                raise InvalidImage(code=exc.code, reason=f"photo {index}: {exc.reason}") from exc
         session_id = uuid.uuid4().hex
         count = len(photos)
         await self.sessions.create(session_id, count, meta, deadline_s=deadline_s)
@@ -279,7 +277,7 @@ class PipelineClient:
                 [
                     upload_holder(original_id),
                     infer_holder(session_id, index),
-                    aggregate_holder(session_id),
+                    render_holder(session_id, index),
                 ],
             )
             blobs.append(blob)

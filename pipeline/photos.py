@@ -25,6 +25,10 @@ def infer_job_id(session_id: str, index: int) -> str:
     return f"infer:{session_id}:{index}"
 
 
+def render_job_id(session_id: str, index: int) -> str:
+    return f"render:{session_id}:{index}"
+
+
 def aggregate_job_id(session_id: str) -> str:
     return f"aggregate:{session_id}"
 
@@ -48,5 +52,5 @@ def infer_holder(session_id: str, index: int) -> str:
     return f"infer:{session_id}:{index}"
 
 
-def aggregate_holder(session_id: str) -> str:
-    return f"aggregate:{session_id}"
+def render_holder(session_id: str, index: int) -> str:
+    return f"render:{session_id}:{index}"

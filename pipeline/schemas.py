@@ -46,6 +46,16 @@ class InferJob(_Model):
     mime: str
 
 
+class RenderJob(_Model):
+    """Payload of the cpu ``render_photo`` job: draw one analysed photo's outputs."""
+
+    session_id: str
+    index: int
+    photo_count: int
+    blob: BlobRef
+    analysis: dict[str, Any]
+
+
 class AggregateJob(_Model):
     session_id: str
 

@@ -2,7 +2,8 @@
 
 Run with ``arq workers.cpu.WorkerSettings``. ``aggregate`` renders visualizations and the
 result document, sets the session's terminal status, enqueues the uploads on the io queue and
-returns — it never waits for S3.
+returns — it never waits for S3. ``render_photo`` draws each photo's visualization (one job
+per photo, so rendering scales with cpu workers, not inside the callback).
 """
 
 from __future__ import annotations
@@ -10,22 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from datetime import timedelta
 from typing import Any
 
 import structlog
 from arq import cron, func
-from pipeline.vision.decode import decode_image
-from pipeline.vision.render import (
-    AVIF_CONTENT_TYPE,
-    JPEG_CONTENT_TYPE,
-    encode_avif,
-    make_thumbnail,
-    render_visualization,
-)
 
 from pipeline.artifacts import ArtifactStore
-from pipeline.blobs import BlobRef, BlobStore
+from pipeline.blobs import BlobStore
 from pipeline.client import enqueue_upload, upload_holder
 from pipeline.graph import JoinStore
 from pipeline.jobs import (
@@ -37,11 +31,11 @@ from pipeline.jobs import (
 )
 from pipeline.logs import get_logger
 from pipeline.photos import (
-    aggregate_holder,
     artifact_id,
     child_id,
     infer_holder,
     photo_key,
+    render_holder,
     results_key,
     session_join_id,
 )
@@ -50,7 +44,9 @@ from pipeline.schemas import (
     AggregateJob,
     ArtifactRecord,
     ChildReport,
+    PhotoProgress,
     PhotoResult,
+    RenderJob,
     SessionRecord,
     SessionResult,
     SessionStatus,
@@ -59,6 +55,14 @@ from pipeline.schemas import (
 )
 from pipeline.sessions import SessionStore
 from pipeline.settings import Settings, get_settings
+from pipeline.vision.decode import decode_image
+from pipeline.vision.render import (
+    AVIF_CONTENT_TYPE,
+    JPEG_CONTENT_TYPE,
+    encode_avif,
+    make_thumbnail,
+    render_visualization,
+)
 from pipeline.vision.types import PhotoAnalysis
 
 log = get_logger("workers.cpu")
@@ -105,58 +109,119 @@ def session_outcome(photos: list[PhotoResult]) -> tuple[SessionStatus, str | Non
     return ("failed" if len(failed) == len(photos) else "warning"), summary
 
 
-async def _photo_result(
-    ctx: dict[str, Any],
-    record: SessionRecord,
-    index: int,
-    report: ChildReport | None,
-    original: BlobRef | None,
-) -> tuple[PhotoResult, list[tuple[ArtifactRecord, UploadJob, bytes]]]:
-    sid, count = record.session_id, record.photo_count
+async def stage_artifacts(
+    ctx: dict[str, Any], session_id: str, outputs: list[tuple[str, str, str, bytes]], final: bool
+) -> list[UploadJob]:
+    """Store each ``(artifact_id, key, content_type, body)`` as a blob and register the
+    artifacts (pending). Returns the upload jobs to hand to the io role."""
+    blobs: BlobStore = ctx["blobs"]
+    artifacts: ArtifactStore = ctx["artifacts"]
+    jobs: list[UploadJob] = []
+    records: list[ArtifactRecord] = []
+    for aid, key, ctype, body in outputs:
+        blob = await blobs.put(body, [upload_holder(aid)])
+        records.append(
+            ArtifactRecord(
+                artifact_id=aid, key=key, content_type=ctype, size=len(body), session_id=session_id
+            )
+        )
+        jobs.append(
+            UploadJob(
+                artifact_id=aid, key=key, blob=blob, content_type=ctype, session_id=session_id
+            )
+        )
+    await artifacts.register(records, session_id=session_id, final=final)
+    return jobs
+
+
+async def enqueue_uploads(ctx: dict[str, Any], jobs: list[UploadJob]) -> None:
+    await asyncio.gather(*(enqueue_upload(ctx["redis"], ctx["settings"], j) for j in jobs))
+
+
+async def render_photo(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    """Per-photo fan-out step on the cpu role: AVIF visualization and processed thumbnail,
+    handed to io; then the photo reports into the session's join (exactly once)."""
+    job = RenderJob.model_validate(payload)
+    sid, index = job.session_id, job.index
+    structlog.contextvars.bind_contextvars(session_id=sid, photo=index)
     settings: Settings = ctx["settings"]
+    sessions: SessionStore = ctx["sessions"]
+    joins: JoinStore = ctx["joins"]
+    blobs: BlobStore = ctx["blobs"]
+    join_id = session_join_id(sid)
+    analysis = PhotoAnalysis.model_validate(job.analysis)
+
+    async def report(outcome: ChildReport, progress: PhotoProgress) -> None:
+        await sessions.update_photo(sid, progress)
+        await joins.report(join_id, child_id(index), outcome)
+        await blobs.release(job.blob, render_holder(sid, index))
+
+    if await joins.is_complete(join_id):
+        await blobs.release(job.blob, render_holder(sid, index))
+        ctx["outcome"] = "ok"
+        return {"ok": True, "skipped": True}
+    try:
+        data = await blobs.get(job.blob)
+        async with ctx["render_slots"]:
+            avif, thumb = await asyncio.to_thread(render_outputs, data, analysis, settings)
+    except Exception as exc:
+
+        async def give_up(code: str, reason: str) -> None:
+            await report(
+                ChildReport(ok=False, error_code=code, reason=f"visualization failed: {reason}"),
+                PhotoProgress(index=index, state="failed", error_code=code, reason=reason),
+            )
+
+        return await handle_failure(
+            ctx,
+            exc,
+            function="render_photo",
+            queue=ctx["queues"].cpu,
+            kwargs={"payload": payload},
+            session_id=sid,
+            on_give_up=give_up,
+            replayable=False,
+        )
+    outputs = [
+        (artifact_id(sid, index, name), photo_key(sid, index, job.photo_count, name), ctype, body)
+        for name, ctype, body in (
+            ("processed", AVIF_CONTENT_TYPE, avif),
+            ("thumbnail_processed", JPEG_CONTENT_TYPE, thumb),
+        )
+    ]
+    await enqueue_uploads(ctx, await stage_artifacts(ctx, sid, outputs, final=False))
+    await report(
+        ChildReport(ok=True, result={"analysis": job.analysis}),
+        PhotoProgress(
+            index=index,
+            state="done",
+            detected=analysis.total_detected,
+            estimated=analysis.total_estimated,
+        ),
+    )
+    ctx["outcome"] = "ok"
+    log.info("render.done", avif_bytes=len(avif), thumbnail_bytes=len(thumb))
+    return {"ok": True, "avif_bytes": len(avif)}
+
+
+def photo_result(record: SessionRecord, index: int, report: ChildReport | None) -> PhotoResult:
+    sid, count = record.session_id, record.photo_count
     original_id = artifact_id(sid, index, "original")
     keys = {
         "original": next((a.key for a in record.artifacts if a.artifact_id == original_id), ""),
         "thumbnail_original": photo_key(sid, index, count, "thumbnail_original"),
     }
     if report is None or not report.ok:
-        code = report.error_code if report else "not_reported"
-        reason = report.reason if report else "the photo's analysis never reported"
-        return PhotoResult(
-            index=index, status="failed", error_code=code, reason=reason, keys=keys
-        ), []
-    analysis = PhotoAnalysis.model_validate(report.result["analysis"])
-    outputs: list[tuple[ArtifactRecord, UploadJob, bytes]] = []
-    try:
-        if original is None:
-            raise LookupError("original photo reference missing from the session")
-        data = await ctx["blobs"].get(original)
-        async with ctx["render_slots"]:
-            avif, thumb = await asyncio.to_thread(render_outputs, data, analysis, settings)
-    except Exception as exc:
-        log.error("render.failed", photo=index, error=str(exc))
         return PhotoResult(
             index=index,
             status="failed",
-            error_code="render_failed",
-            reason=f"visualization failed: {exc}",
+            error_code=report.error_code if report else "not_reported",
+            reason=report.reason if report else "the photo's analysis never reported",
             keys=keys,
-        ), []
-    for name, body, ctype in (
-        ("processed", avif, AVIF_CONTENT_TYPE),
-        ("thumbnail_processed", thumb, JPEG_CONTENT_TYPE),
-    ):
-        aid = artifact_id(sid, index, name)
-        key = photo_key(sid, index, count, name)
-        keys[name] = key
-        art = ArtifactRecord(
-            artifact_id=aid, key=key, content_type=ctype, size=len(body), session_id=sid
         )
-        placeholder = BlobRef(sha256="", size=len(body))
-        job = UploadJob(
-            artifact_id=aid, key=key, blob=placeholder, content_type=ctype, session_id=sid
-        )
-        outputs.append((art, job, body))
+    analysis = PhotoAnalysis.model_validate(report.result["analysis"])
+    for name in ("processed", "thumbnail_processed"):
+        keys[name] = photo_key(sid, index, count, name)
     return PhotoResult(
         index=index,
         status="done",
@@ -169,22 +234,19 @@ async def _photo_result(
         provider=analysis.provider,
         timings_ms=analysis.timings_ms,
         keys=keys,
-    ), outputs
-
-
-async def _enqueue_plan(ctx: dict[str, Any], plan: list[UploadJob]) -> None:
-    await asyncio.gather(*(enqueue_upload(ctx["redis"], ctx["settings"], j) for j in plan))
+    )
 
 
 async def aggregate(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
-    """Fan-in callback: totals, visualizations, results.json, terminal status, uploads."""
+    """Fan-in callback: totals, results.json, terminal status, uploads queued. Never waits
+    for S3 and does no image work (each photo was rendered by its own render_photo job)."""
     job = AggregateJob.model_validate(payload)
     sid = job.session_id
     structlog.contextvars.bind_contextvars(session_id=sid)
     sessions: SessionStore = ctx["sessions"]
     joins: JoinStore = ctx["joins"]
     join_id = session_join_id(sid)
-    started = asyncio.get_running_loop().time()
+    started = time.perf_counter()
 
     record = await sessions.get(sid)
     if record is None:
@@ -193,63 +255,17 @@ async def aggregate(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
         return {"ok": False, "reason": "session expired"}
     existing_plan = await sessions.get_field(sid, _UPLOAD_PLAN)
     if existing_plan is not None:
-        # A re-run (crash after the status was set): make sure every upload is queued.
+        # A re-run (crash after the result was written): make sure its upload is queued.
         plan = [UploadJob.model_validate(j) for j in json.loads(existing_plan)]
-        await _enqueue_plan(ctx, plan)
+        await enqueue_uploads(ctx, plan)
         await joins.complete(join_id)
-        log.info("aggregate.rerun", uploads=len(plan))
         ctx["outcome"] = "ok"
+        log.info("aggregate.rerun", uploads=len(plan))
         return {"ok": True, "rerun": True}
 
-    try:
-        return await _aggregate(ctx, record, started)
-    except Exception as exc:
-
-        async def give_up(code: str, reason: str) -> None:
-            await sessions.transition(
-                sid, "failed", reason=f"aggregation failed: {reason}", stage="aggregate"
-            )
-            await joins.complete(join_id)
-
-        return await handle_failure(
-            ctx,
-            exc,
-            function="aggregate",
-            queue=ctx["queues"].cpu,
-            kwargs={"payload": payload},
-            session_id=sid,
-            on_give_up=give_up,
-            replayable=False,
-        )
-
-
-async def _aggregate(ctx: dict[str, Any], record: SessionRecord, started: float) -> dict[str, Any]:
-    sid = record.session_id
-    sessions: SessionStore = ctx["sessions"]
-    joins: JoinStore = ctx["joins"]
-    blobs: BlobStore = ctx["blobs"]
-    artifacts: ArtifactStore = ctx["artifacts"]
-    join_id = session_join_id(sid)
-
-    await sessions.transition(sid, "processing", stage="aggregate")
     reports = await joins.results(join_id)
-    originals = await sessions.originals(sid)
-    results = await asyncio.gather(
-        *(
-            _photo_result(
-                ctx,
-                record,
-                i,
-                reports.get(child_id(i)),
-                originals[i] if i < len(originals) else None,
-            )
-            for i in range(record.photo_count)
-        )
-    )
-    photos = [r for r, _ in results]
+    photos = [photo_result(record, i, reports.get(child_id(i))) for i in range(record.photo_count)]
     status, reason = session_outcome(photos)
-    analyses = [p.analysis for p in photos if p.analysis is not None]
-    result_keys = {"results": results_key(sid)}
     document = SessionResult(
         session_id=sid,
         status=status,
@@ -257,59 +273,34 @@ async def _aggregate(ctx: dict[str, Any], record: SessionRecord, started: float)
         photos=photos,
         total_detected=sum(p.detected for p in photos),
         total_estimated=sum(p.estimated for p in photos),
-        avg_confidence=avg_confidence(analyses),
+        avg_confidence=avg_confidence([p.analysis for p in photos if p.analysis is not None]),
         metadata=record.metadata,
         created_at=record.created_at,
         completed_at=utcnow(),
-        keys=result_keys,
+        keys={"results": results_key(sid)},
     )
     body = document.model_dump_json(indent=2).encode()
-    outputs = [o for _, outs in results for o in outs]
-    results_id = artifact_id(sid, None, "results")
-    outputs.append(
-        (
-            ArtifactRecord(
-                artifact_id=results_id,
-                key=result_keys["results"],
-                content_type="application/json",
-                size=len(body),
-                session_id=sid,
-            ),
-            UploadJob(
-                artifact_id=results_id,
-                key=result_keys["results"],
-                blob=BlobRef(sha256="", size=len(body)),
-                content_type="application/json",
-                session_id=sid,
-            ),
-            body,
-        )
-    )
-    plan: list[UploadJob] = []
-    for art, upload, data in outputs:
-        blob = await blobs.put(data, [upload_holder(art.artifact_id)])
-        plan.append(upload.model_copy(update={"blob": blob}))
-    await artifacts.register([art for art, _, _ in outputs], session_id=sid, final=True)
+    outputs = [(artifact_id(sid, None, "results"), results_key(sid), "application/json", body)]
+    # Write the result and register the last artifact *before* the terminal event, so a
+    # client woken by that event finds everything in place.
+    plan = await stage_artifacts(ctx, sid, outputs, final=True)
     await sessions.set_field(
         sid, _UPLOAD_PLAN, json.dumps([j.model_dump(mode="json") for j in plan])
     )
     await sessions.set_result(sid, document)
     changed = await sessions.transition(sid, status, reason=reason, stage="done")
-    await _enqueue_plan(ctx, plan)
+    await enqueue_uploads(ctx, plan)
     await joins.complete(join_id)
-    for original in originals:
-        await blobs.release(original, aggregate_holder(sid))
-    elapsed_ms = round((asyncio.get_running_loop().time() - started) * 1000, 1)
+    elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+    ctx["outcome"] = "ok"
     log.info(
         "aggregate.done",
         status=status if changed else f"{status} (kept {record.status})",
         total_detected=document.total_detected,
         total_estimated=document.total_estimated,
-        uploads=len(plan),
         elapsed_ms=elapsed_ms,
     )
-    ctx["outcome"] = "ok"
-    return {"ok": True, "status": status, "uploads": len(plan), "elapsed_ms": elapsed_ms}
+    return {"ok": True, "status": status, "elapsed_ms": elapsed_ms}
 
 
 async def watchdog(ctx: dict[str, Any]) -> dict[str, Any]:
@@ -336,7 +327,7 @@ async def watchdog(ctx: dict[str, Any]) -> dict[str, Any]:
             await joins.complete(session_join_id(sid))
             for i, original in enumerate(await sessions.originals(sid)):
                 await blobs.release(original, infer_holder(sid, i))
-                await blobs.release(original, aggregate_holder(sid))
+                await blobs.release(original, render_holder(sid, i))
     redriven = await joins.redrive()
     ctx["outcome"] = "ok"
     return {"expired": expired, "redriven": redriven}
@@ -352,11 +343,12 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         **common_worker_options(settings),
         "functions": [
             func(
-                aggregate,
-                name="aggregate",
+                name_,
+                name=name_.__name__,
                 timeout=settings.cpu_job_timeout_s,
                 max_tries=arq_max_tries(settings),
             )
+            for name_ in (render_photo, aggregate)
         ],
         "cron_jobs": [
             cron(

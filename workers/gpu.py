@@ -10,7 +10,6 @@ from typing import Any
 
 import structlog
 from arq import func
-from pipeline.vision.render import JPEG_CONTENT_TYPE
 
 from pipeline.artifacts import ArtifactStore
 from pipeline.blobs import BlobStore
@@ -26,11 +25,27 @@ from pipeline.jobs import (
     worker_settings_class,
 )
 from pipeline.logs import get_logger
-from pipeline.photos import artifact_id, child_id, infer_holder, photo_key, session_join_id
+from pipeline.photos import (
+    artifact_id,
+    child_id,
+    infer_holder,
+    photo_key,
+    render_holder,
+    render_job_id,
+    session_join_id,
+)
 from pipeline.queue import QueueNames, arq_max_tries
-from pipeline.schemas import ArtifactRecord, ChildReport, InferJob, PhotoProgress, UploadJob
+from pipeline.schemas import (
+    ArtifactRecord,
+    ChildReport,
+    InferJob,
+    PhotoProgress,
+    RenderJob,
+    UploadJob,
+)
 from pipeline.sessions import SessionStore
 from pipeline.settings import Settings, get_settings
+from pipeline.vision.render import JPEG_CONTENT_TYPE
 
 log = get_logger("workers.gpu")
 
@@ -84,6 +99,7 @@ async def infer_photo(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str,
                 join_id, child_id(index), ChildReport(ok=False, error_code=code, reason=reason)
             )
             await blobs.release(job.blob, infer_holder(sid, index))
+            await blobs.release(job.blob, render_holder(sid, index))  # no render will run
 
         return await handle_failure(
             ctx,
@@ -125,31 +141,30 @@ async def infer_photo(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str,
         ),
     )
     analysis = output.analysis
-    await sessions.update_photo(
-        sid,
-        PhotoProgress(
-            index=index,
-            state="done",
-            detected=analysis.total_detected,
-            estimated=analysis.total_estimated,
-        ),
+    # Next step of this photo's chain: render_photo on the cpu role reports into the join.
+    render = RenderJob(
+        session_id=sid,
+        index=index,
+        photo_count=job.photo_count,
+        blob=job.blob,
+        analysis=analysis.model_dump(mode="json"),
     )
-    progress = await joins.report(
-        join_id,
-        child_id(index),
-        ChildReport(ok=True, result={"analysis": analysis.model_dump(mode="json")}),
+    await ctx["redis"].enqueue_job(
+        "render_photo",
+        payload=render.model_dump(mode="json"),
+        _job_id=render_job_id(sid, index),
+        _queue_name=ctx["queues"].cpu,
     )
     await blobs.release(job.blob, infer_holder(sid, index))
+    ctx["outcome"] = "ok"
     log.info(
         "infer.done",
         detected=analysis.total_detected,
         estimated=analysis.total_estimated,
         provider=analysis.provider,
-        counted=progress.counted,
-        reported=f"{progress.done}/{progress.expected}",
+        timings_ms=analysis.timings_ms,
     )
-    ctx["outcome"] = "ok"
-    return {"ok": True, "detected": analysis.total_detected, "counted": progress.counted}
+    return {"ok": True, "detected": analysis.total_detected}
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:

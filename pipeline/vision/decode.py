@@ -1,184 +1,363 @@
-"""Photo validation and decoding. Pure: bytes in, pixels (or a precise refusal) out."""
+"""Validation and decoding of uploaded photos (pure: bytes in, arrays out).
+
+Two levels:
+
+* :func:`validate_upload` is cheap (magic bytes, size, declared type) and runs in the client
+  before anything is stored.
+* :func:`decode_image` fully decodes with Pillow, guards against decompression bombs,
+  rejects animations, applies the EXIF orientation and always returns ``(H, W, 3) uint8`` RGB.
+
+Every rejection raises :class:`InvalidImage` with a short machine ``code`` and a ``reason``
+sentence meant for the person who sent the photo.
+"""
 
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-SUPPORTED_TYPES: dict[str, str] = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
-_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png": "image/png"}
-_PIL_FORMATS = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
-DEFAULT_MAX_PIXELS = 100_000_000
+__all__ = [
+    "SUPPORTED_TYPES",
+    "DecodedImage",
+    "InvalidImage",
+    "decode_image",
+    "normalize_content_type",
+    "sniff_image_type",
+    "validate_upload",
+]
+
+#: Accepted MIME types and the canonical file extension of each.
+SUPPORTED_TYPES: dict[str, str] = {
+    "image/jpeg": "jpg",
+    "image/png": "png",
+    "image/webp": "webp",
+}
+
+_ALIASES: dict[str, str] = {
+    "image/jpg": "image/jpeg",
+    "image/pjpeg": "image/jpeg",
+    "image/x-png": "image/png",
+    "image/x-webp": "image/webp",
+}
+
+# Declared types that say nothing about the content; treated like "not declared".
+_GENERIC_TYPES = frozenset(
+    {"application/octet-stream", "binary/octet-stream", "application/binary"}
+)
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# Pillow format name -> our MIME type. MPO is a multi-picture JPEG (phones, 3D cameras).
+_FORMAT_MIME: dict[str, str] = {
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+}
+# GIF is opened only to tell an animation apart from a plain unsupported file.
+_OPEN_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")  # JPEG opens MPO files too
+
+_ACCEPTED = "JPEG, PNG or WebP"
 
 
 class InvalidImage(ValueError):
-    """A photo we refuse, with a machine ``code`` and a ``reason`` a person can act on."""
+    """The bytes are not an acceptable photo. Never worth retrying.
+
+    ``code`` is a short machine code (``empty``, ``too_large``, ``unsupported_type``,
+    ``type_mismatch``, ``truncated``, ``corrupt``, ``decompression_bomb``, ``animated``);
+    ``reason`` says what is wrong and what to do about it.
+    """
 
     def __init__(self, reason: str, code: str = "invalid_image") -> None:
-        super().__init__(reason, code)
+        super().__init__(reason)
         self.reason = reason
         self.code = code
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Crosses process pools: rebuild from the attributes, not from ``args``.
+        return (type(self), (self.reason, self.code))
+
     def __str__(self) -> str:
-        return f"{self.code}: {self.reason}"
+        return self.reason
 
 
-def normalize_content_type(content_type: str | None) -> str | None:
-    """``"Image/JPG; charset=x"`` → ``"image/jpeg"``; None stays None."""
-    if content_type is None:
+def normalize_content_type(ct: str | None) -> str | None:
+    """``"Image/JPG; charset=x"`` -> ``"image/jpeg"``; ``None``/blank -> ``None``.
+
+    Parameters are stripped, the type is lowercased and known aliases are mapped
+    (``image/jpg`` and ``image/pjpeg`` are JPEG). Unknown types are returned normalised,
+    not rejected: deciding is :func:`validate_upload`'s job.
+    """
+    if ct is None:
         return None
-    base = content_type.split(";", 1)[0].strip().lower()
+    base = ct.split(";", 1)[0].strip().lower()
     if not base:
         return None
     return _ALIASES.get(base, base)
 
 
 def sniff_image_type(data: bytes) -> str | None:
-    """The image type from magic bytes alone (JPEG, PNG, WebP), else None."""
+    """The supported MIME type the magic bytes announce, or ``None``."""
     if data[:3] == b"\xff\xd8\xff":
         return "image/jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
+    if data[:8] == _PNG_SIGNATURE:
         return "image/png"
     if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
     return None
 
 
-def _describe(data: bytes) -> str:
-    head = data[:16]
+def _describe_unknown(data: bytes) -> str:
+    """A best guess of what unsupported bytes are, for the error message."""
+    head = data[:32]
     if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "a GIF"
-    if head[:4] == b"%PDF":
-        return "a PDF"
-    if head[4:12] in (b"ftypavif", b"ftypheic", b"ftypmif1", b"ftypheix"):
-        return "an AVIF/HEIC file"
-    if head[:2] in (b"II", b"MM"):
-        return "a TIFF"
+        return "a GIF image"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"avif", b"avis"):
+            return "an AVIF image"
+        if brand in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"):
+            return "a HEIC/HEIF image"
+        return "an ISO media (MP4/MOV/HEIF) file"
     if head[:2] == b"BM":
-        return "a BMP"
-    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
-        return "text"
-    return "not an image we recognise"
+        return "a BMP image"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "a TIFF image"
+    if head[:5] == b"%PDF-":
+        return "a PDF document"
+    if head[:4] == b"RIFF":
+        return "a RIFF file that is not WebP"
+    try:
+        text = data[:512].decode("utf-8")
+    except UnicodeDecodeError:
+        return "an unknown binary format"
+    if text.lstrip().startswith("<"):
+        return "text (HTML/XML/SVG)"
+    return "text"
 
 
 def validate_upload(data: bytes, declared_type: str | None, max_bytes: int) -> str:
-    """Cheap checks before anything is stored: size, magic bytes, declared type.
+    """Cheap checks before a photo is accepted; returns its canonical MIME type.
 
-    Returns the canonical content type. Raises :class:`InvalidImage`.
+    Checks, in order: not empty, at most ``max_bytes``, magic bytes of JPEG/PNG/WebP, and the
+    declared content type (when given and not generic such as ``application/octet-stream``)
+    agrees with the magic bytes. Nothing is decoded: a file that passes may still fail
+    :func:`decode_image` (truncated, bomb, animated).
     """
-    if not data:
-        raise InvalidImage("the file is empty", "empty")
-    if len(data) > max_bytes:
+    size = len(data)
+    if size == 0:
         raise InvalidImage(
-            f"the file has {len(data) / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB "
-            "(PLANTPIPE_MAX_UPLOAD_BYTES)",
-            "too_large",
+            code="empty", reason=f"the file is empty (0 bytes); send a {_ACCEPTED} photo"
+        )
+    if size > max_bytes:
+        raise InvalidImage(
+            code="too_large",
+            reason=f"the file is {size / 1048576:.1f} MiB ({size} bytes), over the limit of "
+            f"{max_bytes} bytes; resize or recompress the photo",
         )
     sniffed = sniff_image_type(data)
-    declared = normalize_content_type(declared_type)
     if sniffed is None:
         raise InvalidImage(
-            f"unsupported file type: the content is {_describe(data)}; send JPEG, PNG or WebP",
-            "unsupported_type",
+            code="unsupported_type",
+            reason=f"the content is {_describe_unknown(data)}, not a {_ACCEPTED} image; "
+            f"convert the photo to {_ACCEPTED}",
         )
-    if declared is not None and declared not in ("application/octet-stream",):
-        if declared not in SUPPORTED_TYPES:
-            raise InvalidImage(
-                f"declared type {declared!r} is not supported; send image/jpeg, image/png or "
-                "image/webp",
-                "unsupported_type",
-            )
-        if declared != sniffed:
-            raise InvalidImage(
-                f"declared as {declared} but the content is {sniffed}", "type_mismatch"
-            )
+    declared = normalize_content_type(declared_type)
+    if declared is not None and declared not in _GENERIC_TYPES and declared != sniffed:
+        raise InvalidImage(
+            code="type_mismatch",
+            reason=f"the declared content type {declared!r} does not match the content, which is "
+            f"{sniffed}; send the right content type (or none)",
+        )
     return sniffed
 
 
 @dataclass(frozen=True)
 class DecodedImage:
+    """A decoded photo.
+
+    ``rgb`` is ``(H, W, 3) uint8`` *after* the EXIF orientation was applied;
+    ``orig_width``/``orig_height`` are the dimensions stored in the file (before it), and
+    ``exif_orientation`` the EXIF tag value found (1 = none/upright).
+    """
+
     rgb: NDArray[np.uint8]
     mime: str
     orig_width: int
     orig_height: int
     exif_orientation: int
 
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Any mode → 8-bit RGB: CMYK/palette/greyscale converted, alpha composited on white,
-    16/32-bit greyscale scaled (not clipped) to 8 bits."""
-    mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
-        grey = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(grey).convert("RGB")
-    if mode == "F":
-        arr = np.asarray(image, dtype=np.float64)
-        top = float(arr.max(initial=1.0)) or 1.0
-        return Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8)).convert("RGB")
-    if mode == "P":
-        image = image.convert("RGBA")
-        mode = "RGBA"
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    if mode != "RGB":
-        return image.convert("RGB")
-    return image
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Decode, guard against bombs and animations, apply EXIF orientation, return RGB8."""
-    mime = sniff_image_type(data)
-    if mime is None:
-        raise InvalidImage(f"unsupported file type: the content is {_describe(data)}",
-                           "unsupported_type")  # fmt: skip
+def _bomb(width: int, height: int, max_pixels: int) -> InvalidImage:
+    return InvalidImage(
+        code="decompression_bomb",
+        reason=f"the image declares {width}×{height} = {width * height} pixels, more than the "
+        f"{max_pixels} allowed; send a smaller photo",
+    )
+
+
+def _open(data: bytes) -> Image.Image:
+    Image.init()  # register every plugin: `formats=` needs MPO & co. in a fresh process
+    # Pillow warns above Image.MAX_IMAGE_PIXELS and refuses above twice that; our own
+    # ``max_pixels`` check follows the open. (No warnings.catch_warnings: not thread-safe.)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise InvalidImage(
-                    f"the image declares {width}×{height} = {width * height / 1e6:.0f} MP; the "
-                    f"limit is {max_pixels / 1e6:.0f} MP (decompression bomb guard)",
-                    "decompression_bomb",
-                )
-            if image.format not in _PIL_FORMATS:
-                raise InvalidImage(f"unsupported image format {image.format}", "unsupported_type")
-            frames = int(getattr(image, "n_frames", 1))
-            if frames > 1 and image.format != "MPO":
-                raise InvalidImage(
-                    f"animated {image.format} with {frames} frames; send a still photo",
-                    "animated",
-                )
-            orientation = int(image.getexif().get(0x0112, 1) or 1)
-            image.load()
-            oriented = ImageOps.exif_transpose(image) or image
-            rgb = np.ascontiguousarray(np.asarray(_to_rgb(oriented), dtype=np.uint8))
-    except InvalidImage:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InvalidImage(f"decompression bomb refused: {exc}", "decompression_bomb") from exc
+        return Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise InvalidImage(
+            code="decompression_bomb",
+            reason=f"the image declares far too many pixels ({exc}); send a smaller photo",
+        ) from exc
     except UnidentifiedImageError as exc:
-        raise InvalidImage("the file claims to be an image but cannot be read", "corrupt") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        text = str(exc)
-        code = "truncated" if "truncated" in text.lower() or "premature" in text else "corrupt"
-        raise InvalidImage(f"the image data is damaged ({text})", code) from exc
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise InvalidImage(f"unexpected pixel layout {rgb.shape}", "corrupt")
+        sniffed = sniff_image_type(data)
+        if sniffed is not None:
+            raise InvalidImage(
+                code="corrupt",
+                reason=f"the file starts like {sniffed} but its header cannot be read; "
+                "re-export or re-upload the photo",
+            ) from exc
+        raise InvalidImage(
+            code="unsupported_type",
+            reason=f"the content is {_describe_unknown(data)}, not a {_ACCEPTED} image; "
+            f"convert the photo to {_ACCEPTED}",
+        ) from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise _read_error(exc) from exc
+
+
+def _read_error(exc: BaseException) -> InvalidImage:
+    text = str(exc)
+    if isinstance(exc, EOFError) or "truncated" in text.lower():
+        return InvalidImage(
+            code="truncated",
+            reason="the image data ends early (the file is truncated); upload the complete file",
+        )
+    return InvalidImage(
+        code="corrupt",
+        reason=f"the image data is damaged and cannot be decoded ({type(exc).__name__}: {text}); "
+        "re-export or re-upload the photo",
+    )
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        value = im.getexif().get(0x0112, 1)
+    except Exception:  # malformed EXIF: treat as upright
+        return 1
+    try:
+        orientation = int(value)
+    except (TypeError, ValueError):
+        return 1
+    return orientation if 1 <= orientation <= 8 else 1
+
+
+def _scale_to_uint8(values: NDArray[Any], max_value: float) -> NDArray[np.uint8]:
+    scaled = np.rint(np.clip(values.astype(np.float64), 0.0, max_value) * (255.0 / max_value))
+    return scaled.astype(np.uint8)
+
+
+def _white_composite(rgba: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Composite straight (non-premultiplied) RGBA over white; returns RGB."""
+    alpha = rgba[..., 3:4].astype(np.uint16)
+    rgb = rgba[..., :3].astype(np.uint16)
+    out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
+    return out.astype(np.uint8)
+
+
+def to_rgb_array(im: Image.Image) -> NDArray[np.uint8]:
+    """Any Pillow image mode as ``(H, W, 3) uint8`` RGB.
+
+    High bit depth (``I;16*``, ``I``) is scaled from 0..65535 to 0..255 (not truncated),
+    ``F`` is clipped to 0..255, alpha (``RGBA``, ``LA``, ``PA``, palette transparency) is
+    composited on white, CMYK/YCbCr/LAB/HSV go through Pillow's conversion.
+    """
+    mode = im.mode
+    if mode.startswith("I;16") or mode == "I":
+        gray = _scale_to_uint8(np.asarray(im), 65535.0)
+        return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
+    if mode == "F":
+        gray = _scale_to_uint8(np.asarray(im), 255.0)
+        return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        mode in ("P", "L", "RGB") and "transparency" in im.info
+    )
+    if has_alpha:
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.uint8)
+        return np.ascontiguousarray(_white_composite(rgba))
+    if mode != "RGB":
+        im = im.convert("RGB")
+    return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
+
+
+def decode_image(data: bytes, *, max_pixels: int = 100_000_000) -> DecodedImage:
+    """Decode JPEG/PNG/WebP bytes to upright RGB ``uint8``.
+
+    The declared dimensions are checked against ``max_pixels`` before any pixel is
+    decoded (Pillow also refuses on its own anything above twice ``Image.MAX_IMAGE_PIXELS``).
+    Animated GIF/WebP/APNG are refused; a multi-picture JPEG (MPO) uses its first picture.
+    """
+    if not data:
+        raise InvalidImage(
+            code="empty", reason=f"the file is empty (0 bytes); send a {_ACCEPTED} photo"
+        )
+    im = _open(data)
+    try:
+        fmt = im.format or ""
+        width, height = im.size
+        if width <= 0 or height <= 0:
+            raise InvalidImage(
+                code="corrupt", reason=f"the image declares an empty size {width}×{height}"
+            )
+        if width * height > max_pixels:
+            raise _bomb(width, height, max_pixels)
+        if fmt != "MPO" and getattr(im, "is_animated", False):
+            name = {"PNG": "APNG", "WEBP": "WebP", "GIF": "GIF"}.get(fmt, fmt)
+            raise InvalidImage(
+                code="animated",
+                reason=f"the file is an animated {name} with {getattr(im, 'n_frames', 'several')} "
+                "frames; send a single still photo",
+            )
+        mime = _FORMAT_MIME.get(fmt)
+        if mime is None:
+            raise InvalidImage(
+                code="unsupported_type",
+                reason=f"the content is a {fmt or 'unknown'} image, not {_ACCEPTED}; "
+                f"convert the photo to {_ACCEPTED}",
+            )
+        try:
+            im.load()
+        except InvalidImage:
+            raise
+        except Image.DecompressionBombError as exc:
+            raise _bomb(width, height, max_pixels) from exc
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise _read_error(exc) from exc
+        orientation = _orientation(im)
+        upright: Image.Image = im
+        if orientation != 1:
+            try:
+                upright = ImageOps.exif_transpose(im)
+            except Exception:  # a broken EXIF block must not lose the photo
+                upright = im
+        rgb = to_rgb_array(upright)
+    finally:
+        im.close()
     return DecodedImage(
         rgb=rgb,
         mime=mime,
-        orig_width=width,
-        orig_height=height,
+        orig_width=int(width),
+        orig_height=int(height),
         exif_orientation=orientation,
     )
