@@ -88,7 +88,7 @@ def summary_table(result: SessionResult, names: list[str], elapsed: float) -> Ta
         table.add_column(column, justify="right" if column != "photo" else "left")
     for photo in result.photos:
         segments = len(photo.analysis.segments) if photo.analysis else 0
-        total_ms = sum(photo.timings_ms.values())
+        total_ms = photo.timings_ms.get("total", sum(photo.timings_ms.values()))
         table.add_row(
             str(photo.index),
             names[photo.index] if photo.index < len(names) else "",
