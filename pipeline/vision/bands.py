@@ -1,25 +1,37 @@
 """Band estimation: plants that detection missed, per segment, in segment-local pixels.
 
-For one segment (its bounding-box crop, its mask and its detections, all crop-local):
+Everything here works on ONE segment's bounding-box crop: the crop of the photo, the
+segment's mask cut to that same box, and the segment's detections shifted into the crop.
+(The original pipeline squashed a full-image mask onto a crop and cut bands from the whole
+image, so areas were in mixed units. Here every array has the crop's shape and every area
+is a count of the photo's own pixels inside that crop.)
 
-1. detection mask — a filled circle per detection (radius ``circle_scale`` × mean box side),
-   Gaussian-blurred and thresholded so neighbouring circles fuse;
+For one segment:
+
+1. detection mask — a filled circle per detection (centre of the box, radius
+   ``circle_scale`` × mean of its width and height), Gaussian-blurred and thresholded so
+   circles of neighbouring plants fuse (:func:`detection_mask`);
 2. residual — segment mask minus detection mask: where undetected plants could be;
-3. the crop is cut into ``bands`` horizontal bands of equal height (rows of the *crop*);
-4. floor suppression — residual pixels that are floor are dropped (see :func:`floor_mask`);
-5. fringes — vegetation blobs smaller than ``min_component_fraction`` × plant area (leaf
-   tips outside a detection's circle) are not plants of their own and are dropped;
-6. plant area — calibrated from the band's detections when there are at least
-   ``min_calibration_detections`` (IQR-filtered mean of box areas), else the default;
-7. estimate = ceil(vegetation area / (plant area × ``plant_area_factor``)).
+3. the crop is cut into ``bands`` horizontal bands of equal height (rows of the crop:
+   band ``i`` covers rows ``i·H//bands`` to ``(i+1)·H//bands``);
+4. floor suppression — residual pixels that are floor (soil, substrate, bench) are dropped
+   (:func:`floor_mask`); what is left is vegetation;
+5. fringes — vegetation blobs smaller than ``min_component_fraction`` × the band's plant
+   area (leaf tips reaching outside a detection's circle, specks) are not plants of their
+   own and are not counted (``fringe_px``; 0 disables this step);
+6. plant area — the IQR-filtered mean box area (w·h) of the band's detections when the band
+   has at least ``min_calibration_detections`` of them, else ``default_plant_area_px``;
+7. estimate = ceil(vegetation_px / (plant area × ``plant_area_factor``)), 0 without
+   vegetation.
 
-Every area is in the same unit: pixels of the original photo, inside the segment's crop.
+Per band: ``residual_px = floor_suppressed_px + fringe_px + vegetation_px``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,11 +39,30 @@ from scipy import ndimage
 
 from pipeline.vision.types import BandEstimate, SegmentEstimation
 
+__all__ = [
+    "BandParams",
+    "band_rows",
+    "calibrated_plant_area",
+    "counted_vegetation",
+    "detection_mask",
+    "estimate_segment",
+    "floor_mask",
+    "otsu_threshold",
+    "rgb_to_hsv",
+    "rgb_to_lab",
+    "vegetation_mask",
+]
+
 BoolArray = NDArray[np.bool_]
+FloatArray = NDArray[np.float32]
+
+_SQUARE = np.ones((3, 3), dtype=bool)
 
 
 @dataclass(frozen=True)
 class BandParams:
+    """Tunables of band estimation (defaults are the original pipeline's)."""
+
     bands: int = 4
     default_plant_area_px: float = 2500.0
     min_calibration_detections: int = 10
@@ -41,178 +72,390 @@ class BandParams:
     mask_threshold: float = 0.5
     min_component_fraction: float = 0.2
 
+    def __post_init__(self) -> None:
+        if self.bands < 1:
+            raise ValueError(f"bands must be >= 1, got {self.bands}")
+        if self.default_plant_area_px <= 0:
+            raise ValueError("default_plant_area_px must be > 0")
+        if self.plant_area_factor <= 0:
+            raise ValueError("plant_area_factor must be > 0")
+        if self.min_component_fraction < 0:
+            raise ValueError("min_component_fraction must be >= 0")
+
+
+# ----------------------------------------------------------------------- detection mask
+
+
+def _as_boxes(boxes_local: NDArray[Any]) -> NDArray[np.float64]:
+    b = np.asarray(boxes_local, dtype=np.float64)
+    if b.size == 0:
+        return b.reshape(0, 4)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"boxes must have shape (N, 4), got {b.shape}")
+    return b
+
 
 def detection_mask(
-    shape: tuple[int, int], boxes_local: NDArray[np.floating], params: BandParams
+    shape: tuple[int, int], boxes_local: NDArray[Any], params: BandParams
 ) -> BoolArray:
-    """Filled circle per detection box (x1, y1, x2, y2), blurred, thresholded."""
-    h, w = shape
+    """Pixels covered by the detections: a filled circle per box, blurred, thresholded.
+
+    Circle: centre = centre of the box, radius = ``circle_scale`` × (w + h) / 2; a pixel is
+    inside when its centre ``(col + 0.5, row + 0.5)`` is within the radius. The union is
+    blurred with a Gaussian of ``blur_sigma`` (edges replicated, so circles cut by the crop
+    border are not eroded there) and thresholded at ``mask_threshold``; ``blur_sigma <= 0``
+    skips the blur.
+    """
+    h, w = int(shape[0]), int(shape[1])
     canvas = np.zeros((h, w), dtype=np.float32)
-    for x1, y1, x2, y2 in np.asarray(boxes_local, dtype=np.float64).reshape(-1, 4):
-        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-        r = params.circle_scale * ((x2 - x1) + (y2 - y1)) / 2
-        if r <= 0:
+    if h == 0 or w == 0:
+        return canvas.astype(bool)
+    for x1, y1, x2, y2 in _as_boxes(boxes_local):
+        cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+        r = params.circle_scale * ((x2 - x1) + (y2 - y1)) / 2.0
+        if not (r > 0 and math.isfinite(r) and math.isfinite(cx) and math.isfinite(cy)):
             continue
         xa, xb = max(0, math.floor(cx - r)), min(w, math.ceil(cx + r) + 1)
         ya, yb = max(0, math.floor(cy - r)), min(h, math.ceil(cy + r) + 1)
         if xa >= xb or ya >= yb:
             continue
-        yy, xx = np.mgrid[ya:yb, xa:xb]
-        inside = (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r * r
+        dx = (np.arange(xa, xb, dtype=np.float64) + 0.5 - cx) ** 2
+        dy = (np.arange(ya, yb, dtype=np.float64) + 0.5 - cy) ** 2
+        inside = dy[:, None] + dx[None, :] <= r * r
         canvas[ya:yb, xa:xb][inside] = 1.0
     if params.blur_sigma > 0:
-        canvas = ndimage.gaussian_filter(canvas, sigma=params.blur_sigma, mode="constant")
-    return canvas >= params.mask_threshold
+        canvas = ndimage.gaussian_filter(canvas, sigma=params.blur_sigma, mode="nearest")
+    mask: BoolArray = canvas >= params.mask_threshold
+    return mask
 
 
-def _lab_lightness(rgb: NDArray[np.uint8]) -> NDArray[np.float64]:
-    """CIELAB L* (0..100) of sRGB pixels (D65)."""
-    c = rgb.astype(np.float64) / 255.0
-    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    y = linear @ np.array([0.2126729, 0.7151522, 0.0721750])
-    f = np.where(y > (6 / 29) ** 3, np.cbrt(y), y / (3 * (6 / 29) ** 2) + 4 / 29)
-    lightness: NDArray[np.float64] = 116.0 * f - 16.0
+# ------------------------------------------------------------------- colour spaces
+
+
+def _srgb_linear(rgb: NDArray[np.uint8]) -> FloatArray:
+    c = np.asarray(rgb, dtype=np.float32) / np.float32(255.0)
+    linear: FloatArray = np.where(
+        c <= 0.04045, c / np.float32(12.92), ((c + np.float32(0.055)) / np.float32(1.055)) ** 2.4
+    ).astype(np.float32)
+    return linear
+
+
+def _lab_f(t: FloatArray) -> FloatArray:
+    delta = 6.0 / 29.0
+    out: FloatArray = np.where(
+        t > delta**3, np.cbrt(t), t / (3.0 * delta * delta) + 4.0 / 29.0
+    ).astype(np.float32)
+    return out
+
+
+# sRGB (D65) -> CIE XYZ
+_RGB_TO_XYZ = np.array(
+    [
+        [0.4124564, 0.3575761, 0.1804375],
+        [0.2126729, 0.7151522, 0.0721750],
+        [0.0193339, 0.1191920, 0.9503041],
+    ],
+    dtype=np.float32,
+)
+_WHITE_D65 = np.array([0.95047, 1.0, 1.08883], dtype=np.float32)
+
+
+def rgb_to_lab(rgb: NDArray[np.uint8]) -> FloatArray:
+    """CIELAB (D65) of sRGB ``uint8`` pixels: ``(..., 3)`` float32 with L* in 0..100."""
+    xyz = _srgb_linear(rgb) @ _RGB_TO_XYZ.T / _WHITE_D65
+    f = _lab_f(xyz.astype(np.float32))
+    lab = np.empty(f.shape, dtype=np.float32)
+    lab[..., 0] = 116.0 * f[..., 1] - 16.0
+    lab[..., 1] = 500.0 * (f[..., 0] - f[..., 1])
+    lab[..., 2] = 200.0 * (f[..., 1] - f[..., 2])
+    return lab
+
+
+def lab_lightness(rgb: NDArray[np.uint8]) -> FloatArray:
+    """L* (0..100) alone: the same as ``rgb_to_lab(rgb)[..., 0]``, cheaper."""
+    y = _srgb_linear(rgb) @ _RGB_TO_XYZ[1]
+    lightness: FloatArray = (116.0 * _lab_f(y.astype(np.float32)) - 16.0).astype(np.float32)
     return lightness
 
 
-def _hsv(rgb: NDArray[np.uint8]) -> tuple[NDArray[np.float64], ...]:
-    """Hue in degrees [0, 360), saturation and value in [0, 1]."""
-    c = rgb.astype(np.float64) / 255.0
+def rgb_to_hsv(rgb: NDArray[np.uint8]) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Hue in degrees [0, 360) (0 for greys), saturation and value in [0, 1]."""
+    c = np.asarray(rgb, dtype=np.float32) / np.float32(255.0)
     r, g, b = c[..., 0], c[..., 1], c[..., 2]
     v = c.max(axis=-1)
-    mn = c.min(axis=-1)
-    delta = v - mn
+    delta = v - c.min(axis=-1)
     s = np.divide(delta, v, out=np.zeros_like(v), where=v > 0)
-    safe = np.where(delta > 0, delta, 1.0)
+    safe = np.where(delta > 0, delta, np.float32(1.0))
     hue = np.where(
-        v == r, ((g - b) / safe) % 6, np.where(v == g, (b - r) / safe + 2, (r - g) / safe + 4)
+        v == r,
+        np.mod((g - b) / safe, 6.0),
+        np.where(v == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0),
     )
-    hue = np.where(delta > 0, hue * 60.0, 0.0)
-    return hue, s, v
+    hue = np.where(delta > 0, hue * 60.0, 0.0).astype(np.float32)
+    return hue, s.astype(np.float32), v.astype(np.float32)
 
 
-def otsu_threshold(values: NDArray[np.floating], bins: int = 256) -> float:
-    """Otsu's threshold of a 1-D sample (maximises between-class variance)."""
-    if values.size == 0:
-        return 0.0
-    lo, hi = float(values.min()), float(values.max())
-    if hi - lo < 1e-9:
-        return lo
-    hist, edges = np.histogram(values, bins=bins, range=(lo, hi))
-    centres = (edges[:-1] + edges[1:]) / 2
-    weight = hist.astype(np.float64)
-    w0 = np.cumsum(weight)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(weight * centres)
-    mean0 = np.divide(m0, w0, out=np.zeros_like(m0), where=w0 > 0)
-    mean1 = np.divide(m0[-1] - m0, w1, out=np.zeros_like(m0), where=w1 > 0)
-    between = w0 * w1 * (mean0 - mean1) ** 2
-    return float(edges[int(np.argmax(between)) + 1])
+# ------------------------------------------------------------------------- Otsu
 
 
-def vegetation_mask(crop_rgb: NDArray[np.uint8], within: BoolArray | None = None) -> BoolArray:
-    """True where a pixel is plant, not floor.
+def _otsu(values: NDArray[Any], bins: int = 256) -> tuple[float, float, float, float]:
+    """Otsu's split of a 1-D sample: (threshold, separability η, mean below, mean above).
 
-    Rule: a pixel is vegetation when it is green-like in HSV (hue 50°–190°, saturation ≥ 0.18,
-    value ≥ 0.12), is not dark soil (value < 0.20), and is either in the bright class of an
-    Otsu split of LAB lightness (computed over ``within``) or strongly green (saturation ≥ 0.35
-    and green chromaticity ≥ 0.40). A 3×3 binary opening then removes isolated pixels.
-    So brown or black substrate, grey benches and tray plastic are floor; foliage of any
-    brightness is vegetation.
+    η = between-class variance / total variance, in [0, 1]; 0 for a constant sample.
+    Values ``< threshold`` are the dark class.
     """
-    hue, sat, val = _hsv(crop_rgb)
-    lightness = _lab_lightness(crop_rgb)
-    region = within if within is not None else np.ones(crop_rgb.shape[:2], dtype=bool)
-    threshold = otsu_threshold(lightness[region]) if region.any() else 0.0
-    rgbf = crop_rgb.astype(np.float64)
-    chroma_g = np.divide(rgbf[..., 1], rgbf.sum(axis=-1), out=np.zeros_like(val),
-                         where=rgbf.sum(axis=-1) > 0)  # fmt: skip
-    green_like = (hue >= 50) & (hue <= 190) & (sat >= 0.18) & (val >= 0.12)
-    dark_soil = val < 0.20
-    strongly_green = (sat >= 0.35) & (chroma_g >= 0.40)
-    veg = green_like & ~dark_soil & ((lightness >= threshold) | strongly_green)
-    opened: BoolArray = ndimage.binary_opening(veg, structure=np.ones((3, 3), dtype=bool))
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if v.size == 0:
+        return 0.0, 0.0, 0.0, 0.0
+    lo, hi = float(v.min()), float(v.max())
+    if hi - lo < 1e-9:
+        return lo, 0.0, lo, lo
+    hist, edges = np.histogram(v, bins=bins, range=(lo, hi))
+    centres = (edges[:-1] + edges[1:]) / 2.0
+    p = hist.astype(np.float64) / v.size
+    w0 = np.cumsum(p)
+    w1 = 1.0 - w0
+    m = np.cumsum(p * centres)
+    mean_total = m[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mean_total * w0 - m) ** 2 / (w0 * w1)
+    between[~np.isfinite(between)] = 0.0
+    between[-1] = 0.0
+    k = int(np.argmax(between))
+    threshold = float(edges[k + 1])
+    total_var = float(v.var())
+    eta = float(between[k] / total_var) if total_var > 0 else 0.0
+    mean0 = float(m[k] / w0[k]) if w0[k] > 0 else lo
+    mean1 = float((mean_total - m[k]) / w1[k]) if w1[k] > 0 else hi
+    return threshold, min(1.0, eta), mean0, mean1
+
+
+def otsu_threshold(values: NDArray[Any], bins: int = 256) -> float:
+    """Otsu's threshold of a sample (maximises the between-class variance of a
+    ``bins``-bin histogram); values ``< threshold`` are the dark class."""
+    return _otsu(values, bins)[0]
+
+
+# ---------------------------------------------------------------- floor / vegetation
+
+# Vegetation rule thresholds (see vegetation_mask).
+_HUE_GREEN = (55.0, 185.0)  # degrees: yellow-green … green … blue-green
+_MIN_SAT = 0.15
+_MIN_VAL = 0.18  # below: too dark to be anything but substrate/shadow
+_MIN_EXG = 20.0  # excess green 2G − R − B, 0..510 scale
+_STRONG_SAT = 0.35
+_STRONG_EXG = 50.0
+_OTSU_MIN_ETA = 0.5
+_OTSU_MIN_GAP = 10.0  # L* units between the two class means
+
+
+def vegetation_mask(crop_rgb: NDArray[np.uint8], within: NDArray[Any] | None = None) -> BoolArray:
+    """True where a pixel of the crop is plant (the complement of :func:`floor_mask`).
+
+    Rule, per pixel (HSV hue in degrees, saturation S and value V in 0..1, excess green
+    ExG = 2G − R − B on 0..255 channels, L* = CIELAB lightness):
+
+    1. green-ish: hue in 55°–185°, S ≥ 0.15 and ExG ≥ 20. Anything else is floor: brown
+       soil, peat and sand (hue below ~55°), grey benches and tray plastic (S ≈ 0), white
+       or blue objects.
+    2. not dark soil: V ≥ 0.18. Black substrate and deep shadow are floor whatever their
+       faint tint.
+    3. Otsu on L*: L* is split with Otsu's threshold over the pixels of ``within`` (the
+       segment; the whole crop if ``None``). When the split is real (separability η ≥ 0.5
+       and class means ≥ 10 L* apart), pixels of the dark class count as vegetation only if
+       strongly green (S ≥ 0.35 and ExG ≥ 50): a dull green cast on dark wet substrate
+       (algae, moss) is floor, dark green foliage is not. A flat histogram (e.g. a crop
+       that is all foliage) applies no Otsu split.
+    4. a 3×3 binary opening of the result removes isolated pixels and one-pixel lines.
+
+    So green plants on brown soil, black substrate or a grey bench are vegetation, and
+    the soil, substrate and bench are not; plants brighter or darker than the floor both
+    work because the Otsu class only tightens the colour test, it never replaces it.
+    """
+    rgb = np.asarray(crop_rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"crop_rgb must be (H, W, 3), got {rgb.shape}")
+    h, w = rgb.shape[:2]
+    if h == 0 or w == 0:
+        return np.zeros((h, w), dtype=bool)
+    hue, sat, val = rgb_to_hsv(rgb)
+    rgbf = rgb.astype(np.float32)
+    exg = 2.0 * rgbf[..., 1] - rgbf[..., 0] - rgbf[..., 2]
+
+    green_ish = (hue >= _HUE_GREEN[0]) & (hue <= _HUE_GREEN[1]) & (sat >= _MIN_SAT)
+    green_ish &= exg >= _MIN_EXG
+    dark_soil = val < _MIN_VAL
+    veg = green_ish & ~dark_soil
+
+    if veg.any():
+        lightness = lab_lightness(rgb)
+        region = np.ones((h, w), dtype=bool) if within is None else np.asarray(within) != 0
+        if region.shape != (h, w):
+            raise ValueError(f"within has shape {region.shape}, the crop is {(h, w)}")
+        sample = lightness[region]
+        threshold, eta, mean_dark, mean_bright = _otsu(sample)
+        if eta >= _OTSU_MIN_ETA and mean_bright - mean_dark >= _OTSU_MIN_GAP:
+            strongly_green = (sat >= _STRONG_SAT) & (exg >= _STRONG_EXG)
+            veg &= (lightness >= threshold) | strongly_green
+
+    opened: BoolArray = ndimage.binary_opening(veg, structure=_SQUARE)
     return opened
 
 
-def floor_mask(crop_rgb: NDArray[np.uint8], within: BoolArray | None = None) -> BoolArray:
-    """True where the pixel is floor (soil, substrate, bench), i.e. not vegetation."""
+def floor_mask(crop_rgb: NDArray[np.uint8], within: NDArray[Any] | None = None) -> BoolArray:
+    """True where the pixel is floor (soil, substrate, bench, tray), not vegetation.
+
+    The exact complement of :func:`vegetation_mask`; see there for the rule. ``within``
+    (the segment mask, same shape) restricts the pixels the Otsu split is computed from.
+    """
     return ~vegetation_mask(crop_rgb, within)
 
 
-def calibrated_plant_area(areas: NDArray[np.floating], params: BandParams) -> tuple[float, bool]:
-    """IQR-filtered mean detection area, when there are enough detections to trust it."""
-    if areas.size < params.min_calibration_detections:
-        return params.default_plant_area_px, False
-    q1, q3 = np.percentile(areas, [25, 75])
-    iqr = q3 - q1
-    kept = areas[(areas >= q1 - 1.5 * iqr) & (areas <= q3 + 1.5 * iqr)]
-    if kept.size == 0 or float(kept.mean()) <= 0:
-        return params.default_plant_area_px, False
-    return float(kept.mean()), True
+# ------------------------------------------------------------------------ estimation
 
 
 def band_rows(height: int, bands: int) -> list[tuple[int, int]]:
-    """Row ranges of ``bands`` equal horizontal bands covering ``height`` rows."""
-    edges = np.linspace(0, height, bands + 1).round().astype(int)
-    return [(int(edges[i]), int(edges[i + 1])) for i in range(bands)]
+    """Row ranges ``(y0, y1)`` of ``bands`` equal horizontal bands over ``height`` rows
+    (``y0 = i·height // bands``); they tile ``[0, height)`` exactly."""
+    if bands < 1:
+        raise ValueError(f"bands must be >= 1, got {bands}")
+    edges = [(i * height) // bands for i in range(bands + 1)]
+    return [(edges[i], edges[i + 1]) for i in range(bands)]
 
 
-def estimate_segment(
-    crop_rgb: NDArray[np.uint8],
-    segment_mask: BoolArray,
-    boxes_local: NDArray[np.floating],
+def calibrated_plant_area(areas: NDArray[Any], params: BandParams) -> tuple[float, bool]:
+    """``(plant area, calibrated)`` from detection box areas.
+
+    With at least ``min_calibration_detections`` areas: the mean of those within
+    ``[Q1 − 1.5·IQR, Q3 + 1.5·IQR]`` (quartiles by linear interpolation). Otherwise, or
+    if that mean is not positive, ``default_plant_area_px`` and ``False``.
+    """
+    a = np.asarray(areas, dtype=np.float64).reshape(-1)
+    a = a[np.isfinite(a)]
+    if a.size < params.min_calibration_detections or a.size == 0:
+        return float(params.default_plant_area_px), False
+    q1, q3 = np.percentile(a, [25.0, 75.0])
+    iqr = q3 - q1
+    kept = a[(a >= q1 - 1.5 * iqr) & (a <= q3 + 1.5 * iqr)]
+    mean = float(kept.mean()) if kept.size else 0.0
+    if mean <= 0.0:
+        return float(params.default_plant_area_px), False
+    return mean, True
+
+
+def _estimate(vegetation_px: int, plant_area: float, factor: float) -> int:
+    if vegetation_px <= 0:
+        return 0
+    ratio = vegetation_px / (plant_area * factor)
+    # Guard against 2.0000000000000004 → 3 from float rounding.
+    return max(1, math.ceil(ratio - 1e-9))
+
+
+def _check_inputs(
+    crop_rgb: NDArray[Any], segment_mask: NDArray[Any]
+) -> tuple[NDArray[np.uint8], BoolArray]:
+    rgb = np.asarray(crop_rgb)
+    mask = np.asarray(segment_mask)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"crop_rgb must be (H, W, 3), got {rgb.shape}")
+    if mask.shape != rgb.shape[:2]:
+        raise ValueError(
+            f"crop {rgb.shape[:2]} and segment mask {mask.shape} differ: both must be the "
+            "segment's bounding-box crop (segment-local pixels)"
+        )
+    if rgb.dtype != np.uint8:
+        raise ValueError(f"crop_rgb must be uint8, got {rgb.dtype}")
+    return rgb, mask.astype(bool, copy=False)
+
+
+def _run(
+    crop_rgb: NDArray[Any],
+    segment_mask: NDArray[Any],
+    boxes_local: NDArray[Any],
     segment_index: int,
     params: BandParams,
-) -> SegmentEstimation:
-    """Band estimation of one segment; see the module docstring."""
-    if crop_rgb.shape[:2] != segment_mask.shape:
-        raise ValueError(
-            f"crop {crop_rgb.shape[:2]} and segment mask {segment_mask.shape} differ: both must "
-            "be the segment's bounding-box crop"
-        )
-    h, w = segment_mask.shape
-    boxes = np.asarray(boxes_local, dtype=np.float64).reshape(-1, 4)
-    residual = segment_mask & ~detection_mask((h, w), boxes, params)
-    vegetation = residual & vegetation_mask(crop_rgb, within=segment_mask)
-    labels, count = ndimage.label(vegetation, structure=np.ones((3, 3), dtype=bool))
-    sizes = np.bincount(labels.ravel(), minlength=count + 1).astype(np.float64)
-    sizes[0] = 0.0
-    centres_y = (boxes[:, 1] + boxes[:, 3]) / 2
+) -> tuple[SegmentEstimation, BoolArray]:
+    rgb, seg = _check_inputs(crop_rgb, segment_mask)
+    h, w = seg.shape
+    boxes = _as_boxes(boxes_local)
+    residual = seg & ~detection_mask((h, w), boxes, params)
+    vegetation = residual & vegetation_mask(rgb, within=seg)
+    counted = np.zeros((h, w), dtype=bool)
+
+    labels: NDArray[np.int32] | None = None
+    sizes = np.zeros(1, dtype=np.int64)
+    if params.min_component_fraction > 0 and vegetation.any():
+        labels_raw, count = ndimage.label(vegetation, structure=_SQUARE)
+        labels = np.asarray(labels_raw, dtype=np.int32)
+        sizes = np.bincount(labels.ravel(), minlength=int(count) + 1)
+
+    centres_y = (boxes[:, 1] + boxes[:, 3]) / 2.0
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    rows = band_rows(h, params.bands)
+    inner_edges = np.asarray([y0 for y0, _ in rows[1:]], dtype=np.float64)
+    band_of = np.searchsorted(inner_edges, centres_y, side="right")
+
     estimates: list[BandEstimate] = []
-    for number, (y0, y1) in enumerate(band_rows(h, params.bands)):
-        last = number == params.bands - 1
-        in_band = (centres_y >= y0) & ((centres_y < y1) | (last & (centres_y <= y1)))
-        residual_px = int(residual[y0:y1].sum())
+    for number, (y0, y1) in enumerate(rows):
+        in_band = band_of == number
         plant_area, calibrated = calibrated_plant_area(areas[in_band], params)
-        band_labels = labels[y0:y1]
-        big = sizes >= params.min_component_fraction * plant_area
-        big[0] = False
-        vegetation_all = int((band_labels > 0).sum())
-        vegetation_px = int(big[band_labels].sum())
-        estimated = (
-            math.ceil(vegetation_px / (plant_area * params.plant_area_factor))
-            if vegetation_px > 0
-            else 0
-        )
+        residual_px = int(np.count_nonzero(residual[y0:y1]))
+        veg_band = vegetation[y0:y1]
+        veg_all = int(np.count_nonzero(veg_band))
+        if labels is not None:
+            big = sizes >= params.min_component_fraction * plant_area
+            big[0] = False
+            keep = big[labels[y0:y1]]
+        else:
+            keep = veg_band
+        counted[y0:y1] = keep
+        vegetation_px = int(np.count_nonzero(keep))
         estimates.append(
             BandEstimate(
                 band=number,
                 y0=y0,
                 y1=y1,
-                detections=int(in_band.sum()),
+                detections=int(np.count_nonzero(in_band)),
                 residual_px=residual_px,
-                floor_suppressed_px=residual_px - vegetation_all,
-                fringe_px=vegetation_all - vegetation_px,
+                floor_suppressed_px=residual_px - veg_all,
+                fringe_px=veg_all - vegetation_px,
                 vegetation_px=vegetation_px,
                 plant_area_px=round(plant_area, 2),
                 calibrated=calibrated,
-                estimated=estimated,
+                estimated=_estimate(vegetation_px, plant_area, params.plant_area_factor),
             )
         )
-    return SegmentEstimation(
+    estimation = SegmentEstimation(
         segment_index=segment_index,
         bands=estimates,
         estimated=sum(b.estimated for b in estimates),
     )
+    return estimation, counted
+
+
+def estimate_segment(
+    crop_rgb: NDArray[np.uint8],
+    segment_mask: NDArray[Any],
+    boxes_local: NDArray[Any],
+    segment_index: int,
+    params: BandParams,
+) -> SegmentEstimation:
+    """Band estimation of one segment (see the module docstring).
+
+    ``crop_rgb`` ``(H, W, 3) uint8`` and ``segment_mask`` ``(H, W)`` are the segment's
+    bounding-box crop; ``boxes_local`` ``(N, 4)`` xyxy are its detections in crop pixels.
+    Each detection is counted in the band holding its centre row (centres above/below the
+    crop count in the first/last band).
+    """
+    return _run(crop_rgb, segment_mask, boxes_local, segment_index, params)[0]
+
+
+def counted_vegetation(
+    crop_rgb: NDArray[np.uint8],
+    segment_mask: NDArray[Any],
+    boxes_local: NDArray[Any],
+    params: BandParams,
+) -> BoolArray:
+    """The crop-local pixels :func:`estimate_segment` counts as undetected vegetation
+    (per band, ``vegetation_px`` is this mask's count in the band's rows)."""
+    return _run(crop_rgb, segment_mask, boxes_local, -1, params)[1]

@@ -1,54 +1,91 @@
-"""Box suppression and merging: NMS for one model pass, GREEDYNMM across slices. Pure numpy."""
+"""Box suppression and merging, pure numpy.
+
+* :func:`nms` / :func:`batched_nms` — greedy non-maximum suppression inside one model pass
+  (the YOLO decoders use them);
+* :func:`greedy_nmm` — SAHI's GREEDYNMM, which *merges* the detections of overlapping slices
+  instead of dropping them.
+
+Boxes are ``(N, 4)`` ``x1, y1, x2, y2`` in pixels; degenerate boxes have area 0.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-FloatArray = NDArray[np.float32]
-IntArray = NDArray[np.int64]
+__all__ = ["batched_nms", "box_areas", "greedy_nmm", "match_metric", "nms"]
+
+MatchMetric = Literal["ios", "iou"]
 
 
-def _areas(boxes: NDArray[np.floating]) -> NDArray[np.float64]:
-    b = boxes.astype(np.float64)
-    areas: NDArray[np.float64] = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(
-        b[:, 3] - b[:, 1], 0, None
+def _as_boxes(boxes: NDArray[Any]) -> NDArray[np.float64]:
+    b = np.asarray(boxes, dtype=np.float64)
+    if b.size == 0:
+        return b.reshape(0, 4)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"boxes must have shape (N, 4), got {b.shape}")
+    return b
+
+
+def _as_vector(values: NDArray[Any], n: int, name: str) -> NDArray[Any]:
+    v = np.asarray(values).reshape(-1)
+    if v.shape[0] != n:
+        raise ValueError(f"{name} has {v.shape[0]} entries for {n} boxes")
+    return v
+
+
+def box_areas(boxes: NDArray[Any]) -> NDArray[np.float64]:
+    """Area of each box (0 for inverted/degenerate boxes)."""
+    b = _as_boxes(boxes)
+    areas: NDArray[np.float64] = np.clip(b[:, 2] - b[:, 0], 0.0, None) * np.clip(
+        b[:, 3] - b[:, 1], 0.0, None
     )
     return areas
 
 
-def _intersections(box: NDArray[np.floating], others: NDArray[np.floating]) -> NDArray[np.float64]:
-    x1 = np.maximum(box[0], others[:, 0])
-    y1 = np.maximum(box[1], others[:, 1])
-    x2 = np.minimum(box[2], others[:, 2])
-    y2 = np.minimum(box[3], others[:, 3])
-    inter: NDArray[np.float64] = (np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)).astype(
-        np.float64
-    )
-    return inter
-
-
-def match(
-    box: NDArray[np.floating], others: NDArray[np.floating], metric: Literal["ios", "iou"]
+def match_metric(
+    box: NDArray[Any], others: NDArray[Any], metric: MatchMetric = "iou"
 ) -> NDArray[np.float64]:
-    """Overlap of ``box`` with each of ``others``: IoU or intersection over the smaller area."""
-    inter = _intersections(box, others)
-    a = _areas(box[None, :])[0]
-    b = _areas(others)
-    denom = np.minimum(a, b) if metric == "ios" else a + b - inter
-    ratio: NDArray[np.float64] = np.divide(inter, denom, out=np.zeros_like(inter), where=denom > 0)
-    return ratio
+    """Overlap of one box with each of ``others``.
+
+    ``"iou"``: intersection over union; ``"ios"``: intersection over the *smaller* of the two
+    areas (1.0 when one box lies inside the other). A zero denominator gives 0.
+    """
+    if metric not in ("iou", "ios"):
+        raise ValueError(f"metric must be 'iou' or 'ios', got {metric!r}")
+    a = np.asarray(box, dtype=np.float64).reshape(4)
+    o = _as_boxes(others)
+    iw = np.clip(np.minimum(a[2], o[:, 2]) - np.maximum(a[0], o[:, 0]), 0.0, None)
+    ih = np.clip(np.minimum(a[3], o[:, 3]) - np.maximum(a[1], o[:, 1]), 0.0, None)
+    inter = iw * ih
+    area_a = max(0.0, float(a[2] - a[0])) * max(0.0, float(a[3] - a[1]))
+    area_o = box_areas(o)
+    denom = np.minimum(area_a, area_o) if metric == "ios" else area_a + area_o - inter
+    out: NDArray[np.float64] = np.divide(inter, denom, out=np.zeros_like(inter), where=denom > 0.0)
+    return out
 
 
-def nms(
-    boxes: NDArray[np.floating], scores: NDArray[np.floating], iou_threshold: float
-) -> IntArray:
-    """Indices kept by greedy non-maximum suppression, best score first."""
-    if len(boxes) == 0:
+def _score_order(scores: NDArray[Any]) -> NDArray[np.int64]:
+    """Indices by descending score; ties keep input order (deterministic)."""
+    order: NDArray[np.int64] = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    return order.astype(np.int64)
+
+
+def nms(boxes: NDArray[Any], scores: NDArray[Any], iou_threshold: float) -> NDArray[np.int64]:
+    """Greedy NMS: indices of the kept boxes, best score first.
+
+    A box is suppressed when its IoU with an already kept, better-scored box is *greater*
+    than ``iou_threshold`` (torchvision's rule). Each step compares the current best with
+    all remaining boxes at once.
+    """
+    b = _as_boxes(boxes)
+    n = b.shape[0]
+    s = _as_vector(scores, n, "scores")
+    if n == 0:
         return np.zeros(0, dtype=np.int64)
-    order = np.argsort(-np.asarray(scores), kind="stable")
+    order = _score_order(s)
     keep: list[int] = []
     while order.size:
         best = int(order[0])
@@ -56,76 +93,97 @@ def nms(
         rest = order[1:]
         if rest.size == 0:
             break
-        overlap = match(boxes[best], boxes[rest], "iou")
-        order = rest[overlap <= iou_threshold]
+        order = rest[match_metric(b[best], b[rest], "iou") <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
 
 
 def batched_nms(
-    boxes: NDArray[np.floating],
-    scores: NDArray[np.floating],
-    classes: NDArray[np.integer],
-    iou_threshold: float,
-) -> IntArray:
-    """Class-aware NMS: boxes of different classes never suppress each other."""
-    if len(boxes) == 0:
+    boxes: NDArray[Any], scores: NDArray[Any], classes: NDArray[Any], iou_threshold: float
+) -> NDArray[np.int64]:
+    """Class-aware NMS: boxes of different classes never suppress each other.
+
+    Returns indices into the inputs, best score first (ties in input order).
+    """
+    b = _as_boxes(boxes)
+    n = b.shape[0]
+    s = np.asarray(_as_vector(scores, n, "scores"), dtype=np.float64)
+    c = _as_vector(classes, n, "classes")
+    if n == 0:
         return np.zeros(0, dtype=np.int64)
-    b = boxes.astype(np.float64)
-    span = float(b.max() - b.min()) + 1.0
-    shifted = b + (np.asarray(classes, dtype=np.float64) * span * 2.0)[:, None]
-    keep = nms(shifted, scores, iou_threshold)
-    return keep[np.argsort(-np.asarray(scores)[keep], kind="stable")]
+    kept: list[NDArray[np.int64]] = []
+    for cls in np.unique(c):
+        idx = np.flatnonzero(c == cls).astype(np.int64)
+        kept.append(idx[nms(b[idx], s[idx], iou_threshold)])
+    keep = np.concatenate(kept)
+    result: NDArray[np.int64] = keep[np.lexsort((keep, -s[keep]))].astype(np.int64)
+    return result
 
 
 def greedy_nmm(
-    boxes: NDArray[np.floating],
-    scores: NDArray[np.floating],
-    classes: NDArray[np.integer],
+    boxes: NDArray[Any],
+    scores: NDArray[Any],
+    classes: NDArray[Any],
     *,
     threshold: float = 0.5,
-    metric: Literal["ios", "iou"] = "ios",
+    metric: MatchMetric = "ios",
     class_agnostic: bool = False,
-) -> tuple[FloatArray, FloatArray, IntArray]:
+) -> tuple[NDArray[np.floating[Any]], NDArray[np.floating[Any]], NDArray[np.int64]]:
     """Greedy non-maximum *merging* (SAHI's GREEDYNMM).
 
-    Best-scored box first: it absorbs every remaining box (of its class unless
-    ``class_agnostic``) whose overlap with it is ≥ ``threshold``. The merged box is the union
-    of its group, its score the group's best, its class the keeper's.
+    Boxes are visited by descending score (ties in input order). Each box not yet absorbed
+    becomes a keeper and absorbs every remaining, not yet absorbed box — of the same class
+    unless ``class_agnostic`` — whose ``metric`` with the keeper's own box is
+    ``>= threshold``. The group becomes one box: the union ``(min x1, min y1, max x2,
+    max y2)``, the group's best score and the keeper's class. Output is in keeper order
+    (best first); boxes and scores keep a floating dtype of the input (float32 stays
+    float32), classes are int64.
     """
-    n = len(boxes)
+    if metric not in ("iou", "ios"):
+        raise ValueError(f"metric must be 'iou' or 'ios', got {metric!r}")
+    b = _as_boxes(boxes)
+    n = b.shape[0]
+    s_in = _as_vector(scores, n, "scores")
+    c = np.asarray(_as_vector(classes, n, "classes")).astype(np.int64)
+    box_dtype = np.result_type(np.asarray(boxes).dtype, np.float32)
+    score_dtype = np.result_type(s_in.dtype, np.float32)
     if n == 0:
-        return (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
-    b = np.asarray(boxes, dtype=np.float64)
-    s = np.asarray(scores, dtype=np.float64)
-    c = np.asarray(classes, dtype=np.int64)
-    order = np.argsort(-s, kind="stable")
+        return (
+            np.zeros((0, 4), dtype=box_dtype),
+            np.zeros(0, dtype=score_dtype),
+            np.zeros(0, dtype=np.int64),
+        )
+    s = s_in.astype(np.float64)
     consumed = np.zeros(n, dtype=bool)
-    out_boxes: list[NDArray[np.float64]] = []
-    out_scores: list[float] = []
-    out_classes: list[int] = []
-    for keeper in order:
+    out_boxes = np.empty((n, 4), dtype=np.float64)
+    out_scores = np.empty(n, dtype=np.float64)
+    out_classes = np.empty(n, dtype=np.int64)
+    m = 0
+    for keeper in _score_order(s):
         if consumed[keeper]:
             continue
         consumed[keeper] = True
-        candidates = np.flatnonzero(~consumed)
+        candidates = ~consumed
         if not class_agnostic:
-            candidates = candidates[c[candidates] == c[keeper]]
-        group = [int(keeper)]
-        if candidates.size:
-            overlap = match(b[keeper], b[candidates], metric)
-            absorbed = candidates[overlap >= threshold]
+            candidates &= c == c[keeper]
+        idx = np.flatnonzero(candidates)
+        if idx.size:
+            absorbed = idx[match_metric(b[keeper], b[idx], metric) >= threshold]
             consumed[absorbed] = True
-            group.extend(int(i) for i in absorbed)
+            group = np.concatenate(([keeper], absorbed))
+        else:
+            group = np.asarray([keeper])
         members = b[group]
-        out_boxes.append(
-            np.array(
-                [members[:, 0].min(), members[:, 1].min(), members[:, 2].max(), members[:, 3].max()]
-            )
+        out_boxes[m] = (
+            members[:, 0].min(),
+            members[:, 1].min(),
+            members[:, 2].max(),
+            members[:, 3].max(),
         )
-        out_scores.append(float(s[group].max()))
-        out_classes.append(int(c[keeper]))
+        out_scores[m] = s[group].max()
+        out_classes[m] = c[keeper]
+        m += 1
     return (
-        np.asarray(out_boxes, dtype=np.float32).reshape(-1, 4),
-        np.asarray(out_scores, dtype=np.float32),
-        np.asarray(out_classes, dtype=np.int64),
+        out_boxes[:m].astype(box_dtype),
+        out_scores[:m].astype(score_dtype),
+        out_classes[:m],
     )

@@ -1,56 +1,131 @@
-"""Visualization (AVIF) and thumbnails (JPEG). Pure: pixels in, bytes out."""
+"""Visualization (AVIF) and thumbnails (JPEG). Pure: pixels in, bytes or pixels out."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont, features
 
-from pipeline.vision.bands import BandParams, detection_mask, vegetation_mask
-from pipeline.vision.types import PhotoAnalysis
+from pipeline.vision.bands import BandParams, counted_vegetation
+from pipeline.vision.types import PhotoAnalysis, Segment
+
+__all__ = [
+    "AVIF_CONTENT_TYPE",
+    "CONTAINER_COLOURS",
+    "JPEG_CONTENT_TYPE",
+    "encode_avif",
+    "estimated_vegetation",
+    "make_thumbnail",
+    "render_visualization",
+]
 
 AVIF_CONTENT_TYPE = "image/avif"
 JPEG_CONTENT_TYPE = "image/jpeg"
 
-SEGMENT_COLOURS: dict[str, tuple[int, int, int]] = {
-    "segment": (0, 170, 255),
-    "box": (255, 200, 0),
-    "plug": (200, 80, 255),
-    "almacigo": (255, 90, 90),
+#: Outline colour per container type.
+CONTAINER_COLOURS: dict[str, tuple[int, int, int]] = {
+    "segment": (0, 160, 255),
+    "box": (255, 190, 0),
+    "plug": (210, 80, 255),
+    "almacigo": (0, 220, 200),
 }
-DETECTION_COLOUR = (40, 255, 60)
-ESTIMATE_COLOUR = np.array([255, 120, 0], dtype=np.float32)
+_OTHER_COLOUR = (255, 255, 255)
+DETECTION_COLOUR = (60, 255, 60)
+ESTIMATE_COLOUR = (255, 0, 200)  # magenta: apart from foliage, soil and outlines
+_ESTIMATE_ALPHA = 0.6
+_FILL_ALPHA = 40
+
+VegetationMasks = list[tuple[int, int, NDArray[np.bool_]]]
+
+
+def _as_rgb(rgb: NDArray[Any]) -> NDArray[np.uint8]:
+    a = np.asarray(rgb)
+    if a.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels, got {a.dtype}")
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) RGB array, got {a.shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"empty image {a.shape}")
+    return np.ascontiguousarray(a)
 
 
 def make_thumbnail(rgb: NDArray[np.uint8], *, longest_side: int = 300, quality: int = 85) -> bytes:
-    """JPEG whose longest side is ``longest_side`` (never upscaled), aspect kept."""
-    image = Image.fromarray(rgb)
-    image.thumbnail((longest_side, longest_side), Image.Resampling.LANCZOS)
+    """JPEG thumbnail: longest side ``longest_side`` px, aspect kept, never upscaled."""
+    if longest_side < 1:
+        raise ValueError(f"longest_side must be >= 1, got {longest_side}")
+    image = Image.fromarray(_as_rgb(rgb))
+    image.thumbnail((longest_side, longest_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
     buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=quality, optimize=True)
+    image.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
+
+
+def encode_avif(rgb: NDArray[np.uint8], *, quality: int = 85, speed: int = 4) -> bytes:
+    """Real AVIF bytes (Pillow's libavif encoder).
+
+    Raises ``RuntimeError`` when this Pillow cannot encode AVIF. It never falls back to
+    another format: the original stored WebP bytes under the AVIF name and content type.
+    """
+    if not features.check("avif"):
+        raise RuntimeError(
+            "this Pillow build has no AVIF encoder (PIL.features.check('avif') is False); "
+            "install Pillow >= 11.3 wheels, which bundle libavif, to render visualizations"
+        )
+    image = Image.fromarray(_as_rgb(rgb))
+    buf = io.BytesIO()
+    try:
+        image.save(buf, format="AVIF", quality=quality, speed=speed)
+    except (KeyError, OSError, ValueError) as exc:
+        raise RuntimeError(f"AVIF encoding failed: {exc}") from exc
+    data = buf.getvalue()
+    if data[4:8] != b"ftyp" or data[8:12] not in (b"avif", b"avis"):
+        raise RuntimeError("the AVIF encoder produced bytes that are not an AVIF file")
+    return data
+
+
+# ------------------------------------------------------------------------ visualization
+
+
+def _segment_box(seg: Segment, width: int, height: int) -> tuple[int, int, int, int] | None:
+    x0 = max(0, int(np.floor(seg.bbox[0])))
+    y0 = max(0, int(np.floor(seg.bbox[1])))
+    x1 = min(width, int(np.ceil(seg.bbox[2])))
+    y1 = min(height, int(np.ceil(seg.bbox[3])))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
+
+
+def _segment_mask(seg: Segment, box: tuple[int, int, int, int]) -> NDArray[np.bool_]:
+    x0, y0, x1, y1 = box
+    if len(seg.polygon) < 3:
+        return np.ones((y1 - y0, x1 - x0), dtype=bool)
+    canvas = Image.new("L", (x1 - x0, y1 - y0), 0)
+    ImageDraw.Draw(canvas).polygon([(x - x0, y - y0) for x, y in seg.polygon], fill=255)
+    return np.asarray(canvas) > 0
 
 
 def estimated_vegetation(
     rgb: NDArray[np.uint8], analysis: PhotoAnalysis, params: BandParams | None = None
-) -> list[tuple[int, int, NDArray[np.bool_]]]:
-    """Per segment, ``(x0, y0, mask)`` of the vegetation band estimation counted (crop-local)."""
+) -> VegetationMasks:
+    """Per segment, ``(x0, y0, mask)``: the undetected vegetation band estimation counts,
+    recomputed from the photo and the analysis (segment polygon as its mask; the bbox when
+    it has no polygon). ``mask`` is crop-local, placed at ``(x0, y0)`` in the photo."""
+    image = _as_rgb(rgb)
     p = params or BandParams()
-    height, width = rgb.shape[:2]
-    out: list[tuple[int, int, NDArray[np.bool_]]] = []
+    height, width = image.shape[:2]
+    out: VegetationMasks = []
     for seg in analysis.segments:
-        x0, y0 = max(0, int(seg.bbox[0])), max(0, int(seg.bbox[1]))
-        x1, y1 = min(width, int(np.ceil(seg.bbox[2]))), min(height, int(np.ceil(seg.bbox[3])))
-        if x1 <= x0 or y1 <= y0:
+        box = _segment_box(seg, width, height)
+        if box is None:
             continue
-        mask_img = Image.new("1", (x1 - x0, y1 - y0), 0)
-        if len(seg.polygon) >= 3:
-            ImageDraw.Draw(mask_img).polygon([(x - x0, y - y0) for x, y in seg.polygon], fill=1)
-        else:
-            mask_img.paste(1, (0, 0, x1 - x0, y1 - y0))
-        seg_mask = np.asarray(mask_img, dtype=bool)
+        x0, y0, x1, y1 = box
         boxes = np.array(
             [
                 (d.cx - d.w / 2, d.cy - d.h / 2, d.cx + d.w / 2, d.cy + d.h / 2)
@@ -58,18 +133,50 @@ def estimated_vegetation(
                 if d.segment_index == seg.index
             ],
             dtype=np.float64,
-        ).reshape(-1, 4) - np.array([x0, y0, x0, y0], dtype=np.float64)
-        crop = rgb[y0:y1, x0:x1]
-        residual = seg_mask & ~detection_mask(seg_mask.shape, boxes, p)
-        out.append((x0, y0, residual & vegetation_mask(crop, within=seg_mask)))
+        ).reshape(-1, 4)
+        boxes -= np.array([x0, y0, x0, y0], dtype=np.float64)
+        mask = counted_vegetation(image[y0:y1, x0:x1], _segment_mask(seg, box), boxes, p)
+        out.append((x0, y0, mask))
     return out
+
+
+def _overlay_masks(canvas: NDArray[np.uint8], masks: Sequence[tuple[int, int, Any]]) -> None:
+    """Blend ``ESTIMATE_COLOUR`` into ``canvas`` where each placed mask is True (in place)."""
+    height, width = canvas.shape[:2]
+    colour = np.asarray(ESTIMATE_COLOUR, dtype=np.float32)
+    for x0, y0, mask_any in masks:
+        mask = np.asarray(mask_any, dtype=bool)
+        if mask.ndim != 2:
+            raise ValueError(f"vegetation masks must be 2-D, got {mask.shape}")
+        x0, y0 = int(x0), int(y0)
+        ya, yb = max(0, y0), min(height, y0 + mask.shape[0])
+        xa, xb = max(0, x0), min(width, x0 + mask.shape[1])
+        if ya >= yb or xa >= xb:
+            continue
+        part = mask[ya - y0 : yb - y0, xa - x0 : xb - x0]
+        region = canvas[ya:yb, xa:xb]
+        blended = region[part].astype(np.float32) * (1 - _ESTIMATE_ALPHA) + colour * (
+            _ESTIMATE_ALPHA
+        )
+        region[part] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow without FreeType
+    except (TypeError, OSError):  # Pillow without FreeType: fixed bitmap font
         return ImageFont.load_default()
+
+
+def legend_lines(analysis: PhotoAnalysis) -> list[str]:
+    """The legend's text: detected, estimated and mean detection confidence."""
+    confidences = [d.confidence for d in analysis.detections]
+    confidence = f"{100.0 * sum(confidences) / len(confidences):.0f}%" if confidences else "n/a"
+    return [
+        f"Detected {analysis.total_detected}",
+        f"Estimated {analysis.total_estimated}",
+        f"Confidence {confidence}",
+    ]
 
 
 def render_visualization(
@@ -77,57 +184,69 @@ def render_visualization(
     analysis: PhotoAnalysis,
     *,
     vegetation_masks: list[tuple[int, int, NDArray[np.bool_]]] | None = None,
+    band_params: BandParams | None = None,
 ) -> NDArray[np.uint8]:
-    """Segments, detections, estimated vegetation and a legend drawn over the photo."""
-    canvas = rgb.astype(np.float32, copy=True)
-    masks = (
-        vegetation_masks if vegetation_masks is not None else estimated_vegetation(rgb, analysis)
-    )
-    for x0, y0, mask in masks:
-        region = canvas[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]]
-        region[mask] = region[mask] * 0.45 + ESTIMATE_COLOUR * 0.55
-    image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    scale = max(image.size) / 1000
-    line = max(2, round(2 * scale))
+    """The photo with the analysis drawn over it; returns a new ``(H, W, 3) uint8`` array.
+
+    Draws, in order: the estimated (undetected) vegetation in translucent magenta, each segment
+    (polygon, or bbox without one) with a translucent fill and an outline coloured by
+    container type, each detection as its box and its circle, and a legend box
+    "Detected N / Estimated M / Confidence X%". ``vegetation_masks`` are ``(x0, y0, mask)``
+    placed at that offset (photo pixels); ``None`` recomputes them from the photo with
+    :func:`estimated_vegetation` (``band_params``), ``[]`` draws none. Analysis coordinates
+    are scaled if ``rgb`` is not ``analysis.width × analysis.height``. Line widths and font
+    size follow the image size.
+    """
+    base = _as_rgb(rgb).copy()
+    height, width = base.shape[:2]
+    sx = width / analysis.width if analysis.width > 0 else 1.0
+    sy = height / analysis.height if analysis.height > 0 else 1.0
+    same_scale = abs(sx - 1.0) < 1e-9 and abs(sy - 1.0) < 1e-9
+
+    if vegetation_masks is None:
+        vegetation_masks = estimated_vegetation(base, analysis, band_params) if same_scale else []
+    _overlay_masks(base, vegetation_masks)
+
+    longest = max(width, height)
+    line = max(1, round(longest / 500))
+    image = Image.fromarray(base).convert("RGBA")
+    layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+
     for seg in analysis.segments:
-        colour = SEGMENT_COLOURS.get(seg.container_type, (255, 255, 255))
+        colour = CONTAINER_COLOURS.get(seg.container_type, _OTHER_COLOUR)
         if len(seg.polygon) >= 3:
-            draw.line([*seg.polygon, seg.polygon[0]], fill=colour, width=line + 1)
+            points = [(x * sx, y * sy) for x, y in seg.polygon]
+            draw.polygon(points, fill=(*colour, _FILL_ALPHA))
+            draw.line([*points, points[0]], fill=(*colour, 255), width=line + 1, joint="curve")
         else:
-            draw.rectangle(seg.bbox, outline=colour, width=line + 1)
+            x1, y1, x2, y2 = seg.bbox
+            draw.rectangle(
+                (x1 * sx, y1 * sy, x2 * sx, y2 * sy),
+                fill=(*colour, _FILL_ALPHA),
+                outline=(*colour, 255),
+                width=line + 1,
+            )
+
     for det in analysis.detections:
-        r = max(det.w, det.h) / 2
-        draw.ellipse(
-            (det.cx - r, det.cy - r, det.cx + r, det.cy + r), outline=DETECTION_COLOUR, width=line
+        cx, cy, w, h = det.cx * sx, det.cy * sy, det.w * sx, det.h * sy
+        draw.rectangle(
+            (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2),
+            outline=(*DETECTION_COLOUR, 140),
+            width=max(1, line // 2),
         )
-    confidences = [d.confidence for d in analysis.detections]
-    mean_conf = sum(confidences) / len(confidences) if confidences else 0.0
-    lines = [
-        f"Detected   {analysis.total_detected}",
-        f"Estimated  {analysis.total_estimated}",
-        f"Confidence {mean_conf * 100:.0f}%",
-    ]
-    font = _font(max(12, round(22 * scale)))
-    pad = max(6, round(10 * scale))
-    boxes = [draw.textbbox((0, 0), text, font=font) for text in lines]
-    text_w = max(b[2] - b[0] for b in boxes)
-    line_h = max(b[3] - b[1] for b in boxes) + pad // 2
-    draw.rectangle((pad, pad, pad * 3 + text_w, pad * 3 + line_h * len(lines)), fill=(0, 0, 0))
+        r = (w + h) / 4.0
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=(*DETECTION_COLOUR, 255), width=line)
+
+    font = _font(max(10, round(longest / 45)))
+    lines = legend_lines(analysis)
+    pad = max(4, round(longest / 150))
+    bboxes = [draw.textbbox((0, 0), text, font=font) for text in lines]
+    text_w = max(b[2] - b[0] for b in bboxes)
+    line_h = max(b[3] - b[1] for b in bboxes) + pad // 2
+    draw.rectangle((pad, pad, pad * 3 + text_w, pad * 3 + line_h * len(lines)), fill=(0, 0, 0, 170))
     for i, text in enumerate(lines):
-        draw.text((pad * 2, pad * 2 + i * line_h), text, fill=(255, 255, 255), font=font)
-    return np.asarray(image, dtype=np.uint8)
+        draw.text((pad * 2, pad * 2 + i * line_h), text, fill=(255, 255, 255, 255), font=font)
 
-
-def encode_avif(rgb: NDArray[np.uint8], *, quality: int = 85, speed: int = 4) -> bytes:
-    """AVIF bytes. Never falls back to another format under the AVIF name."""
-    if not features.check("avif"):
-        raise RuntimeError(
-            "this Pillow has no AVIF encoder: install Pillow ≥ 11.3 wheels (libavif bundled)"
-        )
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="AVIF", quality=quality, speed=speed)
-    data = buf.getvalue()
-    if data[4:12] not in (b"ftypavif", b"ftypavis"):
-        raise RuntimeError("the AVIF encoder produced something that is not AVIF")
-    return data
+    out = Image.alpha_composite(image, layer).convert("RGB")
+    return np.asarray(out, dtype=np.uint8).copy()
