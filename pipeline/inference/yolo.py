@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
+from scipy import ndimage
 
 from pipeline.vision.merge import batched_nms
 
@@ -82,8 +83,9 @@ def letterbox_info(width: int, height: int, size: int) -> LetterboxInfo:
     new_h = min(size, max(1, round(height * scale)))
     pad_x = round((size - new_w) / 2 - 0.1)
     pad_y = round((size - new_h) / 2 - 0.1)
-    return LetterboxInfo(scale=scale, pad_x=float(pad_x), pad_y=float(pad_y), new_w=new_w,
-                         new_h=new_h)
+    return LetterboxInfo(
+        scale=scale, pad_x=float(pad_x), pad_y=float(pad_y), new_w=new_w, new_h=new_h
+    )
 
 
 def letterbox_into(out: FloatArray, rgb: NDArray[np.uint8]) -> LetterboxInfo:
@@ -106,7 +108,7 @@ def letterbox_into(out: FloatArray, rgb: NDArray[np.uint8]) -> LetterboxInfo:
     out.fill(PAD_VALUE)
     px, py = int(info.pad_x), int(info.pad_y)
     region = out[:, py : py + info.new_h, px : px + info.new_w]
-    np.multiply(resized.transpose(2, 0, 1), np.float32(1.0 / 255.0), out=region, casting="unsafe")
+    np.divide(resized.transpose(2, 0, 1), np.float32(255.0), out=region, casting="unsafe")
     return info
 
 
@@ -122,11 +124,12 @@ def boxes_to_source(
 ) -> FloatArray:
     """Map xyxy boxes from model-input pixels back to source pixels, clipped to the image."""
     out = np.array(boxes, dtype=np.float32, copy=True).reshape(-1, 4)
-    out[:, [0, 2]] -= info.pad_x
-    out[:, [1, 3]] -= info.pad_y
+    xs, ys = out[:, 0::2], out[:, 1::2]  # views
+    xs -= np.float32(info.pad_x)
+    ys -= np.float32(info.pad_y)
     out /= np.float32(info.scale)
-    np.clip(out[:, [0, 2]], 0, src_w, out=out[:, [0, 2]])
-    np.clip(out[:, [1, 3]], 0, src_h, out=out[:, [1, 3]])
+    np.clip(xs, 0, src_w, out=xs)
+    np.clip(ys, 0, src_h, out=ys)
     return out
 
 
@@ -134,8 +137,8 @@ def boxes_to_input(boxes: NDArray[np.floating[Any]], info: LetterboxInfo) -> Flo
     """Map xyxy boxes from source pixels to model-input pixels (inverse of boxes_to_source)."""
     out = np.array(boxes, dtype=np.float32, copy=True).reshape(-1, 4)
     out *= np.float32(info.scale)
-    out[:, [0, 2]] += info.pad_x
-    out[:, [1, 3]] += info.pad_y
+    out[:, 0::2] += np.float32(info.pad_x)
+    out[:, 1::2] += np.float32(info.pad_y)
     return out
 
 
@@ -159,7 +162,9 @@ def _candidates(
     Returns (boxes xyxy in input px, scores, classes, anchor indices), best score first.
     """
     if pred.ndim != 2 or pred.shape[0] < 4 + nc:
-        raise ValueError(f"YOLO output row must be [4+nc(+extra), N] with nc={nc}, got {pred.shape}")
+        raise ValueError(
+            f"YOLO output row must be [4+nc(+extra), N] with nc={nc}, got {pred.shape}"
+        )
     scores_all = np.asarray(pred[4 : 4 + nc], dtype=np.float32)
     if nc == 1:
         classes = np.zeros(pred.shape[1], dtype=np.int64)
@@ -203,8 +208,11 @@ def decode_detect(
     """
     if nc is None:
         nc = output.shape[0] - 4
-    if nc < 1:
-        raise ValueError(f"detect output has no class rows: shape {output.shape}")
+    if nc < 1 or output.ndim != 2 or output.shape[0] != 4 + nc:
+        raise ValueError(
+            f"detect output {output.shape} is not [4 + nc, N] with nc={nc} (export without "
+            "NMS/end2end, YOLOv8/YOLO11 layout)"
+        )
     boxes, scores, classes, _ = _candidates(output, nc, conf, iou, max_det)
     return boxes_to_source(boxes, info, src_w, src_h), scores, classes
 
@@ -257,10 +265,10 @@ def _interp_matrix(positions: NDArray[np.float64], n: int) -> NDArray[np.float32
 
 def crop_box_of(box: Box, src_w: int, src_h: int) -> tuple[int, int, int, int]:
     """Integer pixel box covering the float xyxy ``box``, clipped to the image, ≥ 1 px."""
-    x0 = min(max(int(math.floor(box[0])), 0), max(src_w - 1, 0))
-    y0 = min(max(int(math.floor(box[1])), 0), max(src_h - 1, 0))
-    x1 = max(min(int(math.ceil(box[2])), src_w), x0 + 1)
-    y1 = max(min(int(math.ceil(box[3])), src_h), y0 + 1)
+    x0 = min(max(math.floor(box[0]), 0), max(src_w - 1, 0))
+    y0 = min(max(math.floor(box[1]), 0), max(src_h - 1, 0))
+    x1 = max(min(math.ceil(box[2]), src_w), x0 + 1)
+    y1 = max(min(math.ceil(box[3]), src_h), y0 + 1)
     return x0, y0, x1, y1
 
 
@@ -377,8 +385,6 @@ _DIR_INDEX = {d: i for i, d in enumerate(_DIRS)}
 
 def largest_component(mask: BoolArray) -> BoolArray:
     """The largest 8-connected component of ``mask`` (empty mask in, empty mask out)."""
-    from scipy import ndimage
-
     labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
     if n <= 1:
         return mask.astype(bool, copy=False)
@@ -390,11 +396,12 @@ def largest_component(mask: BoolArray) -> BoolArray:
 def trace_outer_contour(mask: BoolArray) -> list[tuple[int, int]]:
     """Moore-neighbour trace of the outer boundary of the component holding the first
     foreground pixel in raster order. Returns ``(row, col)`` pixel positions, clockwise."""
-    fg = np.argwhere(mask)
-    if fg.size == 0:
+    count = int(np.count_nonzero(mask))
+    if count == 0:
         return []
     h, w = mask.shape
-    start = (int(fg[0, 0]), int(fg[0, 1]))
+    first = int(np.argmax(mask.reshape(-1)))  # first foreground pixel in raster order
+    start = (first // w, first % w)
     padded = np.zeros((h + 2, w + 2), dtype=bool)
     padded[1:-1, 1:-1] = mask
 
@@ -405,7 +412,7 @@ def trace_outer_contour(mask: BoolArray) -> list[tuple[int, int]]:
     cur = start
     back = 0  # direction from cur to the backtrack pixel (West of start is background)
     second: tuple[int, int] | None = None
-    limit = 4 * int(fg.shape[0]) + 16
+    limit = 4 * count + 16
     for _ in range(limit):
         nxt: tuple[int, int] | None = None
         prev_dir = back
@@ -545,10 +552,14 @@ def resolve_model_spec(
     metadata: Mapping[str, str] | None = None,
     input_shape: Sequence[Any] | None = None,
 ) -> ModelSpec:
-    """Describe a model from, in order: explicit ``class_names``/``input_size`` (settings),
-    the JSON sidecar ``<model>.json`` ({"names", "imgsz", "task"}), the ONNX metadata props
-    Ultralytics writes (``names``, ``imgsz``, ``task``). A static spatial size in
-    ``input_shape`` wins over everything (the model accepts nothing else).
+    """Describe a model.
+
+    Class names, first found wins: ``class_names`` (settings), the JSON sidecar
+    ``<model>.json`` (``{"names": [...], "imgsz": N, "task": "detect"|"segment"}``), the ONNX
+    metadata props Ultralytics writes (``names`` as a python-literal dict string).
+    Input size: a static spatial size in ``input_shape`` (the model accepts nothing else),
+    else the sidecar's or metadata's ``imgsz`` (what the model was exported for), else
+    ``input_size`` (settings). A ``task`` in sidecar/metadata must equal ``kind``.
     """
     sidecar: dict[str, Any] = {}
     side = sidecar_path(path)

@@ -1,0 +1,435 @@
+"""One photo through segmentation, sliced detection, band estimation and a thumbnail.
+
+``PhotoAnalyzer`` holds the two ONNX sessions and runs in a pool process (see ``pool``).
+
+Steps of ``analyze(data)``:
+
+1. ``decode_image`` (validates, applies the EXIF orientation). All coordinates below are pixels
+   of that oriented image.
+2. Segmentation on the letterboxed full photo → segments (container type from
+   ``CONTAINER_TYPE_BY_CLASS``; an unknown class name maps to ``"segment"`` with a warning).
+   **No segment found** → the whole photo becomes one segment (class ``"segment"``, type
+   ``"segment"``, confidence 0.0 marking it as synthesised, full mask, the photo rectangle as
+   polygon), so plants are still detected and estimated.
+3. Every segment's bbox crop is cut into SAHI slices (``slice_boxes``); the slices of all
+   segments of the photo go through the detection model together, in device batches
+   (``det_batch_size``, or the model's fixed batch). Each slice is letterboxed to the detection
+   input; a crop smaller than a slice is one slice, predicted whole. Detections are mapped back
+   to photo pixels, kept only when their centre lies inside the segment's mask, and merged per
+   segment with GREEDYNMM (IOS ``merge_ios``, class-aware). A plant in the overlap of two
+   segments' masks is reported for each of them.
+4. Band estimation per segment in segment-local coordinates (the bbox crop, its mask, boxes
+   shifted to the crop).
+5. Thumbnail of the oriented photo.
+
+``AnalysisOutput`` stays small: masks are not sent; the cpu side re-renders from the original
+bytes plus ``PhotoAnalysis`` (polygons, boxes).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pipeline.inference.config import InferenceConfig
+from pipeline.inference.outputs import AnalysisOutput
+from pipeline.inference.runtime import YoloModel
+from pipeline.inference.yolo import (
+    BoolArray,
+    FloatArray,
+    IntArray,
+    LetterboxInfo,
+    SegInstance,
+    decode_detect,
+    decode_segment,
+    letterbox_into,
+)
+from pipeline.vision.bands import BandParams, estimate_segment
+from pipeline.vision.decode import decode_image
+from pipeline.vision.merge import greedy_nmm
+from pipeline.vision.render import make_thumbnail
+from pipeline.vision.tiling import slice_boxes
+from pipeline.vision.types import (
+    CONTAINER_TYPE_BY_CLASS,
+    ContainerType,
+    Detection,
+    PhotoAnalysis,
+    Segment,
+    SegmentEstimation,
+)
+
+logger = logging.getLogger("pipeline.inference")
+
+WHOLE_PHOTO_CLASS = "segment"
+
+__all__ = ["AnalysisOutput", "PhotoAnalyzer", "Region", "RegionDetections", "SliceJob"]
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """A segment's crop: integer photo-pixel box and its crop-local boolean mask."""
+
+    segment_index: int
+    x0: int
+    y0: int
+    mask: BoolArray
+
+    @property
+    def width(self) -> int:
+        return int(self.mask.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.mask.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class SliceJob:
+    """One detection input: a slice of a region, in photo pixels."""
+
+    region: int
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+
+@dataclass(frozen=True, slots=True)
+class RegionDetections:
+    """Merged detections of one region, photo pixels, best first."""
+
+    boxes: FloatArray
+    scores: FloatArray
+    classes: IntArray
+
+
+def _empty_detections() -> RegionDetections:
+    return RegionDetections(
+        np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    )
+
+
+class PhotoAnalyzer:
+    """Segmentation + sliced detection + band estimation for one photo at a time."""
+
+    def __init__(self, seg: YoloModel, det: YoloModel, config: InferenceConfig) -> None:
+        if seg.spec.kind != "segment" or det.spec.kind != "detect":
+            raise ValueError("PhotoAnalyzer needs a segment model and a detect model")
+        self.seg = seg
+        self.det = det
+        self.config = config
+        self.band_params = BandParams(
+            bands=config.bands,
+            default_plant_area_px=config.default_plant_area_px,
+            min_calibration_detections=config.min_calibration_detections,
+            plant_area_factor=config.plant_area_factor,
+        )
+        self._warned_classes: set[str] = set()
+
+    @classmethod
+    def load(cls, config: InferenceConfig, *, device_id: int = 0) -> PhotoAnalyzer:
+        """Create both sessions (on ``device_id`` when CUDA is used)."""
+        seg_path, det_path = config.check_models()
+        common: dict[str, Any] = {
+            "providers": config.providers,
+            "device_id": device_id,
+            "intra_op_threads": config.intra_op_threads,
+        }
+        seg = YoloModel.load(
+            seg_path,
+            kind="segment",
+            class_names=config.seg_class_names,
+            input_size=config.seg_input_size,
+            **common,
+        )
+        det = YoloModel.load(
+            det_path,
+            kind="detect",
+            class_names=config.det_class_names,
+            input_size=config.det_input_size,
+            **common,
+        )
+        return cls(seg, det, config)
+
+    @property
+    def provider(self) -> str:
+        if self.seg.provider == self.det.provider:
+            return self.seg.provider
+        return f"seg:{self.seg.provider},det:{self.det.provider}"
+
+    def warmup(self) -> None:
+        """One dummy inference per model, so the first photo is not slow."""
+        self.seg.warmup()
+        self.det.warmup()
+
+    # ---------------------------------------------------------------- segmentation
+
+    def segment(self, rgb: NDArray[np.uint8]) -> list[SegInstance]:
+        """Segmentation instances of the photo (source pixels), best first."""
+        h, w = rgb.shape[:2]
+        batch = self.seg.new_batch(1)
+        info = letterbox_into(batch[0], rgb)
+        outs = self.seg.run(batch)
+        output0 = next(o for o in outs if o.ndim == 3)
+        protos = next(o for o in outs if o.ndim == 4)
+        return decode_segment(
+            output0[0],
+            protos[0],
+            self.config.seg_conf,
+            self.config.seg_iou,
+            info,
+            w,
+            h,
+            input_size=self.seg.spec.input_size,
+            nc=self.seg.spec.nc,
+        )
+
+    def container_type(self, class_name: str) -> ContainerType:
+        ctype = CONTAINER_TYPE_BY_CLASS.get(class_name)
+        if ctype is None:
+            if class_name not in self._warned_classes:
+                self._warned_classes.add(class_name)
+                logger.warning(
+                    "segmentation class %r has no container type; treating it as 'segment'",
+                    class_name,
+                )
+            return "segment"
+        return ctype
+
+    def _class_name(self, names: Sequence[str], class_id: int) -> str:
+        return names[class_id] if 0 <= class_id < len(names) else f"class{class_id}"
+
+    def segments_and_regions(
+        self, instances: Sequence[SegInstance], width: int, height: int
+    ) -> tuple[list[Segment], list[Region]]:
+        """``Segment`` models and detection regions; the whole photo if nothing was found."""
+        segments: list[Segment] = []
+        regions: list[Region] = []
+        for inst in instances:
+            area = inst.area_px
+            if area == 0:
+                continue
+            index = len(segments)
+            name = self._class_name(self.seg.spec.class_names, inst.class_id)
+            segments.append(
+                Segment(
+                    index=index,
+                    class_name=name,
+                    container_type=self.container_type(name),
+                    confidence=round(inst.score, 4),
+                    # not rounded: floor/ceil of it must give the crop used here
+                    bbox=inst.box,
+                    polygon=inst.polygon,
+                    area_px=area,
+                )
+            )
+            regions.append(Region(index, inst.origin_x, inst.origin_y, inst.mask))
+        if not segments:
+            w, h = float(width), float(height)
+            segments.append(
+                Segment(
+                    index=0,
+                    class_name=WHOLE_PHOTO_CLASS,
+                    container_type="segment",
+                    confidence=0.0,
+                    bbox=(0.0, 0.0, w, h),
+                    polygon=[(0.0, 0.0), (w, 0.0), (w, h), (0.0, h)],
+                    area_px=width * height,
+                )
+            )
+            regions.append(Region(0, 0, 0, np.ones((height, width), dtype=bool)))
+        return segments, regions
+
+    # ---------------------------------------------------------------- detection
+
+    def slice_jobs(self, regions: Sequence[Region]) -> list[SliceJob]:
+        """Every slice of every region, in photo pixels."""
+        jobs: list[SliceJob] = []
+        for r, region in enumerate(regions):
+            boxes = slice_boxes(
+                region.width,
+                region.height,
+                self.config.slice_size,
+                self.config.slice_overlap,
+            )
+            for sx1, sy1, sx2, sy2 in boxes:
+                jobs.append(
+                    SliceJob(
+                        r,
+                        region.x0 + int(sx1),
+                        region.y0 + int(sy1),
+                        region.x0 + int(sx2),
+                        region.y0 + int(sy2),
+                    )
+                )
+        return jobs
+
+    def detect_slices(
+        self, rgb: NDArray[np.uint8], jobs: Sequence[SliceJob], *, batched: bool = True
+    ) -> list[tuple[FloatArray, FloatArray, IntArray]]:
+        """Raw per-slice detections (photo pixels, after per-slice NMS), one entry per job.
+
+        ``batched=True`` sends ``det_batch_size`` slices (or the model's fixed batch) per
+        device call; ``batched=False`` sends them one at a time (padded to a fixed batch).
+        Both give the same detections.
+        """
+        step = self.det.batch_size(self.config.det_batch_size) if batched else 1
+        results: list[tuple[FloatArray, FloatArray, IntArray]] = []
+        for start in range(0, len(jobs), step):
+            chunk = jobs[start : start + step]
+            batch = self.det.new_batch(len(chunk))
+            infos: list[LetterboxInfo] = []
+            for i, job in enumerate(chunk):
+                infos.append(letterbox_into(batch[i], rgb[job.y0 : job.y1, job.x0 : job.x1]))
+            (out, *_) = self.det.run(batch)
+            for i, job in enumerate(chunk):
+                boxes, scores, classes = decode_detect(
+                    out[i],
+                    self.config.det_conf,
+                    self.config.det_iou,
+                    infos[i],
+                    job.x1 - job.x0,
+                    job.y1 - job.y0,
+                    nc=self.det.spec.nc,
+                )
+                boxes[:, [0, 2]] += job.x0
+                boxes[:, [1, 3]] += job.y0
+                results.append((boxes, scores, classes))
+        return results
+
+    def merge_region(
+        self,
+        region: Region,
+        raw: Sequence[tuple[FloatArray, FloatArray, IntArray]],
+    ) -> RegionDetections:
+        """Keep detections centred inside the region's mask, then GREEDYNMM (IOS, per class)."""
+        if not raw:
+            return _empty_detections()
+        boxes = np.concatenate([r[0] for r in raw], axis=0)
+        scores = np.concatenate([r[1] for r in raw], axis=0)
+        classes = np.concatenate([r[2] for r in raw], axis=0)
+        if boxes.shape[0] == 0:
+            return _empty_detections()
+        cx = np.floor((boxes[:, 0] + boxes[:, 2]) / 2).astype(np.int64) - region.x0
+        cy = np.floor((boxes[:, 1] + boxes[:, 3]) / 2).astype(np.int64) - region.y0
+        inside = (cx >= 0) & (cx < region.width) & (cy >= 0) & (cy < region.height)
+        inside[inside] = region.mask[cy[inside], cx[inside]]
+        if not inside.any():
+            return _empty_detections()
+        mb, ms, mc = greedy_nmm(
+            boxes[inside],
+            scores[inside],
+            classes[inside],
+            threshold=self.config.merge_ios,
+            metric="ios",
+            class_agnostic=False,
+        )
+        return RegionDetections(
+            np.asarray(mb, dtype=np.float32).reshape(-1, 4),
+            np.asarray(ms, dtype=np.float32).reshape(-1),
+            np.asarray(mc, dtype=np.int64).reshape(-1),
+        )
+
+    def detect_sliced(
+        self, rgb: NDArray[np.uint8], regions: Sequence[Region], *, batched: bool = True
+    ) -> tuple[list[RegionDetections], int]:
+        """Sliced detection over all regions; returns (per-region detections, slice count)."""
+        jobs = self.slice_jobs(regions)
+        raw = self.detect_slices(rgb, jobs, batched=batched)
+        per_region: list[list[tuple[FloatArray, FloatArray, IntArray]]] = [[] for _ in regions]
+        for job, res in zip(jobs, raw, strict=True):
+            per_region[job.region].append(res)
+        merged = [self.merge_region(reg, per_region[i]) for i, reg in enumerate(regions)]
+        return merged, len(jobs)
+
+    def detect_sliced_one_at_a_time(
+        self, rgb: NDArray[np.uint8], regions: Sequence[Region]
+    ) -> tuple[list[RegionDetections], int]:
+        """Same as ``detect_sliced`` with one slice per device call (benchmark baseline)."""
+        return self.detect_sliced(rgb, regions, batched=False)
+
+    # ---------------------------------------------------------------- the photo
+
+    def analyze(self, data: bytes, *, batched: bool = True) -> AnalysisOutput:
+        """Analyse one encoded photo (JPEG/PNG/WebP bytes). Raises ``InvalidImage``."""
+        timings: dict[str, float] = {}
+        t_start = t = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal t
+            now = time.perf_counter()
+            timings[name] = round((now - t) * 1000.0, 3)
+            t = now
+
+        if self.config.max_pixels is not None:
+            image = decode_image(data, max_pixels=self.config.max_pixels)
+        else:
+            image = decode_image(data)
+        rgb = np.ascontiguousarray(image.rgb)
+        height, width = rgb.shape[:2]
+        lap("decode")
+
+        segments, regions = self.segments_and_regions(self.segment(rgb), width, height)
+        lap("segment")
+
+        per_region, n_slices = self.detect_sliced(rgb, regions, batched=batched)
+        det_names = self.det.spec.class_names
+        detections: list[Detection] = []
+        for region, found in zip(regions, per_region, strict=True):
+            for box, score, cls in zip(found.boxes, found.scores, found.classes, strict=True):
+                x1, y1, x2, y2 = (float(v) for v in box)
+                detections.append(
+                    Detection(
+                        cx=round((x1 + x2) / 2, 2),
+                        cy=round((y1 + y2) / 2, 2),
+                        w=round(x2 - x1, 2),
+                        h=round(y2 - y1, 2),
+                        confidence=round(float(score), 4),
+                        class_id=int(cls),
+                        class_name=self._class_name(det_names, int(cls)),
+                        segment_index=region.segment_index,
+                    )
+                )
+        lap("detect")
+
+        estimations: list[SegmentEstimation] = []
+        for region, found in zip(regions, per_region, strict=True):
+            crop = rgb[region.y0 : region.y0 + region.height, region.x0 : region.x0 + region.width]
+            local = found.boxes.copy()
+            local[:, [0, 2]] -= region.x0
+            local[:, [1, 3]] -= region.y0
+            estimations.append(
+                estimate_segment(crop, region.mask, local, region.segment_index, self.band_params)
+            )
+        lap("estimate")
+
+        thumb = make_thumbnail(
+            rgb, longest_side=self.config.thumbnail_px, quality=self.config.thumbnail_quality
+        )
+        lap("thumbnail")
+        timings["total"] = round((time.perf_counter() - t_start) * 1000.0, 3)
+
+        analysis = PhotoAnalysis(
+            width=width,
+            height=height,
+            segments=segments,
+            detections=detections,
+            estimations=estimations,
+            provider=self.provider,
+            timings_ms=timings,
+        )
+        return AnalysisOutput(
+            analysis=analysis,
+            thumbnail_jpeg=thumb,
+            mime=image.mime,
+            orig_width=image.orig_width,
+            orig_height=image.orig_height,
+            exif_orientation=image.exif_orientation,
+            slices=n_slices,
+        )

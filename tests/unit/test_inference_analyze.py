@@ -1,0 +1,243 @@
+"""PhotoAnalyzer on the fixture models: segmentation → sliced batched detection → estimation."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from pipeline.inference import analyze as analyze_mod
+from pipeline.inference.analyze import PhotoAnalyzer, Region
+from pipeline.inference.config import BUNDLED_SEG_MODEL, InferenceConfig
+from pipeline.settings import Settings
+from pipeline.vision.types import Detection, SegmentEstimation
+from tests.support.onnx_fixtures import (
+    build_detect_model,
+    build_segment_model,
+    encode_png,
+    make_nursery_photo,
+)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("an-models")
+    build_detect_model(d / "det.onnx", input_size=512)
+    build_detect_model(d / "det4.onnx", input_size=512, batch=4)
+    build_segment_model(d / "seg.onnx", input_size=320)
+    return d
+
+
+def _config(model_dir: Path, **kw: Any) -> InferenceConfig:
+    base: dict[str, Any] = {
+        "seg_model_path": model_dir / "seg.onnx",
+        "det_model_path": model_dir / "det.onnx",
+        "seg_input_size": 320,
+        "providers": ["CPUExecutionProvider"],
+        "intra_op_threads": 1,
+    }
+    base.update(kw)
+    return InferenceConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def analyzer(model_dir: Path) -> PhotoAnalyzer:
+    a = PhotoAnalyzer.load(_config(model_dir))
+    a.warmup()
+    return a
+
+
+def _match(detections: list[Detection], centres: NDArray[np.float64]) -> NDArray[np.float64]:
+    got = np.array([(d.cx, d.cy) for d in detections], np.float64).reshape(-1, 2)
+    dist = np.hypot(*(got[:, None, :] - centres[None, :, :]).transpose(2, 0, 1))
+    return np.asarray(dist.min(axis=1), np.float64)
+
+
+def test_analyze_two_trays(analyzer: PhotoAnalyzer) -> None:
+    photo = make_nursery_photo()
+    out = analyzer.analyze(encode_png(photo.rgb))
+    a = out.analysis
+    assert (a.width, a.height) == (1280, 960)
+    assert a.provider == "CPUExecutionProvider"
+    # segmentation: two "cajon" trays → container type "box", left tray first is not required
+    assert len(a.segments) == 2
+    assert {s.container_type for s in a.segments} == {"box"}
+    assert {s.class_name for s in a.segments} == {"cajon"}
+    for seg in a.segments:
+        tray = min(photo.trays, key=lambda t: abs(t[0] - seg.bbox[0]))
+        np.testing.assert_allclose(seg.bbox, tray, atol=16)
+        assert len(seg.polygon) >= 4
+        assert seg.area_px > 0.9 * (tray[2] - tray[0]) * (tray[3] - tray[1])
+    # detection: every green square exactly once, at its centre, in its tray's segment
+    assert len(a.detections) == len(photo.squares) == 80
+    assert _match(a.detections, photo.centres).max() < 0.01
+    for det in a.detections:
+        assert det.class_name == "plant"
+        assert det.w == pytest.approx(24, abs=0.01)
+        seg = a.segments[det.segment_index or 0]
+        assert seg.bbox[0] <= det.cx <= seg.bbox[2]
+    per_segment = [sum(d.segment_index == s.index for d in a.detections) for s in a.segments]
+    assert per_segment == [40, 40]
+    assert [e.segment_index for e in a.estimations] == [0, 1]
+    assert set(a.timings_ms) == {"decode", "segment", "detect", "estimate", "thumbnail", "total"}
+    assert out.thumbnail_jpeg[:3] == b"\xff\xd8\xff"
+    assert out.slices == 8  # 2 trays × 2×2 slices of 512 with 0.25 overlap
+    assert len(pickle.dumps(out)) < 64 * 1024  # small enough to cross the pool boundary
+
+
+def test_batched_and_one_at_a_time_are_identical(model_dir: Path) -> None:
+    a = PhotoAnalyzer.load(_config(model_dir, det_batch_size=3))  # 8 slices = 3 + 3 + 2
+    photo = make_nursery_photo(skip=0.3, seed=5)
+    rgb = photo.rgb
+    h, w = rgb.shape[:2]
+    _, regions = a.segments_and_regions(a.segment(rgb), w, h)
+    batched, n1 = a.detect_sliced(rgb, regions, batched=True)
+    single, n2 = a.detect_sliced_one_at_a_time(rgb, regions)
+    assert n1 == n2 == 8
+    assert sum(len(r.scores) for r in batched) == len(photo.squares)
+    for b, s in zip(batched, single, strict=True):
+        np.testing.assert_array_equal(b.boxes, s.boxes)
+        np.testing.assert_array_equal(b.scores, s.scores)
+        np.testing.assert_array_equal(b.classes, s.classes)
+    full_b = a.analyze(encode_png(rgb), batched=True).analysis
+    full_s = a.analyze(encode_png(rgb), batched=False).analysis
+    assert full_b.detections == full_s.detections
+
+
+def test_static_batch_model_gives_the_same_detections(
+    model_dir: Path, analyzer: PhotoAnalyzer
+) -> None:
+    static = PhotoAnalyzer.load(_config(model_dir, det_model_path=model_dir / "det4.onnx"))
+    assert static.det.static_batch == 4
+    photo = make_nursery_photo(skip=0.5, seed=9)
+    data = encode_png(photo.rgb)
+    got = static.analyze(data).analysis.detections
+    ref = analyzer.analyze(data).analysis.detections
+    assert len(got) == len(ref) == len(photo.squares)
+    for g, r in zip(got, ref, strict=True):
+        assert (g.cx, g.cy, g.w, g.h, g.class_id) == (r.cx, r.cy, r.w, r.h, r.class_id)
+        assert g.confidence == pytest.approx(r.confidence, abs=1e-3)
+
+
+def test_no_segment_means_whole_photo(analyzer: PhotoAnalyzer) -> None:
+    rgb = np.full((600, 700, 3), 235, np.uint8)
+    centres = []
+    for x, y in [(100, 100), (400, 120), (600, 500), (250, 400)]:
+        rgb[y : y + 24, x : x + 24] = (0, 200, 0)
+        centres.append((x + 12.0, y + 12.0))
+    out = analyzer.analyze(encode_png(rgb))
+    a = out.analysis
+    assert len(a.segments) == 1
+    seg = a.segments[0]
+    assert (seg.container_type, seg.class_name, seg.confidence) == ("segment", "segment", 0.0)
+    assert seg.bbox == (0.0, 0.0, 700.0, 600.0)
+    assert seg.area_px == 700 * 600
+    assert len(a.detections) == 4
+    assert _match(a.detections, np.array(centres)).max() < 0.01
+    assert {d.segment_index for d in a.detections} == {0}
+    assert out.slices == 4
+
+
+def test_unknown_segment_class_maps_to_segment(
+    model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = PhotoAnalyzer.load(_config(model_dir, seg_class_names=["claro-cajon", "mystery"]))
+    photo = make_nursery_photo(skip=0.8)
+    with caplog.at_level(logging.WARNING, logger="pipeline.inference"):
+        out = a.analyze(encode_png(photo.rgb))
+    assert {s.container_type for s in out.analysis.segments} == {"segment"}
+    assert {s.class_name for s in out.analysis.segments} == {"mystery"}
+    warned = [r for r in caplog.records if "'mystery'" in r.getMessage()]
+    assert len(warned) == 1  # once per class name, not per segment
+
+
+def test_estimation_gets_segment_local_inputs(
+    analyzer: PhotoAnalyzer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[tuple[int, ...], tuple[int, ...], NDArray[np.float32], int]] = []
+
+    def spy(
+        crop: NDArray[np.uint8], mask: NDArray[np.bool_], boxes: Any, index: int, params: Any
+    ) -> SegmentEstimation:
+        calls.append((crop.shape, mask.shape, np.asarray(boxes), index))
+        assert params is analyzer.band_params
+        return SegmentEstimation(segment_index=index, bands=[], estimated=index + 1)
+
+    monkeypatch.setattr(analyze_mod, "estimate_segment", spy)
+    photo = make_nursery_photo()
+    a = analyzer.analyze(encode_png(photo.rgb)).analysis
+    assert a.total_estimated == 1 + 2
+    for (crop_shape, mask_shape, boxes, index), seg in zip(calls, a.segments, strict=True):
+        assert crop_shape[:2] == mask_shape
+        assert crop_shape[2] == 3
+        assert index == seg.index
+        x0, y0 = int(np.floor(seg.bbox[0])), int(np.floor(seg.bbox[1]))
+        mine = sorted((d.cx, d.cy) for d in a.detections if d.segment_index == seg.index)
+        local = sorted(
+            (round(float(b[0] + b[2]) / 2 + x0, 2), round(float(b[1] + b[3]) / 2 + y0, 2))
+            for b in boxes
+        )
+        assert local == mine
+        assert boxes.min() >= 0
+        assert boxes[:, 2].max() <= crop_shape[1]
+        assert boxes[:, 3].max() <= crop_shape[0]
+
+
+def test_detections_outside_the_segment_mask_are_dropped(analyzer: PhotoAnalyzer) -> None:
+    mask = np.ones((100, 200), bool)
+    mask[:, 100:] = False  # right half of the crop is not container
+    region = Region(segment_index=3, x0=50, y0=20, mask=mask)
+    boxes = np.array(
+        [
+            [60, 30, 80, 50],  # centre (70, 40) → local (20, 20): inside
+            [62, 30, 82, 50],  # overlaps the first (IOS > 0.5) → merged into it
+            [200, 30, 220, 50],  # centre local (160, 20): outside the mask
+            [10, 10, 20, 20],  # centre outside the crop
+        ],
+        np.float32,
+    )
+    scores = np.array([0.9, 0.8, 0.95, 0.99], np.float32)
+    classes = np.zeros(4, np.int64)
+    merged = analyzer.merge_region(region, [(boxes, scores, classes)])
+    assert merged.scores.tolist() == [pytest.approx(0.9)]
+    assert merged.boxes[0, 0] == pytest.approx(60)
+    empty = analyzer.merge_region(region, [])
+    assert empty.boxes.shape == (0, 4)
+
+
+def test_invalid_image_is_rejected(analyzer: PhotoAnalyzer) -> None:
+    from pipeline.vision.decode import InvalidImage
+
+    with pytest.raises(InvalidImage):
+        analyzer.analyze(b"definitely not an image")
+
+
+def test_config_from_settings_and_missing_models(tmp_path: Path) -> None:
+    settings = Settings(det_batch_size=7, seg_conf=0.4, device_ids=[1, 2], bands=3)
+    cfg = InferenceConfig.from_settings(settings)
+    assert (cfg.det_batch_size, cfg.seg_conf, cfg.device_ids, cfg.bands) == (7, 0.4, [1, 2], 3)
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
+    if not BUNDLED_SEG_MODEL.exists():
+        with pytest.raises(FileNotFoundError, match=r"models/seg\.onnx.*PLANTPIPE_SEG_MODEL_PATH"):
+            cfg.check_models()
+    missing = InferenceConfig(seg_model_path=tmp_path / "x.onnx")
+    with pytest.raises(FileNotFoundError, match=r"x\.onnx.*PLANTPIPE_SEG_MODEL_PATH"):
+        missing.model_file("segment")
+
+
+def test_undetected_vegetation_is_estimated(analyzer: PhotoAnalyzer) -> None:
+    """Dull-green patches the detector cannot see are left to band estimation."""
+    photo = make_nursery_photo(skip=0.5, seed=1)
+    rgb = photo.rgb.copy()
+    for x, y in [(147, 187), (307, 427), (847, 347)]:  # in the soil gaps between squares
+        rgb[y : y + 50, x : x + 50] = (80, 130, 60)  # greenness 0 for the fixture detector
+    plain = analyzer.analyze(encode_png(photo.rgb)).analysis
+    mixed = analyzer.analyze(encode_png(rgb)).analysis
+    assert plain.total_estimated == 0
+    assert mixed.detections == plain.detections
+    assert mixed.total_estimated > 0  # how much is the band estimator's business
