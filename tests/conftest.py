@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -137,11 +138,10 @@ async def in_process_worker(
         yield worker
     finally:
         task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-        except (asyncio.CancelledError, Exception):
-            pass
-        await worker.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker.close()
 
 
 class WorkerProcess:

@@ -157,7 +157,9 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "queue_name": QueueNames.from_settings(settings).io,
         "on_startup": startup,
         "on_shutdown": shutdown,
-        "max_jobs": settings.io_concurrency,
+        # More jobs than S3 slots: Redis bookkeeping of some overlaps the S3 requests of others;
+        # the store's semaphore keeps S3 requests in flight at io_concurrency.
+        "max_jobs": settings.io_concurrency * 2,
     }
 
 

@@ -56,7 +56,7 @@ class S3ObjectStore:
             max_pool_connections=max(50, self.concurrency),
             connect_timeout=self._settings.s3_connect_timeout_s,
             read_timeout=self._settings.s3_read_timeout_s,
-            retries={"max_attempts": 1, "mode": "standard"},  # our retry policy decides
+            retries={"total_max_attempts": 1, "mode": "standard"},  # our retry policy decides
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             s3=s3_opts,

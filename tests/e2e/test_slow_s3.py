@@ -1,0 +1,53 @@
+"""The callback never waits for S3: with 2 s per S3 request, sessions end before uploads."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from arq.jobs import Job
+
+from bench.s3_stub import S3Stub
+from pipeline.queue import deserialize
+from tests.support.onnx_fixtures import encode_png, make_nursery_photo
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_session_completes_before_its_uploads_and_they_all_land(
+    make_cluster: Any, cleanup_redis: list[str]
+) -> None:
+    stub = S3Stub()
+    endpoint = await stub.start()
+    try:
+        cluster = make_cluster(s3_endpoint_url=endpoint, io_job_timeout_s=30)
+        cleanup_redis.append(cluster.settings.key_prefix)
+        await cluster.start("io", "cpu", "gpu")
+        stub.latency_s = 2.0  # every S3 request now takes 2 s
+        photo = make_nursery_photo(640, 480, ((30, 40, 300, 440), (340, 40, 610, 440)))
+        async with cluster.client() as client:
+            submitted = time.monotonic()
+            sid = await client.submit([encode_png(photo.rgb)] * 2)
+            record = await client.wait(sid, timeout=60)
+            terminal_after = time.monotonic() - submitted
+            assert record.status == "completed", record.reason
+            pending = {a.key.rsplit("/", 1)[-1] for a in record.artifacts if a.state == "pending"}
+            # the callback's own artifacts are still on their way when the session is done
+            assert "results.json" in pending
+            job = Job(
+                f"aggregate:{sid}", client.redis, _queue_name=client.queues.cpu,
+                _deserializer=deserialize,
+            )  # fmt: skip
+            info = await job.result(timeout=5)
+            assert info["elapsed_ms"] < 500, info
+            done = await client.wait(sid, timeout=120, artifacts=True)
+            all_landed_after = time.monotonic() - submitted
+        assert done.artifacts_ready
+        assert done.artifacts_uploaded == 9  # 2 × 4 photo artifacts + results.json
+        assert all_landed_after > terminal_after + 1.5
+        keys = {k for b, k in stub.objects if b == cluster.settings.s3_bucket}
+        assert f"{sid}/results.json" in keys
+        assert f"{sid}/1/processed.avif" in keys
+    finally:
+        await stub.stop()
