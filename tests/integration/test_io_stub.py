@@ -32,19 +32,21 @@ async def test_never_more_than_50_requests_in_flight(
     endpoint = await stub.start()
     try:
         settings = make_settings(s3_endpoint_url=endpoint, io_concurrency=50)
-        async with in_process_worker(io_worker.worker_options(settings), settings):
-            async with PipelineClient(settings) as client:
-                handles = await asyncio.gather(
-                    *(
-                        client.upload(f"n/{i}", bytes([i % 256]) * 1024, content_type="x/y")
-                        for i in range(400)
-                    )
+        async with (
+            in_process_worker(io_worker.worker_options(settings), settings),
+            PipelineClient(settings) as client,
+        ):
+            handles = await asyncio.gather(
+                *(
+                    client.upload(f"n/{i}", bytes([i % 256]) * 1024, content_type="x/y")
+                    for i in range(400)
                 )
-                # one multipart upload (4 parts) in the same crowd
-                handles.append(
-                    await client.upload("n/big", b"z" * (30 * 1024 * 1024), content_type="x/y")
-                )
-                await asyncio.gather(*(h.wait(timeout=120) for h in handles))
+            )
+            # one multipart upload (4 parts) in the same crowd
+            handles.append(
+                await client.upload("n/big", b"z" * (30 * 1024 * 1024), content_type="x/y")
+            )
+            await asyncio.gather(*(h.wait(timeout=120) for h in handles))
         # 100 jobs run at once (max_jobs), multipart parts go in parallel: only the store's
         # semaphore keeps S3 at 50; the bound is reached and never passed
         assert 45 <= stub.stats.max_in_flight <= 50, stub.stats
