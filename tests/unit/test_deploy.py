@@ -42,3 +42,33 @@ def test_validator_rejects_a_broken_manifest(tmp_path: Path) -> None:
         (DEPLOY / "k8s" / "io.yaml").read_text().replace("replicas: 1", "replicas: many", 1)
     )
     assert validate(broken).returncode != 0
+
+
+def compose_command() -> list[str]:
+    """`docker compose` (v2) when present, else `docker-compose` (v1); both validate offline."""
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+    if probe.returncode == 0:
+        return ["docker", "compose"]
+    return ["docker-compose"]
+
+
+def test_compose_file_validates_offline(tmp_path: Path) -> None:
+    compose = DEPLOY / "docker-compose.yml"
+    try:
+        result = subprocess.run(
+            [*compose_command(), "-f", str(compose), "config", "-q"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    except FileNotFoundError:
+        pytest.fail("no docker compose / docker-compose: scripts/test installs docker-compose")
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = compose.read_text()
+    assert "--maxmemory-policy" in text and "noeviction" in text and "--appendonly" in text
+    assert "driver: nvidia" in text
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(text.replace("service_healthy", "service_whenever"))
+    bad = subprocess.run(
+        [*compose_command(), "-f", str(broken), "config", "-q"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert bad.returncode != 0
