@@ -370,6 +370,33 @@ def workers(
         raise fail(f"worker exited: {dead}", EXIT_FAILED)
 
 
+@app.command()
+def evaluate(
+    scenes: Annotated[int, typer.Option(help="held-out synthetic scenes")] = 50,
+    seed: Annotated[int, typer.Option(help="seed of the first scene")] = 100_000,
+    width: Annotated[int, typer.Option()] = 2000,
+    height: Annotated[int, typer.Option()] = 1500,
+) -> None:
+    """Accuracy of the configured models on held-out synthetic scenes (AP50, count MAPE)."""
+    from pipeline.evaluate import SceneScore, default_analyzer
+    from pipeline.evaluate import evaluate as run_evaluation
+    from pipeline.inference.config import InferenceConfig
+
+    config = InferenceConfig.from_settings(get_settings()).model_copy(update={"warmup": False})
+    analyzer = default_analyzer(config)
+
+    def progress(score: SceneScore) -> None:
+        console.print(
+            f"seed {score.seed}: truth {score.truth}, detected {score.detected}, "
+            f"estimated {score.estimated} ({score.seconds:.1f}s)"
+        )
+
+    report = run_evaluation(
+        analyzer, scenes=scenes, first_seed=seed, width=width, height=height, progress=progress
+    )
+    out.print(report.markdown())
+
+
 def main() -> None:
     try:
         app()
