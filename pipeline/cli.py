@@ -116,7 +116,7 @@ async def follow_session(
             async for _event in client.events(session_id):
                 record = await client.status(session_id)
                 live.update(progress_table(record, names, started))
-                if record.terminal and (record.artifacts_ready or record.artifacts_failed):
+                if record.terminal and (record.artifacts_ready or record.artifacts_settled):
                     break
     return record
 

@@ -331,8 +331,9 @@ class PipelineClient:
     async def wait(
         self, session_id: str, timeout: float | None = None, *, artifacts: bool = False
     ) -> SessionRecord:
-        """Block until the session is terminal (and, with ``artifacts``, every artifact is
-        uploaded). Follows the event stream: no polling. Raises TimeoutError."""
+        """Block until the session is terminal (and, with ``artifacts``, every artifact has
+        settled: uploaded, or failed with its reason in ``plantpipe failed list``). Follows the
+        event stream: no polling. Raises TimeoutError."""
         stream = self.keys.session_events(session_id)
         async with asyncio.timeout(timeout):
             last_id = await last_event_id(self.redis, stream)
@@ -340,7 +341,7 @@ class PipelineClient:
             if self._done(record, artifacts):
                 return record
             async for _id, kind, data in follow(self.redis, stream, last_id=last_id):
-                if kind == "artifacts.ready" or (
+                if kind in ("artifacts.ready", "artifact.failed") or (
                     kind == "session.status" and data.get("status") in TERMINAL_STATUSES
                 ):
                     record = await self.status(session_id)
@@ -350,7 +351,9 @@ class PipelineClient:
 
     @staticmethod
     def _done(record: SessionRecord, artifacts: bool) -> bool:
-        return record.terminal and (record.artifacts_ready or not artifacts)
+        return record.terminal and (
+            not artifacts or record.artifacts_ready or record.artifacts_settled
+        )
 
     async def result(self, session_id: str) -> SessionResult:
         """The result document (also uploaded as ``{session}/results.json``)."""

@@ -122,10 +122,16 @@ class SessionRecord(_Model):
     artifacts_uploaded: int = 0
     artifacts_failed: int = 0
     artifacts_ready: bool = False
+    artifacts_final: bool = Field(False, description="every artifact is registered")
 
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def artifacts_settled(self) -> bool:
+        """Every artifact is registered and none is still pending (uploaded or failed)."""
+        return self.artifacts_final and all(a.state != "pending" for a in self.artifacts)
 
 
 class SessionEvent(_Model):

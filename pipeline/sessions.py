@@ -216,6 +216,7 @@ class SessionStore:
             artifacts_uploaded=int(f.get("art_uploaded", 0)),
             artifacts_failed=int(f.get("art_failed", 0)),
             artifacts_ready=f.get("art_ready") == "1",
+            artifacts_final=f.get("art_final") == "1",
         )
 
     async def overdue(self, now: datetime | None = None, limit: int = 500) -> list[str]:

@@ -51,3 +51,33 @@ async def test_session_completes_before_its_uploads_and_they_all_land(
         assert f"{sid}/1/processed.avif" in keys
     finally:
         await stub.stop()
+
+
+async def test_failed_uploads_settle_the_wait_and_replay_after_the_fix(
+    make_cluster: Any, cleanup_redis: list[str]
+) -> None:
+    stub = S3Stub()
+    endpoint = await stub.start()
+    try:
+        cluster = make_cluster(s3_endpoint_url=endpoint)
+        cleanup_redis.append(cluster.settings.key_prefix)
+        await cluster.start("io", "cpu", "gpu")
+        stub.fail_all(403, "AccessDenied", ops={"PutObject"})
+        photo = make_nursery_photo(640, 480, ((30, 40, 300, 440), (340, 40, 610, 440)))
+        async with cluster.client() as client:
+            sid = await client.submit([encode_png(photo.rgb)])
+            record = await client.wait(sid, timeout=60, artifacts=True)
+            assert record.status == "completed"  # the analysis succeeded; S3 refused
+            assert not record.artifacts_ready
+            assert record.artifacts_failed == 5
+            letters = await client.failed()
+            assert {d.error_code for d in letters} == {"AccessDenied"}
+            assert all(d.attempts == 1 for d in letters)  # permanent: no retries
+            stub.clear_faults()  # the operator fixes the bucket policy
+            assert len(await client.retry_failed()) == 5
+            record = await client.wait(sid, timeout=60, artifacts=True)
+        assert record.artifacts_ready
+        assert record.artifacts_failed == 0
+        assert record.artifacts_uploaded == 5
+    finally:
+        await stub.stop()
