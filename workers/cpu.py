@@ -253,19 +253,25 @@ async def aggregate(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
         log.warning("aggregate.no_session")
         await joins.complete(join_id)
         return {"ok": False, "reason": "session expired"}
+    existing = await sessions.result(sid)
     existing_plan = await sessions.get_field(sid, _UPLOAD_PLAN)
-    if existing_plan is not None:
-        # A re-run (crash after the result was written): make sure its upload is queued.
+    if existing is not None and existing_plan is not None:
+        # A re-run after a crash that followed the result's write: finish what may be
+        # missing — the terminal status (idempotent), the uploads (deduplicated by job id)
+        # and the join. The result itself is never computed twice.
         plan = [UploadJob.model_validate(j) for j in json.loads(existing_plan)]
+        await sessions.transition(sid, existing.status, reason=existing.reason, stage="done")
         await enqueue_uploads(ctx, plan)
         await joins.complete(join_id)
         ctx["outcome"] = "ok"
-        log.info("aggregate.rerun", uploads=len(plan))
+        log.info("aggregate.rerun", status=existing.status, uploads=len(plan))
         return {"ok": True, "rerun": True}
 
     reports = await joins.results(join_id)
     photos = [photo_result(record, i, reports.get(child_id(i))) for i in range(record.photo_count)]
     status, reason = session_outcome(photos)
+    if record.terminal:  # e.g. the watchdog failed it at its deadline: that verdict stands
+        status, reason = record.status, record.reason
     document = SessionResult(
         session_id=sid,
         status=status,
