@@ -82,8 +82,9 @@ MAX_METADATA_ITEMS = 64
 MAX_METADATA_CHARS = 1024
 
 
-def clean_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
-    """Session metadata is stored and echoed, never used to build keys: bound its size."""
+def clean_metadata(metadata: dict[str, str] | None, *, ascii_only: bool = False) -> dict[str, str]:
+    """Metadata is stored and echoed, never used to build keys: bound its size, refuse
+    control characters (header injection) and, for S3 object metadata, non-ASCII."""
     items = dict(metadata or {})
     if len(items) > MAX_METADATA_ITEMS:
         raise ValueError(f"metadata has {len(items)} entries; at most {MAX_METADATA_ITEMS}")
@@ -94,8 +95,10 @@ def clean_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
             raise ValueError(
                 f"metadata entry {key[:40]!r}: keys 1..128 chars, values ≤ {MAX_METADATA_CHARS}"
             )
-        if any(ord(c) < 32 for c in key + value):
+        if any(ord(c) < 32 or ord(c) == 127 for c in key + value):
             raise ValueError(f"metadata entry {key[:40]!r} holds control characters")
+        if ascii_only and not (key + value).isascii():
+            raise ValueError(f"S3 object metadata {key[:40]!r} must be ASCII")
         out[key] = value
     return out
 
@@ -207,6 +210,9 @@ class PipelineClient:
     ) -> UploadHandle:
         """Queue ``data`` for upload to ``key`` by the io role; returns at once."""
         check_key(key)
+        meta = clean_metadata(metadata, ascii_only=True)
+        if sum(len(k) + len(v) for k, v in meta.items()) > 2000:
+            raise ValueError("S3 object metadata is limited to 2 KiB")
         artifact_id = uuid.uuid4().hex
         blob = await self.blobs.put(data, [upload_holder(artifact_id)])
         record = ArtifactRecord(
@@ -218,7 +224,7 @@ class PipelineClient:
             key=key,
             blob=blob,
             content_type=content_type,
-            metadata=metadata or {},
+            metadata=meta,
         )
         await enqueue_upload(self.redis, self.settings, job)
         return UploadHandle(self, artifact_id, key)

@@ -14,10 +14,19 @@ from pipeline import metrics
 from pipeline.artifacts import ArtifactStore
 from pipeline.blobs import BlobStore
 from pipeline.deadletter import DeadLetters
+from pipeline.errors import PermanentError
 from pipeline.graph import JoinStore
 from pipeline.health import check_redis
 from pipeline.logs import configure_logging, get_logger
-from pipeline.queue import QueueNames, classify, deserialize, redis_settings, retry_delay, serialize
+from pipeline.queue import (
+    QueueNames,
+    arq_max_tries,
+    classify,
+    deserialize,
+    redis_settings,
+    retry_delay,
+    serialize,
+)
 from pipeline.registry import Heartbeat
 from pipeline.schemas import DeadLetter
 from pipeline.sessions import SessionStore
@@ -109,6 +118,28 @@ async def handle_failure(
     if on_give_up is not None:
         await on_give_up(verdict.code, verdict.reason)
     return {"ok": False, "error_code": verdict.code, "reason": verdict.reason}
+
+
+def check_crash_loop(ctx: dict[str, Any]) -> None:
+    """Give up before arq does. A job re-run this often was interrupted by its worker dying
+    (our own retries stop earlier); on arq's last allowed try we fail it ourselves, so the
+    failure reaches ``handle_failure`` (dead letter, photo reported) instead of arq dropping
+    the job silently."""
+    settings: Settings = ctx["settings"]
+    job_try = int(ctx.get("job_try", 1))
+    if job_try >= arq_max_tries(settings):
+        raise PermanentError(
+            f"the worker running this job stopped {job_try - 1} times while it ran (killed, "
+            "out of memory or timed out); giving up — see the worker logs",
+            code="crash_loop",
+        )
+
+
+def time_budget(timeout_s: float) -> float:
+    """How long a job's work may take: its arq timeout less a margin, so the job itself times
+    out (a transient error, retried then dead-lettered through ``handle_failure``) before
+    arq cancels it silently."""
+    return max(0.5, timeout_s - max(0.5, timeout_s * 0.1))
 
 
 def common_worker_options(settings: Settings) -> dict[str, Any]:

@@ -123,6 +123,9 @@ def redis_settings(settings: Settings) -> RedisSettings:
     rs = RedisSettings.from_dsn(url)
     for name, value in common.items():
         setattr(rs, name, value)
+    if parsed.scheme == "rediss":
+        rs.ssl_cert_reqs = "required"
+        rs.ssl_check_hostname = True  # a certificate for another host is refused
     return rs
 
 
@@ -173,6 +176,12 @@ def classify(exc: BaseException) -> Classified:
             return Classified(True, code, reason)
         return Classified(False, code, reason)
     name = type(exc).__name__
+    if name == "ParamValidationError" or (
+        name == "HTTPClientError"
+        and isinstance(getattr(exc, "kwargs", {}).get("error"), ValueError)
+    ):
+        # The request could not even be built (bad metadata, header injection): permanent.
+        return Classified(False, name, f"{name}: {exc}")
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError, ConnectionError, OSError)):
         return Classified(True, name, f"{name}: {exc}")
     module = type(exc).__module__

@@ -9,7 +9,6 @@ per photo, so rendering scales with cpu workers, not inside the callback).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from datetime import timedelta
@@ -23,10 +22,12 @@ from pipeline.blobs import BlobStore
 from pipeline.client import enqueue_upload, upload_holder
 from pipeline.graph import JoinStore
 from pipeline.jobs import (
+    check_crash_loop,
     common_worker_options,
     handle_failure,
     role_shutdown,
     role_startup,
+    time_budget,
     worker_settings_class,
 )
 from pipeline.logs import get_logger
@@ -66,8 +67,6 @@ from pipeline.vision.render import (
 from pipeline.vision.types import PhotoAnalysis
 
 log = get_logger("workers.cpu")
-
-_UPLOAD_PLAN = "upload_plan"
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -161,9 +160,11 @@ async def render_photo(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str
         ctx["outcome"] = "ok"
         return {"ok": True, "skipped": True}
     try:
-        data = await blobs.get(job.blob)
-        async with ctx["render_slots"]:
-            avif, thumb = await asyncio.to_thread(render_outputs, data, analysis, settings)
+        check_crash_loop(ctx)
+        async with asyncio.timeout(time_budget(settings.cpu_job_timeout_s)):
+            data = await blobs.get(job.blob)
+            async with ctx["render_slots"]:
+                avif, thumb = await asyncio.to_thread(render_outputs, data, analysis, settings)
     except Exception as exc:
 
         async def give_up(code: str, reason: str) -> None:
@@ -237,6 +238,28 @@ def photo_result(record: SessionRecord, index: int, report: ChildReport | None) 
     )
 
 
+def build_document(record: SessionRecord, reports: dict[str, ChildReport]) -> SessionResult:
+    """The result document from the join's reports (pure)."""
+    sid = record.session_id
+    photos = [photo_result(record, i, reports.get(child_id(i))) for i in range(record.photo_count)]
+    status, reason = session_outcome(photos)
+    if record.terminal:  # e.g. the watchdog failed it at its deadline: that verdict stands
+        status, reason = record.status, record.reason
+    return SessionResult(
+        session_id=sid,
+        status=status,
+        reason=reason,
+        photos=photos,
+        total_detected=sum(p.detected for p in photos),
+        total_estimated=sum(p.estimated for p in photos),
+        avg_confidence=avg_confidence([p.analysis for p in photos if p.analysis is not None]),
+        metadata=record.metadata,
+        created_at=record.created_at,
+        completed_at=utcnow(),
+        keys={"results": results_key(sid)},
+    )
+
+
 async def aggregate(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     """Fan-in callback: totals, results.json, terminal status, uploads queued. Never waits
     for S3 and does no image work (each photo was rendered by its own render_photo job)."""
@@ -253,47 +276,20 @@ async def aggregate(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
         log.warning("aggregate.no_session")
         await joins.complete(join_id)
         return {"ok": False, "reason": "session expired"}
-    existing = await sessions.result(sid)
-    existing_plan = await sessions.get_field(sid, _UPLOAD_PLAN)
-    if existing is not None and existing_plan is not None:
-        # A re-run after a crash that followed the result's write: finish what may be
-        # missing — the terminal status (idempotent), the uploads (deduplicated by job id)
-        # and the join. The result itself is never computed twice.
-        plan = [UploadJob.model_validate(j) for j in json.loads(existing_plan)]
-        await sessions.transition(sid, existing.status, reason=existing.reason, stage="done")
-        await enqueue_uploads(ctx, plan)
-        await joins.complete(join_id)
-        ctx["outcome"] = "ok"
-        log.info("aggregate.rerun", status=existing.status, uploads=len(plan))
-        return {"ok": True, "rerun": True}
-
-    reports = await joins.results(join_id)
-    photos = [photo_result(record, i, reports.get(child_id(i))) for i in range(record.photo_count)]
-    status, reason = session_outcome(photos)
-    if record.terminal:  # e.g. the watchdog failed it at its deadline: that verdict stands
-        status, reason = record.status, record.reason
-    document = SessionResult(
-        session_id=sid,
-        status=status,
-        reason=reason,
-        photos=photos,
-        total_detected=sum(p.detected for p in photos),
-        total_estimated=sum(p.estimated for p in photos),
-        avg_confidence=avg_confidence([p.analysis for p in photos if p.analysis is not None]),
-        metadata=record.metadata,
-        created_at=record.created_at,
-        completed_at=utcnow(),
-        keys={"results": results_key(sid)},
-    )
+    # The document is computed once and stored first; everything after it is derived from
+    # the stored document, so a re-run after a crash at any point repeats identical,
+    # idempotent steps (same results.json bytes → same blob, same artifact, same job ids).
+    document = await sessions.result(sid)
+    rerun = document is not None
+    if document is None:
+        document = build_document(record, await joins.results(join_id))
+        await sessions.set_result(sid, document)
+    status, reason = document.status, document.reason
     body = document.model_dump_json(indent=2).encode()
     outputs = [(artifact_id(sid, None, "results"), results_key(sid), "application/json", body)]
-    # Write the result and register the last artifact *before* the terminal event, so a
-    # client woken by that event finds everything in place.
+    # Register the last artifact *before* the terminal event, so a client woken by that
+    # event finds everything in place.
     plan = await stage_artifacts(ctx, sid, outputs, final=True)
-    await sessions.set_field(
-        sid, _UPLOAD_PLAN, json.dumps([j.model_dump(mode="json") for j in plan])
-    )
-    await sessions.set_result(sid, document)
     changed = await sessions.transition(sid, status, reason=reason, stage="done")
     await enqueue_uploads(ctx, plan)
     await joins.complete(join_id)
@@ -302,11 +298,12 @@ async def aggregate(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
     log.info(
         "aggregate.done",
         status=status if changed else f"{status} (kept {record.status})",
+        rerun=rerun,
         total_detected=document.total_detected,
         total_estimated=document.total_estimated,
         elapsed_ms=elapsed_ms,
     )
-    return {"ok": True, "status": status, "elapsed_ms": elapsed_ms}
+    return {"ok": True, "status": status, "elapsed_ms": elapsed_ms, "rerun": rerun}
 
 
 async def watchdog(ctx: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ process pool next to this asyncio worker (CUDA when present, CPU otherwise).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import structlog
@@ -18,10 +19,12 @@ from pipeline.graph import JoinStore
 from pipeline.inference.config import InferenceConfig
 from pipeline.inference.pool import InferencePool
 from pipeline.jobs import (
+    check_crash_loop,
     common_worker_options,
     handle_failure,
     role_shutdown,
     role_startup,
+    time_budget,
     worker_settings_class,
 )
 from pipeline.logs import get_logger
@@ -87,9 +90,11 @@ async def infer_photo(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str,
     await sessions.transition(sid, "processing", stage="inference")
     await sessions.update_photo(sid, PhotoProgress(index=index, state="processing"))
     try:
-        data = await blobs.get(job.blob)
-        pool: InferencePool = ctx["pool"]
-        output = await pool.analyze(data)
+        check_crash_loop(ctx)
+        async with asyncio.timeout(time_budget(settings.gpu_job_timeout_s)):
+            data = await blobs.get(job.blob)
+            pool: InferencePool = ctx["pool"]
+            output = await pool.analyze(data)
     except Exception as exc:
 
         async def give_up(code: str, reason: str) -> None:

@@ -5,6 +5,7 @@ Run with ``arq workers.io.WorkerSettings``.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import structlog
@@ -16,10 +17,12 @@ from pipeline.artifacts import ArtifactStore
 from pipeline.blobs import BlobStore
 from pipeline.client import upload_holder, upload_job_id
 from pipeline.jobs import (
+    check_crash_loop,
     common_worker_options,
     handle_failure,
     role_shutdown,
     role_startup,
+    time_budget,
     worker_settings_class,
 )
 from pipeline.logs import get_logger
@@ -59,6 +62,7 @@ async def upload(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]
     """Copy one blob to its key. Idempotent: an already-uploaded artifact is not re-sent."""
     job = UploadJob.model_validate(payload)
     structlog.contextvars.bind_contextvars(session_id=job.session_id, artifact=job.artifact_id)
+    settings: Settings = ctx["settings"]
     artifacts: ArtifactStore = ctx["artifacts"]
     blobs: BlobStore = ctx["blobs"]
     breaker: RedisCircuitBreaker = ctx["breaker"]
@@ -74,7 +78,9 @@ async def upload(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]
 
     permit = await breaker.allow()
     if not permit.allowed:
-        wait_s = max(permit.wait_s, 0.5)
+        # Ask again when the breaker may allow it, but at least every breaker_defer_s: a
+        # half-open trial usually settles in milliseconds.
+        wait_s = max(0.2, min(permit.wait_s, settings.breaker_defer_s))
         deferred = job.model_copy(update={"deferrals": job.deferrals + 1})
         redis: ArqRedis = ctx["redis"]
         await redis.enqueue_job(
@@ -95,10 +101,12 @@ async def upload(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]
         return {"ok": False, "deferred_s": wait_s}
 
     try:
-        data = await blobs.get(job.blob)
-        result = await store.put(
-            job.key, data, content_type=job.content_type, metadata=job.metadata
-        )
+        check_crash_loop(ctx)
+        async with asyncio.timeout(time_budget(settings.io_job_timeout_s)):
+            data = await blobs.get(job.blob)
+            result = await store.put(
+                job.key, data, content_type=job.content_type, metadata=job.metadata
+            )
     except Exception as exc:
         if classify(exc).transient:
             state = await breaker.record_failure()

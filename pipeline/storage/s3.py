@@ -59,6 +59,7 @@ class S3ObjectStore:
             retries={"total_max_attempts": 1, "mode": "standard"},  # our retry policy decides
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
+            signature_version="s3v4",
             s3=s3_opts,
         )
 
