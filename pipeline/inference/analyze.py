@@ -118,8 +118,8 @@ def _empty_detections() -> RegionDetections:
 class PhotoAnalyzer:
     """Segmentation + sliced detection + band estimation for one photo at a time."""
 
-    def __init__(self, seg: YoloModel, det: YoloModel, config: InferenceConfig) -> None:
-        if seg.spec.kind != "segment" or det.spec.kind != "detect":
+    def __init__(self, seg: YoloModel | None, det: YoloModel, config: InferenceConfig) -> None:
+        if (seg is not None and seg.spec.kind != "segment") or det.spec.kind != "detect":
             raise ValueError("PhotoAnalyzer needs a segment model and a detect model")
         self.seg = seg
         self.det = det
@@ -141,13 +141,20 @@ class PhotoAnalyzer:
             "device_id": device_id,
             "intra_op_threads": config.intra_op_threads,
         }
-        seg = YoloModel.load(
-            seg_path,
-            kind="segment",
-            class_names=config.seg_class_names,
-            input_size=config.seg_input_size,
-            **common,
-        )
+        seg = None
+        if seg_path is None:
+            logger.warning(
+                "no segmentation model (none configured, none bundled): every photo is "
+                "analysed as one segment; set PLANTPIPE_SEG_MODEL_PATH for containers"
+            )
+        else:
+            seg = YoloModel.load(
+                seg_path,
+                kind="segment",
+                class_names=config.seg_class_names,
+                input_size=config.seg_input_size,
+                **common,
+            )
         det = YoloModel.load(
             det_path,
             kind="detect",
@@ -159,19 +166,22 @@ class PhotoAnalyzer:
 
     @property
     def provider(self) -> str:
-        if self.seg.provider == self.det.provider:
-            return self.seg.provider
+        if self.seg is None or self.seg.provider == self.det.provider:
+            return self.det.provider
         return f"seg:{self.seg.provider},det:{self.det.provider}"
 
     def warmup(self) -> None:
         """One dummy inference per model, so the first photo is not slow."""
-        self.seg.warmup()
+        if self.seg is not None:
+            self.seg.warmup()
         self.det.warmup()
 
     # ---------------------------------------------------------------- segmentation
 
     def segment(self, rgb: NDArray[np.uint8]) -> list[SegInstance]:
         """Segmentation instances of the photo (source pixels), best first."""
+        if self.seg is None:
+            return []
         h, w = rgb.shape[:2]
         batch = self.seg.new_batch(1)
         info = letterbox_into(batch[0], rgb)
@@ -216,7 +226,8 @@ class PhotoAnalyzer:
             if area == 0:
                 continue
             index = len(segments)
-            name = self._class_name(self.seg.spec.class_names, inst.class_id)
+            names = self.seg.spec.class_names if self.seg is not None else []
+            name = self._class_name(names, inst.class_id)
             segments.append(
                 Segment(
                     index=index,

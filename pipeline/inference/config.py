@@ -82,6 +82,15 @@ class InferenceConfig(BaseModel):
             )
         return path
 
-    def check_models(self) -> tuple[Path, Path]:
-        """(segmentation, detection) model files; raises FileNotFoundError if one is missing."""
-        return self.model_file("segment"), self.model_file("detect")
+    def check_models(self) -> tuple[Path | None, Path]:
+        """(segmentation, detection) model files; raises FileNotFoundError if one is missing.
+
+        Only when no segmentation model is configured *and* none is bundled does the
+        segmentation come back as None: every photo is then analysed as one segment.
+        """
+        seg: Path | None
+        if self.seg_model_path is None and not BUNDLED_SEG_MODEL.is_file():
+            seg = None
+        else:
+            seg = self.model_file("segment")
+        return seg, self.model_file("detect")

@@ -223,8 +223,12 @@ def test_config_from_settings_and_missing_models(tmp_path: Path) -> None:
     assert (cfg.det_batch_size, cfg.seg_conf, cfg.device_ids, cfg.bands) == (7, 0.4, [1, 2], 3)
     assert pickle.loads(pickle.dumps(cfg)) == cfg
     if not BUNDLED_SEG_MODEL.exists():
+        # no segmentation configured or bundled: photos are analysed as one segment
+        det = tmp_path / "det.onnx"
+        det.write_bytes(b"x")
+        assert cfg.model_copy(update={"det_model_path": det}).check_models() == (None, det)
         with pytest.raises(FileNotFoundError, match=r"models/seg\.onnx.*PLANTPIPE_SEG_MODEL_PATH"):
-            cfg.check_models()
+            cfg.model_file("segment")
     missing = InferenceConfig(seg_model_path=tmp_path / "x.onnx")
     with pytest.raises(FileNotFoundError, match=r"x\.onnx.*PLANTPIPE_SEG_MODEL_PATH"):
         missing.model_file("segment")
