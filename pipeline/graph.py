@@ -161,6 +161,10 @@ class JoinStore:
             pipe.zrem(self._keys.joins_open, join_id)
             await pipe.execute()
 
+    async def has_reported(self, join_id: str, child_id: str) -> bool:
+        client: Any = self._redis
+        return bool(await client.hexists(self._keys.join_results(join_id), child_id))
+
     async def is_complete(self, join_id: str) -> bool:
         client: Any = self._redis
         return text(await client.hget(self._keys.join(join_id), "completed") or b"") == "1"

@@ -19,6 +19,11 @@ from urllib.parse import parse_qs, unquote, urlparse
 import msgpack
 from arq.connections import RedisSettings
 from arq.worker import Retry
+from redis.asyncio.retry import Retry as RedisRetry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pipeline.errors import PermanentError, PipelineError, TransientError
 from pipeline.settings import Settings
@@ -90,6 +95,10 @@ def redis_settings(settings: Settings) -> RedisSettings:
         "conn_timeout": int(max(1, settings.redis_conn_timeout_s)),
         "conn_retries": settings.redis_conn_retries,
         "conn_retry_delay": 1,
+        # Ride out a Redis restart: commands retry with backoff (~30 s in all) before the
+        # worker gives up.
+        "retry": RedisRetry(ExponentialBackoff(cap=5.0, base=0.2), retries=10),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError, BusyLoadingError],
     }
     parsed = urlparse(url)
     if parsed.scheme == "redis+sentinel":

@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 from arq import func
+from arq.jobs import Job, JobStatus
 
 from pipeline.artifacts import ArtifactStore
 from pipeline.blobs import BlobStore
@@ -81,8 +82,16 @@ async def infer_photo(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str,
     blobs: BlobStore = ctx["blobs"]
     join_id = session_join_id(sid)
 
-    if await joins.is_complete(join_id):
-        log.info("infer.skipped", why="session already aggregated")
+    render_started = await Job(
+        render_job_id(sid, index), ctx["redis"], _queue_name=ctx["queues"].cpu
+    ).status()
+    if (
+        await joins.is_complete(join_id)
+        or await joins.has_reported(join_id, child_id(index))
+        or render_started != JobStatus.not_found
+    ):
+        # A re-run after a crash that followed this photo's hand-over to render_photo.
+        log.info("infer.skipped", why="photo already analysed")
         ctx["outcome"] = "ok"
         await blobs.release(job.blob, infer_holder(sid, index))
         return {"ok": True, "skipped": True}

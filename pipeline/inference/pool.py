@@ -151,6 +151,7 @@ class InferencePool:
         self._closed = False
         self.workers: list[WorkerInfo] = []
         self.rebuilds = 0
+        self._rebuild_task: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> InferencePool:
@@ -258,6 +259,15 @@ class InferencePool:
         return infos
 
     async def _rebuild(self, generation: int) -> None:
+        """Rebuild once, in a task of its own: a job cancelled while it waits (arq's timeout,
+        the job's time budget) must not cancel the spawn half-way and leave no pool."""
+        task = self._rebuild_task
+        if task is None or task.done():
+            task = asyncio.create_task(self._do_rebuild(generation))
+            self._rebuild_task = task
+        await asyncio.shield(task)
+
+    async def _do_rebuild(self, generation: int) -> None:
         async with self._get_lock():
             if self._closed:
                 raise RuntimeError("InferencePool is closed")
@@ -277,7 +287,11 @@ class InferencePool:
         the next job anyway). Other errors (e.g. ``InvalidImage``) propagate as they are.
         """
         if self._executor is None:
-            await self.start()
+            pending = self._rebuild_task
+            if pending is not None and not pending.done():
+                await asyncio.shield(pending)
+            if self._executor is None:
+                await self.start()
         loop = asyncio.get_running_loop()
         attempt = 0
         while True:

@@ -1,0 +1,698 @@
+"""Fault-and-abuse suite: shared helpers, private Redis servers and the summary table.
+
+Every test here is marked ``faults`` (``pytest -m faults tests/faults``). The numbers each test
+observes go into :data:`REPORT`; at the end of the session the table is printed and written to
+``bench/FAULTS.md`` (only when at least one faults test ran).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import functools
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aioboto3
+import msgpack
+import pytest
+from botocore.config import Config
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+
+from pipeline.client import PipelineClient
+from pipeline.graph import JoinStore
+from pipeline.photos import session_join_id
+from pipeline.schemas import SessionRecord
+from tests.conftest import REDIS_URL, REPO, WorkerProcess
+from tests.e2e.conftest import Cluster, cluster_settings
+from tests.support.onnx_fixtures import (
+    build_detect_model,
+    build_segment_model,
+    encode_png,
+    make_nursery_photo,
+)
+
+SMALL_TRAYS = ((30, 40, 300, 440), (340, 40, 610, 440))
+
+#: Keys of a run's prefix that are permanent by design (no TTL): dead letters, breaker state,
+#: arq queue sorted sets, and the watchdog's indexes (empty, hence absent, when all is done).
+PERMANENT_KEY_PATTERNS = (
+    re.compile(r"^[^:]+:deadletter$"),
+    re.compile(r"^[^:]+:deadletter:order$"),
+    re.compile(r"^[^:]+:breaker:[^:]+$"),
+    re.compile(r"^[^:]+:queue:(io|cpu|gpu)$"),
+    re.compile(r"^[^:]+:sessions:active$"),
+    re.compile(r"^[^:]+:joins:open$"),
+)
+
+ARTIFACT_NAME = (
+    r"(original\.(jpg|png|webp)|thumbnail_original\.jpg|processed\.avif"
+    r"|thumbnail_processed\.jpg|results\.json)"
+)
+
+
+def key_pattern(session_id: str) -> re.Pattern[str]:
+    """Every S3 key of a session: built from server ids only (DESIGN: S3 keys)."""
+    return re.compile(rf"^{re.escape(session_id)}/(\d+/)?{ARTIFACT_NAME}$")
+
+
+# ---------------------------------------------------------------- the summary table
+
+
+@dataclass
+class FaultReport:
+    load_sessions: int = 0
+    load_photos: int = 0
+    load_wall_s: float = 0.0
+    photos_total: int = 0
+    sessions_total: int = 0
+    kills: dict[str, int] = field(default_factory=lambda: {"io": 0, "cpu": 0, "gpu": 0})
+    pool_kills: int = 0
+    s3_outage_s: float = 0.0
+    s3_denied_replayed: int = 0
+    redis_restarts: int = 0
+    worker_restarts_after_redis: list[str] = field(default_factory=list)
+    inputs_tried: list[str] = field(default_factory=list)
+    sessions_checked: int = 0
+    sessions_lost: int = 0
+    artifacts_checked: int = 0
+    artifacts_lost: int = 0
+    double_counts: int = 0
+    job_payloads_checked: int = 0
+    pickled_payloads: int = 0
+    permanent_keys: set[str] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+    outcomes: dict[str, str] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def count_session(self, photos: int) -> None:
+        self.sessions_total += 1
+        self.photos_total += photos
+
+    def table(self) -> str:
+        kills = ", ".join(f"{r} {n}" for r, n in self.kills.items())
+        inputs = ", ".join(self.inputs_tried) or "—"
+        restarts = (
+            f"{self.redis_restarts} (workers restarted after it: "
+            f"{', '.join(self.worker_restarts_after_redis) or 'none needed'})"
+        )
+        rows = [
+            ("load held", f"{self.load_sessions} sessions, {self.load_photos} photos in "
+             f"{self.load_wall_s:.1f} s (20 concurrent client tasks)"),
+            ("sessions / photos through the suite", f"{self.sessions_total} / {self.photos_total}"),
+            ("worker SIGKILLs per role", kills),
+            ("inference pool process SIGKILLs", str(self.pool_kills)),
+            ("S3 outage", f"{self.s3_outage_s:.1f} s (stub stopped mid-load)"),
+            ("403 AccessDenied / 404 NoSuchBucket uploads dead-lettered, then replayed",
+             str(self.s3_denied_replayed)),
+            ("Redis kill -9 + restart (AOF)", restarts),
+            ("bad inputs tried", f"{len(self.inputs_tried)}: {inputs}"),
+            ("job payloads scanned / pickled", f"{self.job_payloads_checked} / "
+             f"{self.pickled_payloads}"),
+            ("sessions checked / lost", f"{self.sessions_checked} / {self.sessions_lost}"),
+            ("artifacts checked / lost", f"{self.artifacts_checked} / {self.artifacts_lost}"),
+            ("double counts", str(self.double_counts)),
+            ("permanent keys (no TTL) seen", ", ".join(sorted(self.permanent_keys)) or "none"),
+        ]  # fmt: skip
+        lines = ["| measure | observed |", "|---|---|"]
+        lines += [f"| {a} | {b} |" for a, b in rows]
+        return "\n".join(lines)
+
+    def markdown(self, command: str, elapsed_s: float) -> str:
+        passed = sum(1 for o in self.outcomes.values() if o == "passed")
+        failed = {n: o for n, o in self.outcomes.items() if o != "passed"}
+        out = [
+            "# plantpipe fault-and-abuse suite",
+            "",
+            f"Produced by `{command}` on {dt.date.today().isoformat()} "
+            f"({os.cpu_count()} cores, CPU ONNX Runtime, fixture models, avif_speed 10); "
+            f"{elapsed_s:.0f} s wall, {passed} of {len(self.outcomes)} tests passed.",
+            "Every number below was observed by the tests in `tests/faults/`; nothing is "
+            "typed in by hand. This file is overwritten on each run.",
+            "",
+            self.table(),
+            "",
+        ]
+        if failed:
+            out += ["## Tests that did not pass", ""]
+            out += [f"- `{name}`: {outcome}" for name, outcome in sorted(failed.items())]
+            out.append("")
+        if self.notes:
+            out += ["## Notes", ""]
+            out += [f"- {n}" for n in self.notes]
+            out.append("")
+        return "\n".join(out)
+
+
+REPORT = FaultReport()
+
+
+@pytest.fixture(scope="session")
+def fault_report() -> FaultReport:
+    return REPORT
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "tests/faults/" not in report.nodeid:
+        return
+    name = report.nodeid.split("tests/faults/", 1)[1]
+    if report.when == "call" or report.outcome != "passed":
+        previous = REPORT.outcomes.get(name)
+        if previous in (None, "passed"):
+            REPORT.outcomes[name] = report.outcome
+
+
+def _command() -> str:
+    args = [a for a in sys.argv[1:]]
+    return " ".join([".venv/bin/pytest", *map(shlex.quote, args)])
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not REPORT.outcomes:
+        return
+    terminalreporter.section("plantpipe fault-and-abuse summary")
+    terminalreporter.write_line(REPORT.table())
+    for note in REPORT.notes:
+        terminalreporter.write_line(f"- {note}")
+    if not _complete_run():
+        terminalreporter.write_line("(partial run: bench/FAULTS.md left as it was)")
+
+
+def _complete_run() -> bool:
+    """Every test module of the suite ran (a partial run must not overwrite the table)."""
+    ran = {name.split("::", 1)[0] for name in REPORT.outcomes}
+    return ran >= {p.name for p in Path(__file__).parent.glob("test_*.py")}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not REPORT.outcomes or not _complete_run():
+        return
+    text = REPORT.markdown(_command(), time.monotonic() - REPORT.started)
+    with contextlib.suppress(OSError):
+        (REPO / "bench" / "FAULTS.md").write_text(text)
+
+
+# ---------------------------------------------------------------- photos
+
+
+@functools.lru_cache(maxsize=1024)
+def small_photo(seed: int, width: int = 640, height: int = 480) -> tuple[bytes, int]:
+    """A 640×480 nursery photo (PNG) and how many plants it holds."""
+    photo = make_nursery_photo(width, height, SMALL_TRAYS, skip=0.2, seed=seed)
+    return encode_png(photo.rgb), len(photo.squares)
+
+
+# ---------------------------------------------------------------- clusters
+
+
+@pytest.fixture(scope="session")
+def fault_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("fault-models")
+    seg = build_segment_model(root / "seg.onnx", input_size=320, batch=1)
+    det = build_detect_model(root / "det.onnx", input_size=512)
+    return seg, det
+
+
+ClusterFactory = Callable[..., Cluster]
+
+#: What every fault cluster uses unless a test says otherwise: short, honest job timeouts so a
+#: killed job is re-run within seconds, a fast AVIF encoder (the 2-core CI box), 1 ONNX thread.
+FAULT_DEFAULTS: dict[str, Any] = {
+    "avif_speed": 10,
+    "gpu_job_timeout_s": 8,
+    "cpu_job_timeout_s": 10,
+    "io_job_timeout_s": 10,
+    "retry_delays_s": [0.3, 0.6, 1.2],
+    "breaker_reset_s": 2.0,
+    "watchdog_interval_s": 1,
+    "join_stale_s": 2,
+    "log_json": True,
+}
+
+
+@pytest.fixture
+def make_fault_cluster(fault_models: tuple[Path, Path]) -> Iterator[ClusterFactory]:
+    made: list[Cluster] = []
+
+    def factory(**overrides: Any) -> Cluster:
+        cluster = Cluster(cluster_settings(fault_models, **{**FAULT_DEFAULTS, **overrides}))
+        made.append(cluster)
+        return cluster
+
+    yield factory
+    for cluster in made:
+        cluster.stop_all()
+        if cluster.settings.redis_url == REDIS_URL:
+            _delete_prefix(cluster.settings.key_prefix)
+
+
+def _delete_prefix(prefix: str) -> None:
+    client = SyncRedis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+def worker_pid(cluster: Cluster, role: str) -> int:
+    return int(cluster.workers[role].proc.pid)
+
+
+def pool_pids(gpu_pid: int) -> list[int]:
+    """Children of the gpu worker that run ONNX Runtime (the spawn pool; not its tracker)."""
+    out = subprocess.run(["pgrep", "-P", str(gpu_pid)], capture_output=True, text=True)
+    pids = [int(p) for p in out.stdout.split()]
+    found: list[int] = []
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"resource_tracker" in cmdline:
+            continue
+        found.append(pid)
+    return found
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise LookupError(f"no VmRSS for {pid}")
+
+
+def tree_rss_kib(pid: int) -> int:
+    """RSS of a process and its direct children (the gpu worker and its pool)."""
+    total = rss_kib(pid)
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    for child in out.stdout.split():
+        with contextlib.suppress(OSError, LookupError):
+            total += rss_kib(int(child))
+    return total
+
+
+# ---------------------------------------------------------------- private Redis servers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A private ``redis-server`` for one test (own port, own directory)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        password: str | None = None,
+        aof: bool = False,
+        tls: dict[str, Path] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.tls_port = free_port() if tls else None
+        self.password = password
+        self.aof = aof
+        self.tls = tls
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "redis.log"
+
+    def args(self) -> list[str]:
+        args = [
+            "redis-server",
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.workdir),
+            "--save", "",
+            "--maxmemory-policy", "noeviction",
+            "--logfile", str(self.log),
+        ]  # fmt: skip
+        if self.aof:
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        if self.password:
+            args += ["--requirepass", self.password]
+        if self.tls:
+            args += [
+                "--tls-port", str(self.tls_port),
+                "--tls-cert-file", str(self.tls["cert"]),
+                "--tls-key-file", str(self.tls["key"]),
+                "--tls-ca-cert-file", str(self.tls["ca"]),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
+        return args
+
+    def url(self, db: int = 0, *, password: str | None = None, tls: bool = False) -> str:
+        pw = self.password if password is None else password
+        auth = f":{pw}@" if pw else ""
+        if tls:
+            return f"rediss://{auth}127.0.0.1:{self.tls_port}/{db}"
+        return f"redis://{auth}127.0.0.1:{self.port}/{db}"
+
+    def start(self, timeout: float = 15) -> None:
+        self.proc = subprocess.Popen(
+            self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.workdir
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                log = self.log.read_text() if self.log.exists() else ""
+                raise RuntimeError(f"redis-server exited: {err}{log[-2000:]}")
+            try:
+                client = SyncRedis(port=self.port, password=self.password, socket_timeout=1)
+                try:
+                    if client.ping():
+                        info: dict[str, Any] = client.info("persistence")  # type: ignore[assignment]
+                        loading = info.get("loading", 0)
+                        if not loading:
+                            return
+                finally:
+                    client.close()
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"redis-server on {self.port} not ready in {timeout} s")
+            time.sleep(0.05)
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def client(self) -> Redis:
+        return Redis(port=self.port, password=self.password)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed: the fault suite starts private instances")
+    servers: list[RedisServer] = []
+
+    def start(name: str = "redis", **kwargs: Any) -> RedisServer:
+        server = RedisServer(tmp_path / name, **kwargs)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+# ---------------------------------------------------------------- inspection helpers
+
+
+def s3_client(endpoint: str) -> Any:
+    return aioboto3.Session().client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
+    )
+
+
+async def bucket_objects(endpoint: str, bucket: str) -> dict[str, int]:
+    """Every key of ``bucket`` with its size."""
+    found: dict[str, int] = {}
+    async with s3_client(endpoint) as s3:
+        paginator = s3.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=bucket):
+            for obj in page.get("Contents", []):
+                found[obj["Key"]] = int(obj["Size"])
+    return found
+
+
+async def prefix_ttls(redis: Redis, prefix: str) -> dict[str, int]:
+    """Every key of ``prefix`` with its TTL (-1: none)."""
+    out: dict[str, int] = {}
+    client: Any = redis
+    async for raw in client.scan_iter(match=f"{prefix}:*", count=1000):
+        key = raw.decode() if isinstance(raw, bytes) else str(raw)
+        out[key] = int(await client.ttl(key))
+    return {k: v for k, v in out.items() if v != -2}
+
+
+def unexpected_permanent(ttls: dict[str, int]) -> list[str]:
+    """Keys without a TTL that are not permanent by design."""
+    return sorted(
+        k
+        for k, ttl in ttls.items()
+        if ttl == -1 and not any(p.match(k) for p in PERMANENT_KEY_PATTERNS)
+    )
+
+
+def permanent_kinds(prefix: str, ttls: dict[str, int]) -> set[str]:
+    return {
+        k.replace(prefix, "{prefix}", 1)
+        for k, ttl in ttls.items()
+        if ttl == -1 and any(p.match(k) for p in PERMANENT_KEY_PATTERNS)
+    }
+
+
+@dataclass
+class Expected:
+    """What a session must end as."""
+
+    session_id: str
+    counts: list[int | None]  # per photo: plants expected, None = a bad photo (must fail)
+
+    @property
+    def status(self) -> str:
+        bad = sum(1 for c in self.counts if c is None)
+        if bad == 0:
+            return "completed"
+        return "failed" if bad == len(self.counts) else "warning"
+
+
+@dataclass
+class SessionCheck:
+    lost: list[str] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)
+    double: list[str] = field(default_factory=list)
+    artifacts: int = 0
+    artifacts_lost: list[str] = field(default_factory=list)
+
+    def problems(self) -> list[str]:
+        return self.lost + self.wrong + self.double + self.artifacts_lost
+
+
+async def check_sessions(
+    client: PipelineClient,
+    expected: list[Expected],
+    *,
+    objects: dict[str, int] | None,
+    report: FaultReport | None = None,
+) -> SessionCheck:
+    """Each session terminal and truthful; each photo counted once; each artifact in the
+    object store with its size (``objects``: key → size; None skips the store check)."""
+    check = SessionCheck()
+    joins = JoinStore(client.redis, client.settings)
+    for exp in expected:
+        try:
+            record: SessionRecord = await client.status(exp.session_id)
+        except LookupError:
+            check.lost.append(f"{exp.session_id}: record gone")
+            continue
+        if not record.terminal:
+            check.lost.append(f"{exp.session_id}: still {record.status} ({record.stage})")
+            continue
+        if record.status != exp.status:
+            check.wrong.append(
+                f"{exp.session_id}: {record.status} (want {exp.status}): {record.reason}"
+            )
+        reports = await joins.results(session_join_id(exp.session_id))
+        if len(reports) != len(exp.counts):
+            check.double.append(
+                f"{exp.session_id}: {len(reports)} join reports for {len(exp.counts)} photos"
+            )
+        try:
+            result = await client.result(exp.session_id)
+        except LookupError as exc:
+            check.lost.append(f"{exp.session_id}: no result ({exc})")
+            continue
+        got = [p.detected if p.status == "done" else None for p in result.photos]
+        if got != exp.counts:
+            check.double.append(f"{exp.session_id}: per-photo counts {got} != {exp.counts}")
+        want_total = sum(c for c in exp.counts if c is not None)
+        if result.total_detected != want_total:
+            check.double.append(
+                f"{exp.session_id}: total_detected {result.total_detected} != {want_total}"
+            )
+        if objects is not None:
+            pattern = key_pattern(exp.session_id)
+            for art in record.artifacts:
+                check.artifacts += 1
+                if not pattern.match(art.key):
+                    check.wrong.append(f"{exp.session_id}: key {art.key!r} not server-built")
+                stored = await client.artifacts.get(art.artifact_id)
+                size = stored.size if stored else None
+                if art.state != "uploaded" or objects.get(art.key) != size:
+                    check.artifacts_lost.append(
+                        f"{art.key}: state {art.state}, record size {size}, "
+                        f"stored {objects.get(art.key)}"
+                    )
+    if report is not None:
+        report.sessions_checked += len(expected)
+        report.sessions_lost += len(check.lost)
+        report.double_counts += len(check.double)
+        report.artifacts_checked += check.artifacts
+        report.artifacts_lost += len(check.artifacts_lost)
+    return check
+
+
+class PayloadScanner:
+    """Samples ``arq:job:*`` payloads (and ``arq:result:*`` records) of the given sessions
+    while a load runs: every one must be msgpack (a map), none pickle (pickle protocol 2+
+    starts with 0x80)."""
+
+    def __init__(self, redis: Redis, session_ids: set[str]) -> None:
+        self.redis = redis
+        self.session_ids = session_ids
+        self.seen: set[str] = set()
+        self.pickled: list[str] = []
+        self.undecodable: list[str] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def scan_once(self) -> None:
+        client: Any = self.redis
+        keys = [raw async for raw in client.scan_iter(match="arq:job:*", count=1000)]
+        keys += [raw async for raw in client.scan_iter(match="arq:result:*", count=1000)]
+        for raw in keys:
+            key = raw.decode()
+            if key in self.seen or not any(s in key for s in self.session_ids):
+                continue
+            value = await client.get(key)
+            if value is None:
+                continue
+            self.seen.add(key)
+            if value[:1] == b"\x80":
+                self.pickled.append(key)
+                continue
+            try:
+                decoded = msgpack.unpackb(value, raw=False, strict_map_key=False)
+            except Exception:
+                self.undecodable.append(key)
+                continue
+            if not isinstance(decoded, dict):
+                self.undecodable.append(key)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self.scan_once()
+            await asyncio.sleep(0.3)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[PayloadScanner]:
+        self._task = asyncio.create_task(self._run())
+        try:
+            yield self
+        finally:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def log_reason(line: str) -> str | None:
+    """What a worker log line says went wrong with a job, if anything."""
+    if "TimeoutError" in line and "infer_photo failed" in line:
+        return "arq job timeout: " + line.split(" ! ", 1)[-1][:80]
+    if "max retries" in line:
+        return "arq max tries: " + line[:120]
+    if '"job.retry"' in line or '"job.gave_up"' in line:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            return None
+        return f"{entry.get('event')}: {entry.get('error_code')}: {str(entry.get('reason'))[:120]}"
+    return None
+
+
+async def describe_stuck(
+    client: PipelineClient, session_id: str, workers: list[WorkerProcess]
+) -> str:
+    """Where a session that did not settle stands, and what the worker logs say about it."""
+    record = await client.status(session_id)
+    why = sorted(
+        {
+            reason
+            for w in workers
+            for line in w.lines
+            if session_id in line and (reason := log_reason(line)) is not None
+        }
+    )
+    return (
+        f"{session_id}: {record.status}/{record.stage}, photos "
+        f"{[p.state for p in record.photos]}, artifacts "
+        f"{record.artifacts_uploaded}/{len(record.artifacts)}; worker log: {why}"
+    )
+
+
+def dump_logs(directory: Path, workers: list[WorkerProcess]) -> str:
+    """Write every worker's output for the post-mortem; returns where."""
+    for n, w in enumerate(workers):
+        (directory / f"{n:02d}-{w.role}.log").write_text(w.output())
+    return f"worker logs in {directory}"
+
+
+async def forget_jobs(redis: Redis, session_id: str) -> None:
+    """Delete arq's job records of a session that no worker of the test will consume."""
+    client: Any = redis
+    keys = [k async for k in client.scan_iter(match=f"arq:job:*{session_id}*", count=1000)]
+    if keys:
+        await client.delete(*keys)
+
+
+async def submit_and_wait(
+    client: PipelineClient, photos: list[bytes], *, timeout: float, started: asyncio.Event | None
+) -> tuple[str, SessionRecord]:
+    sid = await client.submit(photos)
+    if started is not None:
+        started.set()
+    record = await client.wait(sid, timeout=timeout, artifacts=True)
+    return sid, record
+
+
+async def wait_until(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(interval)
