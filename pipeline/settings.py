@@ -65,7 +65,9 @@ class Settings(BaseSettings):
     session_ttl_s: int = Field(7 * 24 * 3600, description="how long session records are kept")
     watchdog_interval_s: int = Field(15, description="seconds between watchdog sweeps")
     join_stale_s: int = Field(30, description="a complete join without callback is re-driven")
-    cpu_job_timeout_s: int = Field(45, description="aggregate job timeout")
+    cpu_job_timeout_s: int = Field(
+        120, description="render_photo/aggregate timeout (a 12 MP AVIF at speed 4 is slow)"
+    )
     gpu_job_timeout_s: int = Field(45, description="infer_photo job timeout")
     max_tries: int = Field(4, description="attempts per job (1 + len(retry_delays_s))")
     poll_delay_s: float = Field(0.05, description="arq poll delay: queue latency floor")
