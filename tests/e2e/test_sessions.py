@@ -107,7 +107,7 @@ async def test_hundred_children_and_failures_end_truthfully(
 async def test_sigkilled_gpu_worker_job_is_rerun_and_counted_once(
     make_cluster: Any, cleanup_redis: list[str]
 ) -> None:
-    cluster = make_cluster(gpu_job_timeout_s=8)  # in-progress key expires 18 s after start
+    cluster = make_cluster(gpu_job_timeout_s=15)  # in-progress key expires 25 s after start
     cleanup_redis.append(cluster.settings.key_prefix)
     await cluster.start("io", "cpu", "gpu")
     big = make_nursery_photo(3200, 2400, ((100, 100, 1550, 2300), (1650, 100, 3100, 2300)))
