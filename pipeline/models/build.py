@@ -1065,6 +1065,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--det-iters", type=int, default=1800)
     ap.add_argument("--seg-iters", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument(
+        "--det-loss",
+        choices=["qfl", "focal"],
+        default="qfl",
+        help="det score loss: IoU-aware quality focal loss, or focal loss with binary targets",
+    )
     ap.add_argument("--seg-batch", type=int, default=12)
     ap.add_argument("--eval-det-scenes", type=int, default=10)
     ap.add_argument("--eval-seg-scenes", type=int, default=40)
@@ -1114,7 +1120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         if do_det:
             t = time.time()
-            net = train_det(det_scenes, args.det_iters, args.batch, args.seed)
+            net = train_det(
+                det_scenes, args.det_iters, args.batch, args.seed, quality=args.det_loss == "qfl"
+            )
             timings["det_train_s"] = round(time.time() - t, 1)
             exp = make_det_export(net)
             meta = {
@@ -1135,6 +1143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "iters": args.det_iters,
                 "batch": args.batch,
                 "crop": 256,
+                "score_loss": args.det_loss,
                 "wall_s": timings["det_train_s"],
             }
         if do_seg:
