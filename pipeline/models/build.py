@@ -596,7 +596,12 @@ def lr_at(it: int, total: int, base: float, warm: int = 150) -> float:
 
 
 def train_det(
-    scenes: list[DetScene], iters: int, batch: int, seed: int, size: int = 256, quality: bool = True
+    scenes: list[DetScene],
+    iters: int,
+    batch: int,
+    seed: int,
+    size: int = 256,
+    quality: bool = False,
 ) -> Any:
     torch = _torch()
     DetNet, _ = build_nets()
@@ -1068,8 +1073,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--det-loss",
         choices=["qfl", "focal"],
-        default="qfl",
-        help="det score loss: IoU-aware quality focal loss, or focal loss with binary targets",
+        default="focal",
+        help="det score loss: focal loss with binary targets (shipped det.onnx), or IoU-aware "
+        "quality focal loss (experimental: meant to cut duplicate boxes in dense seedbeds)",
     )
     ap.add_argument("--seg-batch", type=int, default=12)
     ap.add_argument("--eval-det-scenes", type=int, default=10)
