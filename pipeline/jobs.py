@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
+from arq import func
 from arq.worker import Retry
 
 from pipeline import metrics
@@ -153,6 +154,33 @@ def common_worker_options(settings: Settings) -> dict[str, Any]:
         "health_check_interval": 10,
         "on_job_start": bind_job_context,
         "after_job_end": unbind_job_context,
+    }
+
+
+def role_worker_options(
+    settings: Settings,
+    *,
+    queue: str,
+    jobs: Sequence[Callable[..., Any]],
+    timeout_s: float,
+    max_jobs: int,
+    startup: Callable[[dict[str, Any]], Awaitable[None]],
+    shutdown: Callable[[dict[str, Any]], Awaitable[None]],
+    **extra: Any,
+) -> dict[str, Any]:
+    """One role's arq options: its jobs (named after their functions, one timeout, our
+    max-tries ceiling), its queue, start-up and shutdown, plus the options every role shares."""
+    return {
+        **common_worker_options(settings),
+        "functions": [
+            func(job, name=job.__name__, timeout=timeout_s, max_tries=arq_max_tries(settings))
+            for job in jobs
+        ],
+        "queue_name": queue,
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "max_jobs": max_jobs,
+        **extra,
     }
 
 

@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from arq import cron, func
+from arq import cron
 
 from pipeline.artifacts import ArtifactStore
 from pipeline.blobs import BlobStore
@@ -23,10 +23,10 @@ from pipeline.client import enqueue_upload, upload_holder
 from pipeline.graph import JoinStore
 from pipeline.jobs import (
     check_crash_loop,
-    common_worker_options,
     handle_failure,
     role_shutdown,
     role_startup,
+    role_worker_options,
     time_budget,
     worker_settings_class,
 )
@@ -40,7 +40,7 @@ from pipeline.photos import (
     results_key,
     session_join_id,
 )
-from pipeline.queue import QueueNames, arq_max_tries
+from pipeline.queue import QueueNames
 from pipeline.schemas import (
     AggregateJob,
     ArtifactRecord,
@@ -342,18 +342,15 @@ def _cron_seconds(interval_s: int) -> set[int]:
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:
-    return {
-        **common_worker_options(settings),
-        "functions": [
-            func(
-                name_,
-                name=name_.__name__,
-                timeout=settings.cpu_job_timeout_s,
-                max_tries=arq_max_tries(settings),
-            )
-            for name_ in (render_photo, aggregate)
-        ],
-        "cron_jobs": [
+    return role_worker_options(
+        settings,
+        queue=QueueNames.from_settings(settings).cpu,
+        jobs=[render_photo, aggregate],
+        timeout_s=settings.cpu_job_timeout_s,
+        max_jobs=settings.cpu_max_jobs,
+        startup=startup,
+        shutdown=shutdown,
+        cron_jobs=[
             cron(
                 watchdog,
                 name="watchdog",
@@ -364,11 +361,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
                 keep_result=0,
             )
         ],
-        "queue_name": QueueNames.from_settings(settings).cpu,
-        "on_startup": startup,
-        "on_shutdown": shutdown,
-        "max_jobs": settings.cpu_max_jobs,
-    }
+    )
 
 
 WorkerSettings = worker_settings_class("cpu", worker_options(get_settings()))

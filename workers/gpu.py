@@ -10,7 +10,6 @@ import asyncio
 from typing import Any
 
 import structlog
-from arq import func
 from arq.jobs import Job, JobStatus
 
 from pipeline.artifacts import ArtifactStore
@@ -21,10 +20,10 @@ from pipeline.inference.config import InferenceConfig
 from pipeline.inference.pool import InferencePool
 from pipeline.jobs import (
     check_crash_loop,
-    common_worker_options,
     handle_failure,
     role_shutdown,
     role_startup,
+    role_worker_options,
     time_budget,
     worker_settings_class,
 )
@@ -38,7 +37,7 @@ from pipeline.photos import (
     render_job_id,
     session_join_id,
 )
-from pipeline.queue import QueueNames, arq_max_tries
+from pipeline.queue import QueueNames
 from pipeline.schemas import (
     ArtifactRecord,
     ChildReport,
@@ -182,21 +181,15 @@ async def infer_photo(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str,
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:
-    return {
-        **common_worker_options(settings),
-        "functions": [
-            func(
-                infer_photo,
-                name="infer_photo",
-                timeout=settings.gpu_job_timeout_s,
-                max_tries=arq_max_tries(settings),
-            )
-        ],
-        "queue_name": QueueNames.from_settings(settings).gpu,
-        "on_startup": startup,
-        "on_shutdown": shutdown,
-        "max_jobs": settings.gpu_max_jobs,
-    }
+    return role_worker_options(
+        settings,
+        queue=QueueNames.from_settings(settings).gpu,
+        jobs=[infer_photo],
+        timeout_s=settings.gpu_job_timeout_s,
+        max_jobs=settings.gpu_max_jobs,
+        startup=startup,
+        shutdown=shutdown,
+    )
 
 
 WorkerSettings = worker_settings_class("gpu", worker_options(get_settings()))

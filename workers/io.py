@@ -9,7 +9,6 @@ import asyncio
 from typing import Any
 
 import structlog
-from arq import func
 from arq.connections import ArqRedis
 
 from pipeline import metrics
@@ -18,15 +17,15 @@ from pipeline.blobs import BlobStore
 from pipeline.client import upload_holder, upload_job_id
 from pipeline.jobs import (
     check_crash_loop,
-    common_worker_options,
     handle_failure,
     role_shutdown,
     role_startup,
+    role_worker_options,
     time_budget,
     worker_settings_class,
 )
 from pipeline.logs import get_logger
-from pipeline.queue import QueueNames, arq_max_tries, classify
+from pipeline.queue import QueueNames, classify
 from pipeline.schemas import UploadJob
 from pipeline.settings import Settings, get_settings
 from pipeline.storage import ObjectStore, make_store
@@ -152,23 +151,17 @@ async def upload(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:
-    return {
-        **common_worker_options(settings),
-        "functions": [
-            func(
-                upload,
-                name="upload",
-                timeout=settings.io_job_timeout_s,
-                max_tries=arq_max_tries(settings),
-            )
-        ],
-        "queue_name": QueueNames.from_settings(settings).io,
-        "on_startup": startup,
-        "on_shutdown": shutdown,
+    return role_worker_options(
+        settings,
+        queue=QueueNames.from_settings(settings).io,
+        jobs=[upload],
+        timeout_s=settings.io_job_timeout_s,
         # More jobs than S3 slots: Redis bookkeeping of some overlaps the S3 requests of others;
         # the store's semaphore keeps S3 requests in flight at io_concurrency.
-        "max_jobs": settings.io_concurrency * 2,
-    }
+        max_jobs=settings.io_concurrency * 2,
+        startup=startup,
+        shutdown=shutdown,
+    )
 
 
 WorkerSettings = worker_settings_class("io", worker_options(get_settings()))
