@@ -41,7 +41,7 @@ from pipeline.photos import (
 from pipeline.photos import (
     artifact_id as make_artifact_id,
 )
-from pipeline.queue import QueueNames, deserialize, redis_settings, serialize
+from pipeline.queue import QueueNames, deserialize, fail_fast, redis_settings, serialize
 from pipeline.schemas import (
     TERMINAL_STATUSES,
     ArtifactRecord,
@@ -168,8 +168,13 @@ class PipelineClient:
 
     async def connect(self) -> None:
         if self._redis is None:
+            rs = redis_settings(self.settings)
+            # Fail at once when Redis is not there at all; once connected, the pool's retry
+            # policy rides out a restart (see pipeline.queue.redis_settings).
+            probe = await create_pool(fail_fast(rs))
+            await probe.aclose()
             self._redis = await create_pool(
-                redis_settings(self.settings),
+                rs,
                 job_serializer=serialize,
                 job_deserializer=deserialize,
                 default_queue_name=self.queues.io,

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from arq import func
 from arq.worker import Retry
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pipeline import metrics
+from pipeline import arq_worker, metrics
 from pipeline.artifacts import ArtifactStore
 from pipeline.blobs import BlobStore
 from pipeline.deadletter import DeadLetters
@@ -143,6 +146,42 @@ def time_budget(timeout_s: float) -> float:
     return max(0.5, timeout_s - max(0.5, timeout_s * 0.1))
 
 
+def interrupted_retry(
+    job: Callable[..., Awaitable[Any]], timeout_s: float, settings: Settings
+) -> Callable[..., Awaitable[Any]]:
+    """``job`` under a deadline just short of arq's own timeout, retried when it runs out.
+
+    A job's work has its own budget (``time_budget``) and its failures go through
+    ``handle_failure``. What is left — the Redis bookkeeping around the work — can still stall,
+    e.g. while the redis-py retry policy rides out a Redis restart. arq treats its own timeout
+    as final and never re-runs the job, which would leave its photo "processing" until the
+    session deadline. Every job is idempotent, so here such a stall becomes a retry."""
+    deadline_s = max(0.75, timeout_s - max(0.25, timeout_s * 0.05))
+
+    @functools.wraps(job)
+    async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            async with asyncio.timeout(deadline_s):
+                return await job(ctx, *args, **kwargs)
+        except (TimeoutError, RedisConnectionError, RedisTimeoutError) as exc:
+            job_try = int(ctx.get("job_try", 1))
+            delay = retry_delay(settings, job_try)
+            if delay is None:  # our tries are spent: arq's max_tries ceiling ends it
+                delay = max([1.0, *settings.retry_delays_s])
+            log.warning(
+                "job.interrupted",
+                function=job.__name__,
+                reason=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+                after_s=deadline_s if isinstance(exc, TimeoutError) else None,
+                retry_in_s=delay,
+                next_try=job_try + 1,
+            )
+            ctx["outcome"] = "retried"
+            raise Retry(defer=delay) from exc
+
+    return run
+
+
 def common_worker_options(settings: Settings) -> dict[str, Any]:
     """Options every role's WorkerSettings shares (msgpack, poll delay, health check)."""
     return {
@@ -173,7 +212,12 @@ def role_worker_options(
     return {
         **common_worker_options(settings),
         "functions": [
-            func(job, name=job.__name__, timeout=timeout_s, max_tries=arq_max_tries(settings))
+            func(
+                cast(Any, interrupted_retry(job, timeout_s, settings)),
+                name=job.__name__,
+                timeout=timeout_s,
+                max_tries=arq_max_tries(settings),
+            )
             for job in jobs
         ],
         "queue_name": queue,
@@ -185,7 +229,9 @@ def role_worker_options(
 
 
 def worker_settings_class(role: str, options: dict[str, Any]) -> type:
-    """A class arq's CLI can read (``arq workers.<role>.WorkerSettings``) from a dict."""
+    """A class arq's CLI can read (``arq workers.<role>.WorkerSettings``) from a dict; arq
+    builds a ``ResilientWorker`` from it (see ``pipeline.arq_worker``)."""
+    arq_worker.install(get_settings().redis_outage_limit_s)
     return type("WorkerSettings", (), {"__doc__": f"arq settings of the {role} role", **options})
 
 

@@ -12,6 +12,7 @@ ones fail at once with their reason recorded.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qs, unquote, urlparse
@@ -95,10 +96,17 @@ def redis_settings(settings: Settings) -> RedisSettings:
         "conn_timeout": int(max(1, settings.redis_conn_timeout_s)),
         "conn_retries": settings.redis_conn_retries,
         "conn_retry_delay": 1,
-        # Ride out a Redis restart: commands retry with backoff (~30 s in all) before the
-        # worker gives up.
+        # Ride out a Redis restart: commands *and new connections* retry with backoff (~30 s
+        # in all) before the worker gives up. redis-py retries a refused or reset connect
+        # only when the builtin ConnectionError is listed: without it a worker's poll loop
+        # died the moment Redis was unreachable.
         "retry": RedisRetry(ExponentialBackoff(cap=5.0, base=0.2), retries=10),
-        "retry_on_error": [RedisConnectionError, RedisTimeoutError, BusyLoadingError],
+        "retry_on_error": [
+            RedisConnectionError,
+            RedisTimeoutError,
+            BusyLoadingError,
+            ConnectionError,
+        ],
     }
     parsed = urlparse(url)
     if parsed.scheme == "redis+sentinel":
@@ -136,6 +144,11 @@ def redis_settings(settings: Settings) -> RedisSettings:
         rs.ssl_cert_reqs = "required"
         rs.ssl_check_hostname = True  # a certificate for another host is refused
     return rs
+
+
+def fail_fast(rs: RedisSettings) -> RedisSettings:
+    """The same connection without retries: one attempt, for a quick "is Redis there?"."""
+    return dataclasses.replace(rs, retry=None, retry_on_error=None, conn_retries=0)
 
 
 # --- retry policy -----------------------------------------------------------------------

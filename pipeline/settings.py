@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     )
     redis_conn_timeout_s: float = Field(5.0, description="Redis connect timeout")
     redis_conn_retries: int = Field(5, description="Redis connect attempts at worker start")
+    redis_outage_limit_s: float = Field(
+        300.0,
+        gt=0,
+        description="a worker keeps polling through a Redis outage this long, then exits",
+    )
     key_prefix: str = Field("plantpipe", description="prefix of every Redis key and queue name")
 
     # --- Object storage ------------------------------------------------------------------
