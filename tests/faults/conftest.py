@@ -116,7 +116,7 @@ class FaultReport:
             ("sessions / photos through the suite", f"{self.sessions_total} / {self.photos_total}"),
             ("worker SIGKILLs per role", kills),
             ("inference pool process SIGKILLs", str(self.pool_kills)),
-            ("S3 outage", f"{self.s3_outage_s:.1f} s (stub stopped mid-load)"),
+            ("S3 outage", f"{self.s3_outage_s:.1f} s (S3 cut mid-load)"),
             ("403 AccessDenied / 404 NoSuchBucket uploads dead-lettered, then replayed",
              str(self.s3_denied_replayed)),
             ("Redis kill -9 + restart (AOF)", restarts),

@@ -1,12 +1,14 @@
-"""S3 faults with real workers against the in-process S3 stub (bench.s3_stub): an outage
-mid-load (breaker opens, nothing dropped, everything lands after), and permanent errors
-(403 AccessDenied, 404 NoSuchBucket) that go to dead letters and are replayed after the fix."""
+"""S3 faults with real workers: a 30 s outage of LocalStack mid-load (cut behind a TCP proxy,
+so what it stores survives: breaker opens, nothing dropped, everything lands after), and
+permanent errors (403 AccessDenied, 404 NoSuchBucket, from the in-process S3 stub
+bench.s3_stub) that go to dead letters and are replayed after the fix."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+from urllib.parse import urlparse
 
 import pytest
 from redis.asyncio import Redis
@@ -20,15 +22,17 @@ from tests.faults.conftest import (
     ClusterFactory,
     Expected,
     FaultReport,
+    bucket_objects,
     check_sessions,
     free_port,
     small_photo,
 )
+from tests.support.tcp_proxy import TcpProxy
 from workers import io as io_worker
 
 pytestmark = pytest.mark.faults
 
-OUTAGE_S = 10.0
+OUTAGE_S = 30.0
 
 
 def stub_objects(stub: S3Stub, bucket: str) -> dict[str, int]:
@@ -36,10 +40,11 @@ def stub_objects(stub: S3Stub, bucket: str) -> dict[str, int]:
 
 
 async def test_s3_outage_mid_load_opens_the_breaker_and_drops_nothing(
-    make_fault_cluster: ClusterFactory, fault_report: FaultReport
+    make_fault_cluster: ClusterFactory, fault_report: FaultReport, localstack: str
 ) -> None:
-    stub = S3Stub(port=free_port())
-    endpoint = await stub.start()
+    target = urlparse(localstack)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 4566)
+    endpoint = await proxy.start()
     cluster = make_fault_cluster(s3_endpoint_url=endpoint)
     settings = cluster.settings
     redis = Redis.from_url(REDIS_URL)
@@ -54,7 +59,7 @@ async def test_s3_outage_mid_load_opens_the_breaker_and_drops_nothing(
                 sid = await client.submit([d for d, _ in photos])
                 expected.append(Expected(sid, [n for _, n in photos]))
             await asyncio.sleep(0.5)
-            await stub.stop()  # S3 goes away mid-load
+            await proxy.stop()  # S3 goes away mid-load
             down_at = time.monotonic()
             for photos in inputs[4:]:  # and load keeps coming while it is away
                 sid = await client.submit([d for d, _ in photos])
@@ -65,28 +70,28 @@ async def test_s3_outage_mid_load_opens_the_breaker_and_drops_nothing(
                 letters_during += [f"{d.error_code}: {d.reason}" for d in await client.failed()]
                 await asyncio.sleep(0.25)
             processed = [(await client.status(e.session_id)).status for e in expected]
-            await stub.start()  # same port, same data
+            await proxy.start()  # same port, same data
             outage = time.monotonic() - down_at
             back_at = time.monotonic()
             for exp in expected:
                 await client.wait(exp.session_id, timeout=120, artifacts=True)
             landed_after = time.monotonic() - back_at
-            objects = stub_objects(stub, settings.s3_bucket)
+            objects = await bucket_objects(localstack, settings.s3_bucket)
             check = await check_sessions(client, expected, objects=objects, report=fault_report)
             letters = await client.failed()
             final_state = await breaker.state()
     finally:
         await redis.aclose()
         cluster.stop_all()
-        await stub.stop()
+        await proxy.stop()
 
     fault_report.s3_outage_s += outage
     for exp in expected:
         fault_report.count_session(len(exp.counts))
     fault_report.notes.append(
-        f"S3 outage: {outage:.1f} s; breaker states seen {sorted(states)}; sessions during the "
-        f"outage {sorted(set(processed))}; every upload landed {landed_after:.1f} s after S3 "
-        "came back"
+        f"S3 (LocalStack) outage: {outage:.1f} s; breaker states seen {sorted(states)}; "
+        f"sessions during the outage {sorted(set(processed))}; every upload landed "
+        f"{landed_after:.1f} s after S3 came back"
     )
     assert "open" in states, f"breaker never opened during a {outage:.0f} s outage"
     assert letters_during == [], "uploads were dropped to dead letters during the outage"
