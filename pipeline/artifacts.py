@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from pipeline.events import STREAM_MAXLEN
 from pipeline.keys import Keys
-from pipeline.redisio import run_lua, text
+from pipeline.redisio import LuaCall, run_lua, text
 from pipeline.schemas import ArtifactRecord, ArtifactState, utcnow
 from pipeline.settings import Settings
 
@@ -124,7 +124,7 @@ class ArtifactStore:
         _created, ready = await run_lua(self._redis, _REGISTER, keys, args)
         return bool(ready)
 
-    async def transition(
+    def transition_call(
         self,
         artifact_id: str,
         state: ArtifactState,
@@ -133,9 +133,9 @@ class ArtifactStore:
         error_code: str | None = None,
         reason: str | None = None,
         etag: str | None = None,
-    ) -> tuple[int, bool]:
-        """Move an artifact to ``state``. Returns (1 changed | 0 same | -1 unknown | -2 final,
-        whether this transition made the session's artifacts ready)."""
+    ) -> LuaCall:
+        """The script run of ``transition``, to share a round trip (``run_lua_batch``);
+        its reply reads with ``transition_result``."""
         sid = session_id or ""
         keys = [
             self._keys.artifact(artifact_id),
@@ -153,12 +153,46 @@ class ArtifactStore:
             self._ttl,
             "1" if session_id else "0",
         ]
-        changed, ready = await run_lua(self._redis, _TRANSITION, keys, args)
+        return LuaCall(_TRANSITION, keys, args)
+
+    @staticmethod
+    def transition_result(reply: Any) -> tuple[int, bool]:
+        changed, ready = reply
         return int(changed), bool(ready)
+
+    async def transition(
+        self,
+        artifact_id: str,
+        state: ArtifactState,
+        *,
+        session_id: str | None,
+        error_code: str | None = None,
+        reason: str | None = None,
+        etag: str | None = None,
+    ) -> tuple[int, bool]:
+        """Move an artifact to ``state``. Returns (1 changed | 0 same | -1 unknown | -2 final,
+        whether this transition made the session's artifacts ready)."""
+        call = self.transition_call(
+            artifact_id,
+            state,
+            session_id=session_id,
+            error_code=error_code,
+            reason=reason,
+            etag=etag,
+        )
+        return self.transition_result(await run_lua(self._redis, call.source, call.keys, call.args))
 
     async def get(self, artifact_id: str) -> ArtifactRecord | None:
         client: Any = self._redis
-        raw = await client.hgetall(self._keys.artifact(artifact_id))
+        return self.parse(await client.hgetall(self.key(artifact_id)))
+
+    def key(self, artifact_id: str) -> str:
+        """The hash holding an artifact's record and state (to read it in a pipeline)."""
+        return self._keys.artifact(artifact_id)
+
+    @staticmethod
+    def parse(raw: Any) -> ArtifactRecord | None:
+        """An artifact's hash (HGETALL reply) as its record; None when there is none."""
         if not raw:
             return None
         fields = {text(k): text(v) for k, v in raw.items()}

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
 from pipeline.errors import PermanentError
 from pipeline.keys import Keys
-from pipeline.redisio import run_lua
+from pipeline.redisio import LuaCall, run_lua
 from pipeline.settings import Settings
 
 _PUT = """
@@ -103,7 +104,14 @@ class BlobStore:
             raise BlobMissing(f"blob {ref.sha256[:12]}… is gone (expired or released)")
 
     async def get(self, ref: BlobRef) -> bytes:
-        data = await self._redis.get(self._keys.blob(ref.sha256))
+        return self.checked(ref, await self._redis.get(self.key(ref)))
+
+    def key(self, ref: BlobRef) -> str:
+        """Where the bytes live (to read them in a pipeline; ``checked`` reads the reply)."""
+        return self._keys.blob(ref.sha256)
+
+    def checked(self, ref: BlobRef, data: Any) -> bytes:
+        """A GET reply of ``key(ref)`` as the blob's bytes, or why they are not there."""
         if data is None:
             raise BlobMissing(
                 f"blob {ref.sha256[:12]}… is gone: it expired (TTL {self._ttl}s) or every "
@@ -113,11 +121,15 @@ class BlobStore:
             raise TypeError("blob store needs a Redis client with decode_responses=False")
         return data
 
+    def release_call(self, ref: BlobRef, holder: str) -> LuaCall:
+        """The script run of ``release``, to share a round trip (``run_lua_batch``)."""
+        keys = [self._keys.blob(ref.sha256), self._keys.blob_holders(ref.sha256)]
+        return LuaCall(_RELEASE, keys, [holder])
+
     async def release(self, ref: BlobRef, holder: str) -> int:
         """Let go of a blob for ``holder`` (idempotent). Returns how many holders remain."""
-        keys = [self._keys.blob(ref.sha256), self._keys.blob_holders(ref.sha256)]
-        left = await run_lua(self._redis, _RELEASE, keys, [holder])
-        return int(left)
+        call = self.release_call(ref, holder)
+        return int(await run_lua(self._redis, call.source, call.keys, call.args))
 
     async def exists(self, ref: BlobRef) -> bool:
         return bool(await self._redis.exists(self._keys.blob(ref.sha256)))

@@ -53,6 +53,13 @@ def configure_logging(settings: Settings, *, role: str | None = None) -> None:
     root.setLevel(level)
     for noisy in ("botocore", "aiobotocore", "urllib3", "asyncio"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # arq's CLI gives its logger its own plain-text handler at INFO: route it through ours
+    # instead (structured, one line per event). Its two INFO lines per job repeat what our
+    # jobs log themselves, so they show only at DEBUG; its warnings and errors always show.
+    arq_logger = logging.getLogger("arq")
+    arq_logger.handlers[:] = []
+    arq_logger.propagate = True
+    arq_logger.setLevel(logging.DEBUG if level <= logging.DEBUG else max(level, logging.WARNING))
     if role:
         structlog.contextvars.bind_contextvars(role=role)
     _configured = True

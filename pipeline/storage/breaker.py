@@ -6,12 +6,18 @@ closed ──(fail_max consecutive failures)──▶ open ──(reset_s elapse
 
 Every transition runs in one Lua script using Redis' clock, so workers on different hosts
 agree. While open, callers are told how long to wait: uploads are *deferred*, never dropped.
+
+Hot path: while the breaker is closed with no failures counted, each process trusts that view
+for ``LOCAL_VIEW_S`` (250 ms) — ``allow`` and ``record_success`` then cost no Redis round trip.
+Any failure recorded by this process drops the view at once; one recorded by another process
+is seen within 250 ms.
 Only transient failures (timeouts, 5xx, connection errors) should be recorded: a 403 says
 nothing about S3's health.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,6 +28,8 @@ from pipeline.redisio import run_lua, text
 from pipeline.settings import Settings
 
 State = Literal["closed", "open", "half_open"]
+
+LOCAL_VIEW_S = 0.25
 
 _NOW = """
 local t = redis.call('TIME')
@@ -35,7 +43,9 @@ local key = KEYS[1]
 local reset_ms, trial_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
 local now = now_ms()
 local st = redis.call('HGET', key, 'state') or 'closed'
-if st == 'closed' then return {1, 'closed', 0} end
+if st == 'closed' then
+  return {1, 'closed', 0, tonumber(redis.call('HGET', key, 'failures') or '0')}
+end
 if st == 'open' then
   local opened = tonumber(redis.call('HGET', key, 'opened_at') or '0')
   local waited = now - opened
@@ -105,21 +115,38 @@ class RedisCircuitBreaker:
         self.reset_ms = int(settings.breaker_reset_s * 1000)
         trial = trial_timeout_s or settings.s3_read_timeout_s + settings.s3_connect_timeout_s
         self.trial_ms = int(trial * 1000)
+        self._clean_until = 0.0  # monotonic time until which "closed, 0 failures" is trusted
+
+    def _clean(self) -> bool:
+        return time.monotonic() < self._clean_until
+
+    def trusted_closed(self) -> bool:
+        """True while this process' recent view is "closed, no failures" (no Redis call)."""
+        return self._clean()
 
     async def allow(self) -> Permit:
         """May a call go to S3 now? If not, ``wait_s`` says when to ask again."""
-        allowed, state, wait_ms = await run_lua(
+        if self._clean():
+            return Permit(True, "closed", 0.0)
+        allowed, state, wait_ms, *failures = await run_lua(
             self._redis, _ALLOW, [self.key], [self.reset_ms, self.trial_ms]
         )
-        return Permit(bool(allowed), _state(state), max(0.0, int(wait_ms) / 1000))
+        permit = Permit(bool(allowed), _state(state), max(0.0, int(wait_ms) / 1000))
+        if permit.state == "closed" and failures and int(failures[0]) == 0:
+            self._clean_until = time.monotonic() + LOCAL_VIEW_S
+        return permit
 
     async def record_failure(self) -> State:
+        self._clean_until = 0.0
         state, _ = await run_lua(self._redis, _FAILURE, [self.key], [self.fail_max])
         return _state(state)
 
     async def record_success(self) -> State:
         """Returns the state *before* the success closed the breaker."""
+        if self._clean():
+            return "closed"  # nothing to reset
         before = await run_lua(self._redis, _SUCCESS, [self.key], [])
+        self._clean_until = time.monotonic() + LOCAL_VIEW_S  # closed, 0 failures: as just set
         return _state(before)
 
     async def state(self) -> State:
@@ -133,6 +160,7 @@ class RedisCircuitBreaker:
         return int(raw or 0)
 
     async def reset(self) -> None:
+        self._clean_until = 0.0
         await self._redis.delete(self.key)
 
 
