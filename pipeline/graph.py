@@ -40,9 +40,11 @@ log = get_logger("pipeline.graph")
 _REPORT = """
 local join, results, open = KEYS[1], KEYS[2], KEYS[3]
 local child, report, now, join_id = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local ttl = tonumber(ARGV[5])
 local expected = tonumber(redis.call('HGET', join, 'expected') or '-1')
 if expected < 0 then return {-1, 0, 0} end
 local counted = redis.call('HSETNX', results, child, report)
+redis.call('EXPIRE', results, ttl)
 local done = redis.call('HLEN', results)
 if counted == 1 then
   redis.call('HSET', join, 'updated_at', now)
@@ -107,12 +109,10 @@ class JoinStore:
     async def report(self, join_id: str, child_id: str, report: ChildReport) -> JoinProgress:
         """Record a child's outcome exactly once; fire the callback when the join completes."""
         keys = [self._keys.join(join_id), self._keys.join_results(join_id), self._keys.joins_open]
-        args = [child_id, report.model_dump_json(), time.time(), join_id]
+        args = [child_id, report.model_dump_json(), time.time(), join_id, self._ttl]
         counted, done, expected = await run_lua(self._redis, _REPORT, keys, args)
         if int(expected) < 0:
             raise LookupError(f"no join {join_id!r} (expired or never created)")
-        client: Any = self._redis
-        await client.expire(self._keys.join_results(join_id), self._ttl)
         progress = JoinProgress(counted=bool(counted), done=int(done), expected=int(expected))
         if not progress.counted:
             log.info("join.duplicate_report", join=join_id, child=child_id)
