@@ -56,6 +56,32 @@ TITLES: Final[Mapping[str, str]] = {
     "e2e": "6. End to end, 12 MP photos",
 }
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+#: Results this command does not measure itself but RESULTS.md carries, each written by its
+#: own command (with that command, date and inputs in the file): title, file, how to refresh.
+INCLUDED: Final = (
+    (
+        "Counting accuracy of the default models",
+        BENCH_DIR / "ACCURACY.md",
+        "plantpipe evaluate --scenes 50 --seed 100000 --report bench/ACCURACY.md",
+    ),
+    (
+        "Faults survived (the fault-and-abuse suite)",
+        BENCH_DIR / "FAULTS.md",
+        "bash scripts/test tests/faults (or any pytest run of the whole of tests/faults)",
+    ),
+)
+
+
+def included(path: Path, how: str) -> str:
+    """An included result file, its headings pushed one level down; or how to produce it."""
+    if not path.is_file():
+        return f"**Not recorded yet:** `{path.name}` is missing; produce it with `{how}`."
+    lines = path.read_text().strip().splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]  # the file's own title: the section heading replaces it
+    body = "\n".join(("#" + line) if line.startswith("#") else line for line in lines).strip()
+    return f"From `bench/{path.name}`, written by `{how}`; copied here unchanged.\n\n{body}"
+
 
 #: What a section hands back: its markdown body and the headline lines for the summary.
 SectionOutput = tuple[str, list[str]]
@@ -627,8 +653,7 @@ async def main_async(args: argparse.Namespace) -> int:
         f"- Versions: {versions}",
         "- Services: Redis 127.0.0.1:6379 (db 14 plantpipe, db 13 Celery baseline); S3 is "
         "`bench/s3_stub.py` in its own process (in-memory, configurable per-request latency); "
-        "workers run with `PLANTPIPE_LOG_LEVEL=WARNING` (arq's own per-job INFO lines are "
-        "still written: plantpipe's logging setup does not lower the `arq` logger)",
+        "workers run with `PLANTPIPE_LOG_LEVEL=WARNING`",
         "- Numbers: median (min–max, n = repetitions) unless stated",
         "",
         "## Summary",
@@ -638,6 +663,8 @@ async def main_async(args: argparse.Namespace) -> int:
     ]
     for name in order:
         doc += [f"## {TITLES[name]}", "", bodies[name], ""]
+    for number, (title, path, how) in enumerate(INCLUDED, start=len(SECTIONS) + 1):
+        doc += [f"## {number}. {title}", "", included(path, how), ""]
     await asyncio.to_thread(out.write_text, "\n".join(doc).rstrip() + "\n")
     print(f"bench: wrote {out} in {total:.0f} s (logs in {log_dir})", flush=True)
     return 1 if failures else 0

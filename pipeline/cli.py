@@ -376,25 +376,39 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="seed of the first scene")] = 100_000,
     width: Annotated[int, typer.Option()] = 2000,
     height: Annotated[int, typer.Option()] = 1500,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="also write the result, with command, models and per-scene rows, here"),
+    ] = None,
 ) -> None:
     """Accuracy of the configured models on held-out synthetic scenes (AP50, count MAPE)."""
-    from pipeline.evaluate import SceneScore, default_analyzer
+    from pipeline.evaluate import SceneScore, default_analyzer, report_document
     from pipeline.evaluate import evaluate as run_evaluation
     from pipeline.inference.config import InferenceConfig
 
     config = InferenceConfig.from_settings(get_settings()).model_copy(update={"warmup": False})
     analyzer = default_analyzer(config)
+    scores: list[SceneScore] = []
 
     def progress(score: SceneScore) -> None:
+        scores.append(score)
         console.print(
             f"seed {score.seed}: truth {score.truth}, detected {score.detected}, "
             f"estimated {score.estimated} ({score.seconds:.1f}s)"
         )
 
-    report = run_evaluation(
+    started = time.time()
+    result = run_evaluation(
         analyzer, scenes=scenes, first_seed=seed, width=width, height=height, progress=progress
     )
-    out.print(report.markdown())
+    out.print(result.markdown())
+    if report is not None:
+        command = "plantpipe evaluate" + "".join(f" {a}" for a in sys.argv[2:])
+        document = report_document(
+            result, scores, analyzer, command=command, started=started, wall_s=time.time() - started
+        )
+        report.write_text(document)
+        console.print(f"report written to {report}")
 
 
 def main() -> None:

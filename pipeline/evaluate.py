@@ -12,10 +12,15 @@ the gpu workers run (segmentation, sliced detection, band estimation). Reported:
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
+import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
@@ -171,3 +176,45 @@ def evaluate(
 def default_analyzer(config: InferenceConfig | None = None) -> PhotoAnalyzer:
     cfg = config or InferenceConfig(providers=["CPUExecutionProvider"], warmup=False)
     return PhotoAnalyzer.load(cfg)
+
+
+def _sha256(path: Path | None) -> str:
+    if path is None:
+        return "none"
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def report_document(
+    report: EvaluationReport,
+    scores: Sequence[SceneScore],
+    analyzer: PhotoAnalyzer,
+    *,
+    command: str,
+    started: float,
+    wall_s: float,
+) -> str:
+    """The evaluation as a markdown document: provenance, the summary, one row per scene."""
+    seg, det = analyzer.config.check_models()
+    when = datetime.fromtimestamp(started, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# plantpipe counting accuracy",
+        "",
+        f"- Command: `{command}` ({wall_s / 60:.1f} min, {when}, {platform.node() or 'host'}, "
+        f"{os.cpu_count()} CPUs, provider {analyzer.provider})",
+        f"- Detection model: `{det.name}` sha256 `{_sha256(det)}`",
+        f"- Segmentation model: `{seg.name if seg else 'none'}` sha256 `{_sha256(seg)}`",
+        "- Ground truth: every plant of each generated scene (`pipeline.synth`); estimated = "
+        "band estimation's count of plants not detected",
+        "",
+        report.markdown(),
+        "",
+        "| seed | true plants | detected | estimated | detected + estimated | error | s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in scores:
+        error = (s.total - s.truth) / max(s.truth, 1) * 100
+        lines.append(
+            f"| {s.seed} | {s.truth} | {s.detected} | {s.estimated} | {s.total} | "
+            f"{error:+.1f}% | {s.seconds:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
