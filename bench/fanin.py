@@ -28,7 +28,7 @@ from arq.connections import ArqRedis, create_pool
 from bench.common import Stat
 from pipeline.graph import Callback, JoinStore
 from pipeline.jobs import common_worker_options, role_shutdown, role_startup, worker_settings_class
-from pipeline.queue import deserialize, redis_settings, serialize
+from pipeline.queue import deserialize, enqueue, redis_settings, serialize
 from pipeline.schemas import ChildReport
 from pipeline.settings import Settings, get_settings
 
@@ -105,9 +105,10 @@ async def ours_once(redis: ArqRedis, settings: Settings, children: int, tag: str
     queue = queue_name(settings)
     slots = asyncio.Semaphore(50)
 
-    async def enqueue(i: int) -> None:
+    async def enqueue_child(i: int) -> None:
         async with slots:
-            await redis.enqueue_job(
+            await enqueue(
+                redis,
                 "noop_child",
                 join_id,
                 f"c{i}",
@@ -130,7 +131,7 @@ async def ours_once(redis: ArqRedis, settings: Settings, children: int, tag: str
             arguments={"join_id": join_id, "done_key": done_key},
         ),
     )
-    await asyncio.gather(*(enqueue(i) for i in range(children)))
+    await asyncio.gather(*(enqueue_child(i) for i in range(children)))
     client: Any = redis
     item = await client.blpop([done_key], timeout=int(CALLBACK_TIMEOUT_S))
     if item is None:

@@ -29,7 +29,7 @@ from arq.connections import create_pool
 
 from bench.common import Stat
 from pipeline.jobs import common_worker_options, worker_settings_class
-from pipeline.queue import deserialize, redis_settings, serialize
+from pipeline.queue import deserialize, enqueue, redis_settings, serialize
 from pipeline.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -89,8 +89,9 @@ WorkerSettings = worker_settings_class(
 )
 """plantpipe's configuration (poll delay 0.05 s)."""
 
-ArqDefaultSettings = worker_settings_class(
-    "latency-default",
+ArqDefaultSettings = type(  # a plain class: arq's own Worker (no plantpipe worker_class)
+    "ArqDefaultSettings",
+    (),
     {
         "redis_settings": redis_settings(_settings),
         "job_serializer": serialize,
@@ -126,7 +127,10 @@ async def latency_rep(
         await asyncio.sleep(random.uniform(0.010, 0.040))
         job_id = f"{settings.key_prefix}:lat:{config}:{tag}:{i}"
         sent[job_id] = time.time()
-        await redis.enqueue_job("stamp", key, _job_id=job_id, _queue_name=queue)
+        if config == "ours":  # plantpipe's enqueue also wakes the queue's workers
+            await enqueue(redis, "stamp", key, _job_id=job_id, _queue_name=queue)
+        else:
+            await redis.enqueue_job("stamp", key, _job_id=job_id, _queue_name=queue)
     deadline = time.monotonic() + 30
     while int(await redis.hlen(key)) < jobs:
         if time.monotonic() > deadline:

@@ -56,11 +56,11 @@ def run(reps: int, width: int, height: int, seed: int = 11) -> str:
     outputs = {}
     n_slices = 0
     for _ in range(reps):
-        for batched in (True, False):
+        for in_batches in (True, False):
             t0 = time.perf_counter()
-            found, n_slices = analyzer.detect_sliced(rgb, regions, batched=batched)
-            times[batched].append(time.perf_counter() - t0)
-            outputs[batched] = found
+            found, n_slices = analyzer.detect_sliced(rgb, regions, batched=in_batches)
+            times[in_batches].append(time.perf_counter() - t0)
+            outputs[in_batches] = found
     same = all(
         np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
         for a, b in zip(outputs[True], outputs[False], strict=True)

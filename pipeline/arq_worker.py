@@ -9,26 +9,30 @@ keeps polling through such errors with a short pause (logged once per outage, th
 
 It also claims jobs in batches: one atomic Lua call claims every due job there is a free slot
 for, where arq makes four round trips per job, one job after the other (see ``start_jobs``).
-A failed claim takes nothing and gives every slot back.
+A failed claim takes nothing and gives every slot back. Between polls it waits on the
+queue's wake list rather than sleeping (see ``_wait_for_work``).
 
 ``arq workers.<role>.WorkerSettings`` builds its worker through ``arq.worker.create_worker``,
 which has no option for the worker class; ``install()`` (called when a role's settings class
-is built) points arq at this subclass. It changes nothing else in arq.
+is built) makes it honour a ``worker_class`` attribute of the settings class. Settings classes
+without one (arq's own, a benchmark's "arq defaults") still get arq's Worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any, cast
 
 import arq.worker
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.exceptions import WatchError
 
 from pipeline.logs import get_logger
+from pipeline.queue import wake_key
 from pipeline.redisio import run_lua, text
 
 log = get_logger("pipeline.worker")
@@ -72,6 +76,7 @@ class ResilientWorker(arq.worker.Worker):
     redis_outage_limit_s: float = 300.0
     _redis_down_since: float | None = None
     _redis_down_logged: float = 0.0
+    _wake: bool = True
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """Claim as many of ``job_ids`` as there are free slots in one Lua call, then run them.
@@ -121,6 +126,8 @@ class ResilientWorker(arq.worker.Worker):
     async def _poll_iteration(self) -> None:
         try:
             await super()._poll_iteration()
+            while await self._wait_for_work():  # woken: poll again now, not after arq's sleep
+                await super()._poll_iteration()
         except REDIS_UNAVAILABLE as exc:
             await self._redis_unavailable(exc)
         else:
@@ -131,6 +138,24 @@ class ResilientWorker(arq.worker.Worker):
                     outage_s=round(time.monotonic() - self._redis_down_since, 1),
                 )
                 self._redis_down_since = None
+
+    async def _wait_for_work(self) -> bool:
+        """Between polls, block on the queue's wake list (``pipeline.queue.enqueue``) for up
+        to ``poll_delay_s`` instead of sleeping. True when woken (poll again at once): a job
+        enqueued now starts now. Otherwise the wait took the whole delay and arq's loop skips
+        its own sleep."""
+        if not self._wake or self.burst or self.job_counter >= self.max_jobs:
+            return False
+        client: Any = self.pool
+        try:
+            token = await client.blpop(
+                [wake_key(self.queue_name)], timeout=max(0.01, self.poll_delay_s)
+            )
+        except ResponseError as exc:  # e.g. Redis < 6 takes no fractional timeout
+            self._wake = False
+            log.warning("worker.wake_disabled", queue=self.queue_name, reason=str(exc))
+            return False
+        return token is not None
 
     async def _redis_unavailable(self, exc: BaseException) -> None:
         now = time.monotonic()
@@ -159,7 +184,22 @@ class ResilientWorker(arq.worker.Worker):
         await asyncio.sleep(PAUSE_S)
 
 
+def create_worker(settings_cls: Any, **kwargs: Any) -> arq.worker.Worker:
+    """arq's ``create_worker``, except that a settings class naming a ``worker_class`` (as
+    ``pipeline.jobs.worker_settings_class`` does) gets a worker of that class."""
+    cls = (
+        settings_cls.get("worker_class")
+        if isinstance(settings_cls, dict)
+        else getattr(settings_cls, "worker_class", None)
+    ) or _ARQ_WORKER
+    return cast(arq.worker.Worker, cls(**{**arq.worker.get_kwargs(settings_cls), **kwargs}))
+
+
+_ARQ_WORKER = arq.worker.Worker
+
+
 def install(outage_limit_s: float) -> None:
-    """Make ``arq``'s CLI (and ``arq.worker.run_worker``) build ``ResilientWorker``s."""
+    """Let arq's CLI (``arq workers.io.WorkerSettings``, via ``arq.worker.run_worker``) build
+    the worker class a settings class names. Settings without one get arq's own Worker."""
     ResilientWorker.redis_outage_limit_s = outage_limit_s
-    arq.worker.Worker = ResilientWorker  # type: ignore[misc]
+    arq.worker.create_worker = create_worker

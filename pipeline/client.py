@@ -41,7 +41,14 @@ from pipeline.photos import (
 from pipeline.photos import (
     artifact_id as make_artifact_id,
 )
-from pipeline.queue import QueueNames, deserialize, fail_fast, redis_settings, serialize
+from pipeline.queue import (
+    QueueNames,
+    deserialize,
+    enqueue,
+    fail_fast,
+    redis_settings,
+    serialize,
+)
 from pipeline.schemas import (
     TERMINAL_STATUSES,
     ArtifactRecord,
@@ -70,7 +77,8 @@ def upload_holder(artifact_id: str) -> str:
 
 async def enqueue_upload(redis: ArqRedis, settings: Settings, job: UploadJob) -> None:
     """Hand an upload to the io role (idempotent per artifact id)."""
-    await redis.enqueue_job(
+    await enqueue(
+        redis,
         "upload",
         payload=job.model_dump(mode="json"),
         _job_id=upload_job_id(job.artifact_id, job.deferrals),
@@ -316,7 +324,8 @@ class PipelineClient:
             job = InferJob(
                 session_id=session_id, index=index, photo_count=count, blob=blob, mime=mime
             )
-            await self.redis.enqueue_job(
+            await enqueue(
+                self.redis,
                 "infer_photo",
                 payload=job.model_dump(mode="json"),
                 _job_id=infer_job_id(session_id, index),

@@ -8,6 +8,7 @@ from typing import Any
 from arq.connections import ArqRedis
 
 from pipeline.keys import Keys
+from pipeline.queue import enqueue
 from pipeline.redisio import text
 from pipeline.schemas import DeadLetter
 from pipeline.settings import Settings
@@ -52,8 +53,8 @@ class DeadLetters:
         if letter is None or not letter.replayable:
             return None
         new_id = f"{letter.job_id}:replay:{int(time.time() * 1000)}"
-        job = await self._redis.enqueue_job(
-            letter.function, _job_id=new_id, _queue_name=letter.queue, **letter.kwargs
+        job = await enqueue(
+            self._redis, letter.function, _job_id=new_id, _queue_name=letter.queue, **letter.kwargs
         )
         if job is None:
             return None

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict
 
 from pipeline.keys import Keys
 from pipeline.logs import get_logger
+from pipeline.queue import enqueue
 from pipeline.redisio import run_lua, text
 from pipeline.schemas import ChildReport
 from pipeline.settings import Settings
@@ -129,7 +130,8 @@ class JoinStore:
         if raw is None or (completed is not None and text(completed) == "1"):
             return False
         callback = Callback.model_validate_json(text(raw))
-        job = await self._redis.enqueue_job(
+        job = await enqueue(
+            self._redis,
             callback.function,
             _job_id=callback.job_id,
             _queue_name=callback.queue,

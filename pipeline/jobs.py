@@ -232,7 +232,15 @@ def worker_settings_class(role: str, options: dict[str, Any]) -> type:
     """A class arq's CLI can read (``arq workers.<role>.WorkerSettings``) from a dict; arq
     builds a ``ResilientWorker`` from it (see ``pipeline.arq_worker``)."""
     arq_worker.install(get_settings().redis_outage_limit_s)
-    return type("WorkerSettings", (), {"__doc__": f"arq settings of the {role} role", **options})
+    return type(
+        "WorkerSettings",
+        (),
+        {
+            "__doc__": f"arq settings of the {role} role",
+            "worker_class": arq_worker.ResilientWorker,
+            **options,
+        },
+    )
 
 
 async def role_startup(ctx: dict[str, Any], role: str, **detail: Any) -> Settings:

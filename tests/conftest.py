@@ -20,6 +20,7 @@ import pytest
 from arq.worker import Worker
 from redis.asyncio import Redis
 
+from pipeline.arq_worker import ResilientWorker
 from pipeline.settings import Settings
 
 for _name, _value in {
@@ -124,8 +125,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
 async def in_process_worker(
     options: dict[str, Any], settings: Settings, **ctx: Any
 ) -> AsyncIterator[Worker]:
-    """Run an arq Worker of ``options`` inside this event loop until the block ends."""
-    worker = Worker(**options, handle_signals=False, ctx={"settings": settings, **ctx})
+    """Run the worker every role runs (``ResilientWorker``, arq's Worker with batched claims,
+    wake-ups and Redis ride-out) of ``options`` inside this event loop until the block ends."""
+    worker: Worker = ResilientWorker(
+        **options, handle_signals=False, ctx={"settings": settings, **ctx}
+    )
     task = asyncio.create_task(worker.async_run())
     deadline = time.monotonic() + 30
     while "started" not in worker.ctx:

@@ -37,7 +37,7 @@ from pipeline.photos import (
     render_job_id,
     session_join_id,
 )
-from pipeline.queue import QueueNames
+from pipeline.queue import QueueNames, enqueue
 from pipeline.schemas import (
     ArtifactRecord,
     ChildReport,
@@ -162,7 +162,8 @@ async def infer_photo(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str,
         blob=job.blob,
         analysis=analysis.model_dump(mode="json"),
     )
-    await ctx["redis"].enqueue_job(
+    await enqueue(
+        ctx["redis"],
         "render_photo",
         payload=render.model_dump(mode="json"),
         _job_id=render_job_id(sid, index),
