@@ -5,6 +5,7 @@ wakes an idle worker instead of leaving the job to the next poll; the wake list 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import Counter
@@ -33,6 +34,13 @@ async def eventually(condition: Callable[[], bool], timeout: float) -> None:
         await asyncio.sleep(0.01)
 
 
+async def stop(worker: ResilientWorker, task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    with contextlib.suppress(asyncio.CancelledError):  # close() cancels jobs still running
+        await worker.close()
+
+
 async def record(ctx: dict[str, Any], tag: str) -> None:
     runs[tag] += 1
     started[tag] = time.monotonic()
@@ -49,7 +57,9 @@ async def pool(make_settings: SettingsFactory) -> AsyncIterator[tuple[ArqRedis, 
     await redis.aclose()
 
 
-async def running(settings: Any, queue: str, poll_delay: float, max_jobs: int) -> Any:
+async def running(
+    settings: Any, queue: str, poll_delay: float, max_jobs: int
+) -> tuple[ResilientWorker, asyncio.Task[None]]:
     worker = ResilientWorker(
         functions=[func(record, name="record")],
         redis_settings=redis_settings(settings),
@@ -75,9 +85,7 @@ async def test_two_workers_run_every_job_exactly_once(pool: tuple[ArqRedis, Any]
         await asyncio.sleep(0.3)  # a double run would show up now
     finally:
         for worker, task in workers:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await worker.close()
+            await stop(worker, task)
     assert {t: runs[t] for t in tags if runs[t] != 1} == {}
     assert all(w.job_counter == 0 for w, _ in workers), "a claim leaked a job slot"
     assert await redis.zcard(queue) == 0
@@ -111,8 +119,6 @@ async def test_enqueue_wakes_an_idle_worker_before_its_next_poll(
         await eventually(lambda: polled in started, 10)
         polled_after = started.get(polled, float("inf")) - t1
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await worker.close()
+        await stop(worker, task)
     assert woken_after < 1.0, f"woken job started {woken_after:.2f} s after enqueue"
     assert 1.0 < polled_after < 10, f"plain enqueue_job started after {polled_after:.2f} s"
