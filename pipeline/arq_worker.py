@@ -141,10 +141,22 @@ class ResilientWorker(arq.worker.Worker):
 
     async def _wait_for_work(self) -> bool:
         """Between polls, block on the queue's wake list (``pipeline.queue.enqueue``) for up
-        to ``poll_delay_s`` instead of sleeping. True when woken (poll again at once): a job
-        enqueued now starts now. Otherwise the wait took the whole delay and arq's loop skips
-        its own sleep."""
-        if not self._wake or self.burst or self.job_counter >= self.max_jobs:
+        to ``poll_delay_s`` instead of sleeping — or, with every slot busy, on the first job
+        to finish. True when woken (poll again at once): a job enqueued now starts now.
+        Otherwise the wait took the whole delay and arq's loop skips its own sleep."""
+        if self.burst:
+            return False
+        if self.job_counter >= self.max_jobs:
+            # Every slot is busy: poll again as soon as one frees (as arq's blocking claim
+            # loop effectively does), not a whole poll delay later.
+            running = [task for task in self.tasks.values() if not task.done()]
+            if not running:
+                return False  # nothing to wait for here: arq's own sleep, never a busy loop
+            done, _ = await asyncio.wait(
+                running, timeout=self.poll_delay_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            return bool(done)
+        if not self._wake:
             return False
         client: Any = self.pool
         try:

@@ -30,6 +30,9 @@ def configure_logging(settings: Settings, *, role: str | None = None) -> None:
     )
     structlog.configure(
         processors=[
+            # Drop a record below the level first, before any processor spends time on it
+            # (the io worker logs a line per upload at INFO).
+            structlog.stdlib.filter_by_level,
             *shared,
             structlog.processors.format_exc_info,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
