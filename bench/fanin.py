@@ -206,17 +206,18 @@ async def run(h: Harness) -> SectionOutput:
         lines.append(f"| {n} | {o.fmt(1)} | {' | '.join(cells)} | {cell} |")
     lines += [
         "",
-        f"plantpipe worker: one arq process, `max_jobs` {MAX_JOBS}, poll delay "
-        f"{settings.poll_delay_s} s; each child's report is one Lua script (`HSETNX`, counted "
-        "once) plus an `EXPIRE`; the completing report enqueues the callback under a "
-        "deterministic job id. Celery: one worker, chord counter on the Redis result "
-        "backend; no-op tasks favour prefork (no greenlet switching per message).",
+        f"plantpipe worker: one arq process (plantpipe's `ResilientWorker`), `max_jobs` "
+        f"{MAX_JOBS}, poll delay {settings.poll_delay_s} s; children are enqueued with "
+        "`pipeline.queue.enqueue`, which wakes the idle worker (it blocks on the queue's wake "
+        "list between polls), and claimed in batches (one Lua call per poll); each child's "
+        "report is one Lua script (`HSETNX`, counted once, TTL refreshed); the completing "
+        "report enqueues the callback under a deterministic job id, which wakes the worker "
+        "again. Celery: one worker, chord counter on the Redis result backend; no-op tasks "
+        "favour prefork (no greenlet switching per message).",
         "",
-        "Few children: arq polls, so the children wait for the next poll (≤ 50 ms) and the "
-        "callback for the one after — about 1.5 poll periods whatever the work; Celery's "
-        "worker blocks on the broker and starts at once. Many children: plantpipe's cost per "
-        "child is arq's claim/fetch/finish plus one report script, Celery's is a message with "
-        "its acknowledgement plus the chord counter and a result per child.",
+        "Per child, plantpipe pays arq's fetch and finish (a pipeline each) plus the report "
+        "script; Celery pays a message with its acknowledgement plus the chord counter and a "
+        "result per child.",
     ]
     fastest100 = best(100)
     if 100 in ours and fastest100 is not None:
@@ -241,14 +242,10 @@ async def run(h: Harness) -> SectionOutput:
             lines += [
                 "",
                 f"Why: plantpipe pays about {per_child:.2f} ms per child (from the {big}-child "
-                "run) — arq claims queued jobs one at a time in its poll loop (WATCH, EXISTS, "
-                "ZSCORE, MULTI/PSETEX/EXEC), then fetches (GET/INCR/EXPIRE) and finishes each "
-                "(result write), and each child's report adds a script and an EXPIRE — plus "
-                "two poll waits (≈ 75 ms at 0.05 s) that a blocking Celery worker does not "
-                "have. The join itself is cheap. What would meet it: fewer arq jobs per "
-                "item (one child job reporting many items, or `JoinStore.report` batched), "
-                "more worker processes on the children's queue, or a shorter poll delay "
-                "for the callback's queue.",
+                "run): arq's per-job fetch and finish plus the report script, in one process "
+                "on a shared 2-core machine. What would lower it: one child job reporting "
+                "many items (or `JoinStore.report` batched), or more worker processes on the "
+                "children's queue.",
             ]
         headlines.append(
             f"fan-in of 100: plantpipe {Stat.of(ours[100]).median * 1000:.0f} ms vs Celery "

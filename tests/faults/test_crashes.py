@@ -200,10 +200,12 @@ async def test_sigkill_every_role_and_a_pool_process_under_load(
     )
     assert stuck == [], f"chaos {log}: sessions not settled:\n" + "\n".join(stuck)
     assert check.problems() == [], f"chaos {log}"
-    # the one bad photo, never retried (a crash re-run could record it twice: a set)
-    assert {(d.function, d.error_code, d.attempts) for d in letters} == {
-        ("infer_photo", "truncated", 1)
-    }
+    # the one bad photo, dead-lettered as truncated and not retried for that error: its
+    # attempts are 1 plus the crashes that hit it (a gpu worker or pool process killed while
+    # it ran, or a slow pool rebuild that ran it out of time); a re-run could record it twice
+    assert {(d.function, d.error_code) for d in letters} == {("infer_photo", "truncated")}
+    crashes = events.count("gpu") + events.count("pool")
+    assert all(1 <= d.attempts <= 1 + crashes for d in letters), [d.attempts for d in letters]
     assert len(replaced_pools) == events.count("pool")
 
 
