@@ -228,7 +228,7 @@ async def run(h: Harness) -> SectionOutput:
         )
         lines += [
             "",
-            f"Target: fan-in of 100 ≤ 0.5× the Celery chord — {ratio:.2f}× the faster Celery "
+            f"Target: fan-in of 100 ≤ 0.5× the Celery chord — {ratio:.3f}× the faster Celery "
             f"pool ({verdict}); against the gevent pool alone "
             + (
                 f"{Stat.of(ours[100]).median / Stat.of(celery['gevent'][100]).median:.2f}×."
@@ -249,7 +249,7 @@ async def run(h: Harness) -> SectionOutput:
             ]
         headlines.append(
             f"fan-in of 100: plantpipe {Stat.of(ours[100]).median * 1000:.0f} ms vs Celery "
-            f"chord ({per_pool}) = {ratio:.2f}× the faster (target ≤ 0.5×: {verdict})"
+            f"chord ({per_pool}) = {ratio:.3f}× the faster (target ≤ 0.5×: {verdict})"
         )
     elif not celery:
         lines += ["", f"Celery not measured: {h.celery_problem}."]
