@@ -75,7 +75,11 @@ class Settings(BaseSettings):
     )
     gpu_job_timeout_s: int = Field(45, description="infer_photo job timeout")
     max_tries: int = Field(4, description="attempts per job (1 + len(retry_delays_s))")
-    poll_delay_s: float = Field(0.05, description="arq poll delay: queue latency floor")
+    poll_delay_s: float = Field(
+        0.05,
+        description="arq poll delay: an idle worker polls this often; jobs enqueued with "
+        "pipeline.queue.enqueue wake it at once",
+    )
     cpu_max_jobs: int = Field(4, description="concurrent aggregate jobs per cpu worker")
     gpu_max_jobs: int = Field(2, description="concurrent infer jobs per gpu worker")
 
