@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -129,6 +129,16 @@ class Settings(BaseSettings):
         if any(d < 0 for d in v):
             raise ValueError("retry delays must be >= 0")
         return v
+
+    @model_validator(mode="after")
+    def _records_outlive_deadline(self) -> Settings:
+        if self.session_ttl_s <= self.session_deadline_s:
+            raise ValueError(
+                f"PLANTPIPE_SESSION_TTL_S ({self.session_ttl_s}) must be longer than "
+                f"PLANTPIPE_SESSION_DEADLINE_S ({self.session_deadline_s}): a session's records "
+                "would expire before the watchdog could end it"
+            )
+        return self
 
     @property
     def uses_s3(self) -> bool:

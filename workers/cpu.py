@@ -353,7 +353,9 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         cron_jobs=[
             cron(
                 watchdog,
-                name="watchdog",
+                # arq's cron job ids are global to the Redis db: the prefix keeps deployments
+                # sharing a db from skipping each other's runs
+                name=f"{settings.key_prefix}:watchdog",
                 second=_cron_seconds(settings.watchdog_interval_s),
                 run_at_startup=True,
                 unique=True,

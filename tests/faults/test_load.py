@@ -109,7 +109,11 @@ async def test_every_key_expires_and_memory_returns_to_its_starting_level(
     only its permanent keys and Redis' used_memory is back where it started."""
     ttl = 10
     server = private_redis("ttl")
-    cluster = make_fault_cluster(redis_url=server.url(0), session_ttl_s=ttl)
+    # records must outlive the deadline (settings refuse otherwise); sessions here must end
+    # within ttl - 1 s anyway (below)
+    cluster = make_fault_cluster(
+        redis_url=server.url(0), session_ttl_s=ttl, session_deadline_s=ttl - 1
+    )
     prefix = cluster.settings.key_prefix
     await cluster.start("io", "cpu", "gpu")
     redis = server.client()
