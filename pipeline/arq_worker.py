@@ -46,6 +46,7 @@ REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 PAUSE_S = 0.5
+REPEAT_LOG_S = 10.0
 
 # KEYS[1] queue; ARGV: in-progress key prefix, now (ms), in-progress TTL (ms), how many to
 # claim at most, then candidate job ids. Returns {id, score, id, score, ...} of those claimed.
@@ -65,11 +66,11 @@ for i = 5, #ARGV do
 end
 return claimed
 """
-REPEAT_LOG_S = 10.0
 
 
 class ResilientWorker(arq.worker.Worker):
-    """arq's Worker whose poll loop survives Redis outages up to ``redis_outage_limit_s``."""
+    """arq's Worker with batched claims, wake-ups between polls, and a poll loop that survives
+    Redis outages up to ``redis_outage_limit_s`` (see the module docstring)."""
 
     # Class attributes, not __init__ arguments: arq reads its options from the signature of
     # Worker.__init__, which must stay arq's own.
