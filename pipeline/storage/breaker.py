@@ -117,16 +117,13 @@ class RedisCircuitBreaker:
         self.trial_ms = int(trial * 1000)
         self._clean_until = 0.0  # monotonic time until which "closed, 0 failures" is trusted
 
-    def _clean(self) -> bool:
-        return time.monotonic() < self._clean_until
-
     def trusted_closed(self) -> bool:
         """True while this process' recent view is "closed, no failures" (no Redis call)."""
-        return self._clean()
+        return time.monotonic() < self._clean_until
 
     async def allow(self) -> Permit:
         """May a call go to S3 now? If not, ``wait_s`` says when to ask again."""
-        if self._clean():
+        if self.trusted_closed():
             return Permit(True, "closed", 0.0)
         allowed, state, wait_ms, *failures = await run_lua(
             self._redis, _ALLOW, [self.key], [self.reset_ms, self.trial_ms]
@@ -143,7 +140,7 @@ class RedisCircuitBreaker:
 
     async def record_success(self) -> State:
         """Returns the state *before* the success closed the breaker."""
-        if self._clean():
+        if self.trusted_closed():
             return "closed"  # nothing to reset
         before = await run_lua(self._redis, _SUCCESS, [self.key], [])
         self._clean_until = time.monotonic() + LOCAL_VIEW_S  # closed, 0 failures: as just set
