@@ -157,6 +157,10 @@ class PhotoResult(_Model):
     avg_confidence: float | None = None
     provider: str | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="a done photo's caveats: analysis warnings, artifacts that failed",
+    )
     keys: dict[str, str] = Field(default_factory=dict, description="artifact name -> S3 key")
 
 

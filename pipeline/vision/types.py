@@ -81,6 +81,10 @@ class PhotoAnalysis(_Frozen):
     estimations: list[SegmentEstimation]
     provider: str
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what may make this photo's counts unreliable (one sentence each)",
+    )
 
     @property
     def total_detected(self) -> int:
