@@ -50,6 +50,7 @@ from pipeline.inference.yolo import (
     decode_segment,
     letterbox_into,
 )
+from pipeline.vision import bands
 from pipeline.vision.bands import BandParams, estimate_segment
 from pipeline.vision.decode import decode_image
 from pipeline.vision.merge import greedy_nmm
@@ -171,10 +172,12 @@ class PhotoAnalyzer:
         return f"seg:{self.seg.provider},det:{self.det.provider}"
 
     def warmup(self) -> None:
-        """One dummy inference per model, so the first photo is not slow."""
+        """One dummy inference per model and the band-estimation kernels compiled, so the
+        first photo is not slow."""
         if self.seg is not None:
             self.seg.warmup()
         self.det.warmup()
+        bands.warmup()
 
     # ---------------------------------------------------------------- segmentation
 

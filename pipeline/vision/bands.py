@@ -30,6 +30,7 @@ Per band: ``residual_px = floor_suppressed_px + fringe_px + vegetation_px``.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from pipeline.vision import kernels
 from pipeline.vision.types import BandEstimate, SegmentEstimation
 
 __all__ = [
@@ -51,12 +53,18 @@ __all__ = [
     "rgb_to_hsv",
     "rgb_to_lab",
     "vegetation_mask",
+    "warmup",
 ]
 
 BoolArray = NDArray[np.bool_]
 FloatArray = NDArray[np.float32]
 
 _SQUARE = np.ones((3, 3), dtype=bool)
+
+# numba's fallback threading layer ("workqueue") aborts the process when two threads launch
+# parallel kernels at once; one band estimation at a time per process (each already uses
+# every core) keeps any layer safe.
+_KERNELS = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -110,21 +118,19 @@ def detection_mask(
     canvas = np.zeros((h, w), dtype=np.float32)
     if h == 0 or w == 0:
         return canvas.astype(bool)
-    for x1, y1, x2, y2 in _as_boxes(boxes_local):
-        cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
-        r = params.circle_scale * ((x2 - x1) + (y2 - y1)) / 2.0
-        if not (r > 0 and math.isfinite(r) and math.isfinite(cx) and math.isfinite(cy)):
-            continue
-        xa, xb = max(0, math.floor(cx - r)), min(w, math.ceil(cx + r) + 1)
-        ya, yb = max(0, math.floor(cy - r)), min(h, math.ceil(cy + r) + 1)
-        if xa >= xb or ya >= yb:
-            continue
-        dx = (np.arange(xa, xb, dtype=np.float64) + 0.5 - cx) ** 2
-        dy = (np.arange(ya, yb, dtype=np.float64) + 0.5 - cy) ** 2
-        inside = dy[:, None] + dx[None, :] <= r * r
-        canvas[ya:yb, xa:xb][inside] = 1.0
-    if params.blur_sigma > 0:
-        canvas = ndimage.gaussian_filter(canvas, sigma=params.blur_sigma, mode="nearest")
+    boxes = _as_boxes(boxes_local)
+    discs = np.empty((boxes.shape[0], 3), dtype=np.float64)
+    discs[:, 0] = (boxes[:, 0] + boxes[:, 2]) / 2.0
+    discs[:, 1] = (boxes[:, 1] + boxes[:, 3]) / 2.0
+    discs[:, 2] = params.circle_scale * ((boxes[:, 2] - boxes[:, 0]) + (boxes[:, 3] - boxes[:, 1]))
+    discs[:, 2] /= 2.0
+    with _KERNELS:
+        kernels.draw_discs(canvas, discs)
+        if params.blur_sigma > 0:
+            blurred: BoolArray = kernels.blur_threshold(
+                canvas, params.blur_sigma, params.mask_threshold
+            )
+            return blurred
     mask: BoolArray = canvas >= params.mask_threshold
     return mask
 
@@ -178,6 +184,17 @@ def lab_lightness(rgb: NDArray[np.uint8]) -> FloatArray:
     return lightness
 
 
+def _luminance_lut() -> FloatArray:
+    """``(3, 256)``: each 8-bit channel value's linear-light share of the luminance Y."""
+    levels = np.arange(256, dtype=np.uint8)
+    lut: FloatArray = (_srgb_linear(levels)[None, :] * _RGB_TO_XYZ[1][:, None]).astype(np.float32)
+    return np.ascontiguousarray(lut)
+
+
+_LUMINANCE_LUT = _luminance_lut()
+_LIGHTNESS_LUT = kernels.lightness_table()
+
+
 def rgb_to_hsv(rgb: NDArray[np.uint8]) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Hue in degrees [0, 360) (0 for greys), saturation and value in [0, 1]."""
     c = np.asarray(rgb, dtype=np.float32) / np.float32(255.0)
@@ -210,9 +227,21 @@ def _otsu(values: NDArray[Any], bins: int = 256) -> tuple[float, float, float, f
     lo, hi = float(v.min()), float(v.max())
     if hi - lo < 1e-9:
         return lo, 0.0, lo, lo
-    hist, edges = np.histogram(v, bins=bins, range=(lo, hi))
+    hist, _ = np.histogram(v, bins=bins, range=(lo, hi))
+    return _otsu_split(hist, lo, hi, float(v.var()))
+
+
+def _otsu_split(
+    hist: NDArray[np.int64], lo: float, hi: float, total_var: float
+) -> tuple[float, float, float, float]:
+    """Otsu's split from a histogram of ``len(hist)`` equal bins over ``[lo, hi]`` and the
+    sample's variance: (threshold, η, mean below, mean above), as :func:`_otsu`."""
+    if hi - lo < 1e-9:
+        return lo, 0.0, lo, lo
+    bins = hist.shape[0]
+    edges = np.linspace(lo, hi, bins + 1)
     centres = (edges[:-1] + edges[1:]) / 2.0
-    p = hist.astype(np.float64) / v.size
+    p = hist.astype(np.float64) / float(hist.sum())
     w0 = np.cumsum(p)
     w1 = 1.0 - w0
     m = np.cumsum(p * centres)
@@ -223,7 +252,6 @@ def _otsu(values: NDArray[Any], bins: int = 256) -> tuple[float, float, float, f
     between[-1] = 0.0
     k = int(np.argmax(between))
     threshold = float(edges[k + 1])
-    total_var = float(v.var())
     eta = float(between[k] / total_var) if total_var > 0 else 0.0
     mean0 = float(m[k] / w0[k]) if w0[k] > 0 else lo
     mean1 = float((mean_total - m[k]) / w1[k]) if w1[k] > 0 else hi
@@ -275,31 +303,30 @@ def vegetation_mask(crop_rgb: NDArray[np.uint8], within: NDArray[Any] | None = N
     rgb = np.asarray(crop_rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"crop_rgb must be (H, W, 3), got {rgb.shape}")
+    if rgb.dtype != np.uint8:
+        raise ValueError(f"crop_rgb must be uint8, got {rgb.dtype}")
     h, w = rgb.shape[:2]
     if h == 0 or w == 0:
         return np.zeros((h, w), dtype=bool)
-    hue, sat, val = rgb_to_hsv(rgb)
-    rgbf = rgb.astype(np.float32)
-    exg = 2.0 * rgbf[..., 1] - rgbf[..., 0] - rgbf[..., 2]
-
-    green_ish = (hue >= _HUE_GREEN[0]) & (hue <= _HUE_GREEN[1]) & (sat >= _MIN_SAT)
-    green_ish &= exg >= _MIN_EXG
-    dark_soil = val < _MIN_VAL
-    veg = green_ish & ~dark_soil
-
-    if veg.any():
-        lightness = lab_lightness(rgb)
-        region = np.ones((h, w), dtype=bool) if within is None else np.asarray(within) != 0
-        if region.shape != (h, w):
-            raise ValueError(f"within has shape {region.shape}, the crop is {(h, w)}")
-        sample = lightness[region]
-        threshold, eta, mean_dark, mean_bright = _otsu(sample)
-        if eta >= _OTSU_MIN_ETA and mean_bright - mean_dark >= _OTSU_MIN_GAP:
-            strongly_green = (sat >= _STRONG_SAT) & (exg >= _STRONG_EXG)
-            veg &= (lightness >= threshold) | strongly_green
-
-    opened: BoolArray = ndimage.binary_opening(veg, structure=_SQUARE)
-    return opened
+    region = np.ones((h, w), dtype=bool) if within is None else np.asarray(within) != 0
+    if region.shape != (h, w):
+        raise ValueError(f"within has shape {region.shape}, the crop is {(h, w)}")
+    # One compiled pass gives every pixel its colour code (rules 1-2, and the "strongly
+    # green" test of rule 3) and its L*; see pipeline.vision.kernels.
+    code = np.empty((h, w), dtype=np.uint8)
+    lightness = np.empty((h, w), dtype=np.float32)
+    with _KERNELS:
+        kernels.classify_colours(
+            np.ascontiguousarray(rgb), _LUMINANCE_LUT, _LIGHTNESS_LUT, code, lightness
+        )
+        veg: BoolArray = (code & kernels.VEG) != 0
+        if veg.any():
+            hist, lo, hi, n, _, var = kernels.lightness_histogram(lightness, region, 256)
+            if n > 0:
+                threshold, eta, mean_dark, mean_bright = _otsu_split(hist, lo, hi, var)
+                if eta >= _OTSU_MIN_ETA and mean_bright - mean_dark >= _OTSU_MIN_GAP:
+                    veg = kernels.otsu_filter(code, lightness, threshold)
+        return kernels.open3x3(veg)
 
 
 def floor_mask(crop_rgb: NDArray[np.uint8], within: NDArray[Any] | None = None) -> BoolArray:
@@ -448,6 +475,16 @@ def estimate_segment(
     crop count in the first/last band).
     """
     return _run(crop_rgb, segment_mask, boxes_local, segment_index, params)[0]
+
+
+def warmup() -> None:
+    """Compile (or load from numba's cache) every kernel now, on a tiny crop, so the first
+    photo of a process does not pay for it."""
+    crop = np.zeros((24, 24, 3), dtype=np.uint8)
+    crop[4:20, 4:20] = (40, 160, 40)
+    estimate_segment(
+        crop, np.ones((24, 24), dtype=bool), np.asarray([[6.0, 6.0, 14.0, 14.0]]), 0, BandParams()
+    )
 
 
 def counted_vegetation(
