@@ -52,6 +52,7 @@ from pipeline.inference.yolo import (
 )
 from pipeline.vision import bands
 from pipeline.vision.bands import BandParams, estimate_segment
+from pipeline.vision.colour import colour_warning
 from pipeline.vision.decode import decode_image
 from pipeline.vision.merge import greedy_nmm
 from pipeline.vision.render import make_thumbnail
@@ -388,6 +389,7 @@ class PhotoAnalyzer:
         rgb = np.ascontiguousarray(image.rgb)
         height, width = rgb.shape[:2]
         lap("decode")
+        colour_note = colour_warning(rgb)  # grayscale / colour cast: counts may be unreliable
 
         segments, regions = self.segments_and_regions(self.segment(rgb), width, height)
         lap("segment")
@@ -437,6 +439,7 @@ class PhotoAnalyzer:
             estimations=estimations,
             provider=self.provider,
             timings_ms=timings,
+            warnings=[colour_note] if colour_note else [],
         )
         return AnalysisOutput(
             analysis=analysis,
