@@ -105,6 +105,27 @@ class Settings(BaseSettings):
     slice_overlap: float = Field(0.25, ge=0, lt=1, description="slice overlap ratio both ways")
     merge_ios: float = Field(0.5, description="GREEDYNMM intersection-over-smaller threshold")
     det_batch_size: int = Field(16, ge=1, description="slices per device batch")
+    slice_edge_margin_px: float | None = Field(
+        2.0,
+        description="a box ending this close to an internal slice edge, held whole by the "
+        "neighbour slice, is a fragment and dropped (None = keep every box, as SAHI)",
+    )
+    segment_merge_overlap: float | None = Field(
+        0.3,
+        description="container masks overlapping by this share of the smaller one are one "
+        "container (best score's class), other overlaps go to the better score; None = "
+        "neither (each instance a segment, as the original pipeline)",
+    )
+    count_unassigned: bool = Field(
+        True, description="count detections outside every segment (segment index none)"
+    )
+    unassigned_slice_fraction: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="extra slices over photo areas outside every segment crop, where a slice "
+        "is at least this share uncovered (1 = none)",
+    )
 
     # --- band estimation -----------------------------------------------------------------
     bands: int = Field(4, ge=1, description="horizontal bands per segment")

@@ -8,16 +8,24 @@ Steps of ``analyze(data)``:
    of that oriented image.
 2. Segmentation on the letterboxed full photo → segments (container type from
    ``CONTAINER_TYPE_BY_CLASS``; an unknown class name maps to ``"segment"`` with a warning).
-   **No segment found** → the whole photo becomes one segment (class ``"segment"``, type
-   ``"segment"``, confidence 0.0 marking it as synthesised, full mask, the photo rectangle as
-   polygon), so plants are still detected and estimated.
-3. Every segment's bbox crop is cut into SAHI slices (``slice_boxes``); the slices of all
-   segments of the photo go through the detection model together, in device batches
+   Instances are resolved to one segment per container first (``resolve_segments``):
+   masks overlapping by ``segment_merge_overlap`` of the smaller one are united (class and
+   score of the best), and the pixels of touching containers go to the better-scored one, so
+   every pixel belongs to at most one segment. **No segment found** → the whole photo
+   becomes one segment (class ``"segment"``, type ``"segment"``, confidence 0.0 marking it
+   as synthesised, full mask, the photo rectangle as polygon), so plants are still detected
+   and estimated.
+3. Every segment's bbox crop is cut into SAHI slices (``slice_grid``); with
+   ``count_unassigned``, photo areas outside every segment crop get slices of their own
+   (a slice of the photo's grid at least ``unassigned_slice_fraction`` outside every crop).
+   All slices of the photo go through the detection model together, in device batches
    (``det_batch_size``, or the model's fixed batch). Each slice is letterboxed to the detection
-   input; a crop smaller than a slice is one slice, predicted whole. Detections are mapped back
-   to photo pixels, kept only when their centre lies inside the segment's mask, and merged per
-   segment with GREEDYNMM (IOS ``merge_ios``, class-aware). A plant in the overlap of two
-   segments' masks is reported for each of them.
+   input; a crop smaller than a slice is one slice, predicted whole. A box cut by an internal
+   slice edge that the neighbour slice holds whole is dropped (``whole_elsewhere``,
+   ``slice_edge_margin_px``). Detections are mapped back to photo pixels, kept for the
+   segment whose mask holds their centre (at most one), and merged per segment with GREEDYNMM
+   (IOS ``merge_ios``, class-aware). With ``count_unassigned``, detections whose centre lies in
+   no segment are merged the same way and reported with ``segment_index`` None.
 4. Band estimation per segment in segment-local coordinates (the bbox crop, its mask, boxes
    shifted to the crop).
 5. Thumbnail of the oriented photo.
@@ -49,6 +57,7 @@ from pipeline.inference.yolo import (
     decode_detect,
     decode_segment,
     letterbox_into,
+    mask_polygon,
 )
 from pipeline.vision import bands
 from pipeline.vision.bands import BandParams, estimate_segment
@@ -56,7 +65,8 @@ from pipeline.vision.colour import colour_warning
 from pipeline.vision.decode import decode_image
 from pipeline.vision.merge import greedy_nmm
 from pipeline.vision.render import make_thumbnail
-from pipeline.vision.tiling import slice_boxes
+from pipeline.vision.segments import MaskInstance, ResolvedSegment, resolve_segments
+from pipeline.vision.tiling import SliceCell, slice_boxes, slice_grid, whole_elsewhere
 from pipeline.vision.types import (
     CONTAINER_TYPE_BY_CLASS,
     ContainerType,
@@ -93,13 +103,36 @@ class Region:
 
 @dataclass(frozen=True, slots=True)
 class SliceJob:
-    """One detection input: a slice of a region, in photo pixels."""
+    """One detection input: a slice of a region, in photo pixels.
+
+    ``region`` is the index of the region, or ``UNASSIGNED`` (-1) for a slice over photo
+    areas outside every segment crop. ``cell`` (photo pixels) says where the neighbour slices
+    of the same region begin and end; None: no neighbour holds anything whole.
+    """
 
     region: int
     x0: int
     y0: int
     x1: int
     y1: int
+    cell: SliceCell | None = None
+
+
+UNASSIGNED = -1
+
+
+def _shift_cell(cell: SliceCell, dx: int, dy: int) -> SliceCell:
+    def add(v: int | None, d: int) -> int | None:
+        return None if v is None else v + d
+
+    x1, y1, x2, y2 = cell.box
+    return SliceCell(
+        (x1 + dx, y1 + dy, x2 + dx, y2 + dy),
+        add(cell.prev_x_end, dx),
+        add(cell.next_x_start, dx),
+        add(cell.prev_y_end, dy),
+        add(cell.next_y_start, dy),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +142,16 @@ class RegionDetections:
     boxes: FloatArray
     scores: FloatArray
     classes: IntArray
+
+
+def _centres_in(boxes: FloatArray, region: Region) -> BoolArray:
+    """Whether each box's centre pixel lies inside the region's mask."""
+    cx = np.floor((boxes[:, 0] + boxes[:, 2]) / 2).astype(np.int64) - region.x0
+    cy = np.floor((boxes[:, 1] + boxes[:, 3]) / 2).astype(np.int64) - region.y0
+    inside = (cx >= 0) & (cx < region.width) & (cy >= 0) & (cy < region.height)
+    inside[inside] = region.mask[cy[inside], cx[inside]]
+    result: BoolArray = inside
+    return result
 
 
 def _empty_detections() -> RegionDetections:
@@ -222,29 +265,46 @@ class PhotoAnalyzer:
     def segments_and_regions(
         self, instances: Sequence[SegInstance], width: int, height: int
     ) -> tuple[list[Segment], list[Region]]:
-        """``Segment`` models and detection regions; the whole photo if nothing was found."""
+        """``Segment`` models and detection regions, one per container (overlapping
+        instances resolved, pixels exclusive); the whole photo if nothing was found."""
         segments: list[Segment] = []
         regions: list[Region] = []
-        for inst in instances:
-            area = inst.area_px
-            if area == 0:
-                continue
+        masks = [
+            MaskInstance(i.score, i.class_id, i.origin_x, i.origin_y, i.mask) for i in instances
+        ]
+        threshold = self.config.segment_merge_overlap
+        if threshold is None:  # the original pipeline's: every instance a segment of its own
+            resolved = [
+                ResolvedSegment(k, (k,), m.score, m.class_id, m.x0, m.y0, m.mask, False)
+                for k, m in enumerate(masks)
+                if m.mask.any()
+            ]
+        else:
+            resolved = resolve_segments(masks, threshold=threshold)
+        for res in resolved:
+            inst = instances[res.source]
             index = len(segments)
             names = self.seg.spec.class_names if self.seg is not None else []
             name = self._class_name(names, inst.class_id)
+            if res.changed:
+                h, w = res.mask.shape
+                bbox = (float(res.x0), float(res.y0), float(res.x0 + w), float(res.y0 + h))
+                polygon = mask_polygon(res.mask, res.x0, res.y0)
+            else:
+                # not rounded: floor/ceil of it must give the crop used here
+                bbox, polygon = inst.box, inst.polygon
             segments.append(
                 Segment(
                     index=index,
                     class_name=name,
                     container_type=self.container_type(name),
                     confidence=round(inst.score, 4),
-                    # not rounded: floor/ceil of it must give the crop used here
-                    bbox=inst.box,
-                    polygon=inst.polygon,
-                    area_px=area,
+                    bbox=bbox,
+                    polygon=polygon,
+                    area_px=res.area_px,
                 )
             )
-            regions.append(Region(index, inst.origin_x, inst.origin_y, inst.mask))
+            regions.append(Region(index, res.x0, res.y0, res.mask))
         if not segments:
             w, h = float(width), float(height)
             segments.append(
@@ -263,17 +323,21 @@ class PhotoAnalyzer:
 
     # ---------------------------------------------------------------- detection
 
-    def slice_jobs(self, regions: Sequence[Region]) -> list[SliceJob]:
-        """Every slice of every region, in photo pixels."""
+    def slice_jobs(
+        self, regions: Sequence[Region], width: int = 0, height: int = 0
+    ) -> list[SliceJob]:
+        """Every slice of every region, in photo pixels; with ``count_unassigned`` and the
+        photo size given, then the slices over photo areas outside every region's crop."""
         jobs: list[SliceJob] = []
         for r, region in enumerate(regions):
-            boxes = slice_boxes(
+            cells = slice_grid(
                 region.width,
                 region.height,
                 self.config.slice_size,
                 self.config.slice_overlap,
             )
-            for sx1, sy1, sx2, sy2 in boxes:
+            for cell in cells:
+                sx1, sy1, sx2, sy2 = cell.box
                 jobs.append(
                     SliceJob(
                         r,
@@ -281,9 +345,39 @@ class PhotoAnalyzer:
                         region.y0 + int(sy1),
                         region.x0 + int(sx2),
                         region.y0 + int(sy2),
+                        _shift_cell(cell, region.x0, region.y0),
                     )
                 )
+        if self.config.count_unassigned and width > 0 and height > 0 and regions:
+            for x1, y1, x2, y2 in self.uncovered_slices(regions, width, height):
+                jobs.append(SliceJob(UNASSIGNED, x1, y1, x2, y2))
         return jobs
+
+    def uncovered_slices(
+        self, regions: Sequence[Region], width: int, height: int
+    ) -> list[tuple[int, int, int, int]]:
+        """Slices of the photo's grid at least ``unassigned_slice_fraction`` outside every
+        region's crop (photo areas no region slice looks at)."""
+        fraction = self.config.unassigned_slice_fraction
+        if fraction >= 1.0:
+            return []
+        covered = np.zeros((height, width), dtype=bool)
+        for region in regions:
+            covered[region.y0 : region.y0 + region.height, region.x0 : region.x0 + region.width] = (
+                True
+            )
+        # summed-area table: uncovered pixels of any rectangle in O(1)
+        sat = np.zeros((height + 1, width + 1), dtype=np.int64)
+        sat[1:, 1:] = np.cumsum(np.cumsum(~covered, axis=0), axis=1)
+        out: list[tuple[int, int, int, int]] = []
+        for x1, y1, x2, y2 in slice_boxes(
+            width, height, self.config.slice_size, self.config.slice_overlap
+        ):
+            free = int(sat[y2, x2] - sat[y1, x2] - sat[y2, x1] + sat[y1, x1])
+            area = (x2 - x1) * (y2 - y1)
+            if free > 0 and free >= fraction * area:
+                out.append((x1, y1, x2, y2))
+        return out
 
     def detect_slices(
         self, rgb: NDArray[np.uint8], jobs: Sequence[SliceJob], *, batched: bool = True
@@ -315,6 +409,10 @@ class PhotoAnalyzer:
                 )
                 boxes[:, [0, 2]] += job.x0
                 boxes[:, [1, 3]] += job.y0
+                margin = self.config.slice_edge_margin_px
+                if job.cell is not None and margin is not None and boxes.shape[0]:
+                    keep = ~whole_elsewhere(boxes, job.cell, margin=margin)
+                    boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
                 results.append((boxes, scores, classes))
         return results
 
@@ -331,16 +429,34 @@ class PhotoAnalyzer:
         classes = np.concatenate([r[2] for r in raw], axis=0)
         if boxes.shape[0] == 0:
             return _empty_detections()
-        cx = np.floor((boxes[:, 0] + boxes[:, 2]) / 2).astype(np.int64) - region.x0
-        cy = np.floor((boxes[:, 1] + boxes[:, 3]) / 2).astype(np.int64) - region.y0
-        inside = (cx >= 0) & (cx < region.width) & (cy >= 0) & (cy < region.height)
-        inside[inside] = region.mask[cy[inside], cx[inside]]
+        inside = _centres_in(boxes, region)
         if not inside.any():
             return _empty_detections()
+        return self._merge(boxes[inside], scores[inside], classes[inside])
+
+    def merge_unassigned(
+        self,
+        regions: Sequence[Region],
+        raw: Sequence[tuple[FloatArray, FloatArray, IntArray]],
+    ) -> RegionDetections:
+        """Detections of any slice whose centre lies in no region's mask, merged."""
+        if not raw:
+            return _empty_detections()
+        boxes = np.concatenate([r[0] for r in raw], axis=0)
+        scores = np.concatenate([r[1] for r in raw], axis=0)
+        classes = np.concatenate([r[2] for r in raw], axis=0)
+        outside = np.ones(boxes.shape[0], dtype=bool)
+        for region in regions:
+            outside &= ~_centres_in(boxes, region)
+        if not outside.any():
+            return _empty_detections()
+        return self._merge(boxes[outside], scores[outside], classes[outside])
+
+    def _merge(self, boxes: FloatArray, scores: FloatArray, classes: IntArray) -> RegionDetections:
         mb, ms, mc = greedy_nmm(
-            boxes[inside],
-            scores[inside],
-            classes[inside],
+            boxes,
+            scores,
+            classes,
             threshold=self.config.merge_ios,
             metric="ios",
             class_agnostic=False,
@@ -354,13 +470,21 @@ class PhotoAnalyzer:
     def detect_sliced(
         self, rgb: NDArray[np.uint8], regions: Sequence[Region], *, batched: bool = True
     ) -> tuple[list[RegionDetections], int]:
-        """Sliced detection over all regions; returns (per-region detections, slice count)."""
-        jobs = self.slice_jobs(regions)
+        """Sliced detection over all regions; returns (per-region detections, slice count).
+
+        With ``count_unassigned`` the list has one more entry, last: the detections whose
+        centre lies in no region (from every slice, including those over uncovered areas).
+        """
+        height, width = rgb.shape[:2]
+        jobs = self.slice_jobs(regions, width, height)
         raw = self.detect_slices(rgb, jobs, batched=batched)
         per_region: list[list[tuple[FloatArray, FloatArray, IntArray]]] = [[] for _ in regions]
         for job, res in zip(jobs, raw, strict=True):
-            per_region[job.region].append(res)
+            if job.region != UNASSIGNED:
+                per_region[job.region].append(res)
         merged = [self.merge_region(reg, per_region[i]) for i, reg in enumerate(regions)]
+        if self.config.count_unassigned:
+            merged.append(self.merge_unassigned(regions, raw))
         return merged, len(jobs)
 
     def detect_sliced_one_at_a_time(
@@ -395,9 +519,16 @@ class PhotoAnalyzer:
         lap("segment")
 
         per_region, n_slices = self.detect_sliced(rgb, regions, batched=batched)
+        unassigned = per_region[len(regions)] if len(per_region) > len(regions) else None
+        per_region = per_region[: len(regions)]
         det_names = self.det.spec.class_names
         detections: list[Detection] = []
-        for region, found in zip(regions, per_region, strict=True):
+        owners: list[tuple[int | None, RegionDetections]] = [
+            (region.segment_index, found) for region, found in zip(regions, per_region, strict=True)
+        ]
+        if unassigned is not None:
+            owners.append((None, unassigned))
+        for owner, found in owners:
             for box, score, cls in zip(found.boxes, found.scores, found.classes, strict=True):
                 x1, y1, x2, y2 = (float(v) for v in box)
                 detections.append(
@@ -409,7 +540,7 @@ class PhotoAnalyzer:
                         confidence=round(float(score), 4),
                         class_id=int(cls),
                         class_name=self._class_name(det_names, int(cls)),
-                        segment_index=region.segment_index,
+                        segment_index=owner,
                     )
                 )
         lap("detect")

@@ -35,6 +35,11 @@ class InferenceConfig(BaseModel):
     slice_overlap: float = Field(0.25, ge=0, lt=1)
     merge_ios: float = 0.5
     det_batch_size: int = Field(16, ge=1)
+    slice_edge_margin_px: float | None = 2.0
+    # container segments / detections outside them
+    segment_merge_overlap: float | None = 0.3
+    count_unassigned: bool = True
+    unassigned_slice_fraction: float = Field(0.5, ge=0, le=1)
     # runtime
     pool_processes: int = Field(1, ge=1)
     device_ids: list[int] = Field(default_factory=lambda: [0])

@@ -1,8 +1,23 @@
-"""Overlapping slices of a region for sliced (SAHI-style) detection. Pure."""
+"""Overlapping slices of a region for sliced (SAHI-style) detection. Pure.
+
+Besides the slices themselves (:func:`slice_boxes`), :func:`slice_grid` says for each slice
+where its neighbours begin and end, and :func:`whole_elsewhere` uses that to drop a box cut
+by an *internal* slice edge when a neighbour slice, thanks to the overlap, holds the plant
+whole: a plant cut by a slice boundary is then detected once (whole, in the neighbour)
+instead of once whole and once as a fragment that the cross-slice merge may not absorb.
+Boxes on a region's outer border (the photo's or segment crop's edge) are always kept: no
+slice sees more of them.
+"""
 
 from __future__ import annotations
 
-__all__ = ["Box", "axis_ranges", "slice_boxes"]
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["Box", "SliceCell", "axis_ranges", "slice_boxes", "slice_grid", "whole_elsewhere"]
 
 Box = tuple[int, int, int, int]
 
@@ -48,3 +63,86 @@ def slice_boxes(width: int, height: int, slice_size: int = 512, overlap: float =
     xs = axis_ranges(int(width), int(slice_size), step)
     ys = axis_ranges(int(height), int(slice_size), step)
     return [(x1, y1, x2, y2) for y1, y2 in ys for x1, x2 in xs]
+
+
+@dataclass(frozen=True, slots=True)
+class SliceCell:
+    """One slice of :func:`slice_grid` and where its neighbours along each axis begin/end.
+
+    ``prev_x_end`` is where the slice to the left ends (None: the left edge is the region's
+    border); ``next_x_start`` where the slice to the right begins (None: the right edge is
+    the region's border); the same for y. Coordinates are region-local.
+    """
+
+    box: Box
+    prev_x_end: int | None
+    next_x_start: int | None
+    prev_y_end: int | None
+    next_y_start: int | None
+
+
+def _neighbours(ranges: list[tuple[int, int]], i: int) -> tuple[int | None, int | None]:
+    prev_end = ranges[i - 1][1] if i > 0 else None
+    next_start = ranges[i + 1][0] if i + 1 < len(ranges) else None
+    return prev_end, next_start
+
+
+def slice_grid(
+    width: int, height: int, slice_size: int = 512, overlap: float = 0.25
+) -> list[SliceCell]:
+    """The slices of :func:`slice_boxes` (same order) with their neighbours' extents."""
+    boxes = slice_boxes(width, height, slice_size, overlap)
+    step = slice_size - int(overlap * slice_size)
+    xs = axis_ranges(int(width), int(slice_size), step)
+    ys = axis_ranges(int(height), int(slice_size), step)
+    cells: list[SliceCell] = []
+    for j in range(len(ys)):
+        py, ny = _neighbours(ys, j)
+        for i in range(len(xs)):
+            px, nx = _neighbours(xs, i)
+            cells.append(SliceCell(boxes[j * len(xs) + i], px, nx, py, ny))
+    return cells
+
+
+def whole_elsewhere(
+    boxes: NDArray[Any], cell: SliceCell, *, margin: float = 2.0
+) -> NDArray[np.bool_]:
+    """Which boxes (``(N, 4)`` xyxy, region-local) a neighbour slice sees whole.
+
+    A box *touches* an internal edge of ``cell`` when it ends within ``margin`` px of it
+    (the plant is probably cut there). It is seen whole elsewhere when, along that axis, it
+    lies entirely inside the neighbour across that edge, ``margin`` px clear of the
+    neighbour's own edge: e.g. touching the right edge and ``x1 >= next_x_start + margin``.
+    Such boxes are fragments to drop (True). A box touching an edge whose neighbour does not
+    hold it (a plant wider than the overlap) is kept: no slice sees it whole, and the merge
+    joins the parts. A box touching two internal edges (a corner) is dropped when each
+    touched edge's neighbour holds it along its axis: the diagonal neighbour holds it whole.
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    sx1, sy1, sx2, sy2 = (float(v) for v in cell.box)
+    touched = np.zeros(b.shape[0], dtype=bool)
+    covered = np.ones(b.shape[0], dtype=bool)
+    for edge_hit, ok in (
+        (
+            (b[:, 0] <= sx1 + margin) if cell.prev_x_end is not None else None,
+            (b[:, 2] <= (cell.prev_x_end or 0) - margin),
+        ),
+        (
+            (b[:, 2] >= sx2 - margin) if cell.next_x_start is not None else None,
+            (b[:, 0] >= (cell.next_x_start or 0) + margin),
+        ),
+        (
+            (b[:, 1] <= sy1 + margin) if cell.prev_y_end is not None else None,
+            (b[:, 3] <= (cell.prev_y_end or 0) - margin),
+        ),
+        (
+            (b[:, 3] >= sy2 - margin) if cell.next_y_start is not None else None,
+            (b[:, 1] >= (cell.next_y_start or 0) + margin),
+        ),
+    ):
+        if edge_hit is None:
+            continue
+        touched |= edge_hit
+        covered &= ~edge_hit | ok
+    result: NDArray[np.bool_] = touched & covered
+    return result

@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from pipeline.inference import analyze as analyze_mod
 from pipeline.inference.analyze import PhotoAnalyzer, Region
 from pipeline.inference.config import BUNDLED_SEG_MODEL, InferenceConfig
+from pipeline.inference.yolo import SegInstance
 from pipeline.settings import Settings
 from pipeline.vision.types import Detection, SegmentEstimation
 from tests.support.onnx_fixtures import (
@@ -245,3 +246,69 @@ def test_undetected_vegetation_is_estimated(analyzer: PhotoAnalyzer) -> None:
     assert plain.total_estimated == 0
     assert mixed.detections == plain.detections
     assert mixed.total_estimated > 0  # how much is the band estimator's business
+
+
+def test_one_tray_segmented_twice_under_two_classes_counts_each_plant_once(
+    model_dir: Path,
+) -> None:
+    """The segmentation returns tray 0 twice (``cajon`` and, shifted, ``claro-cajon``
+    scoring lower): one segment, and each plant of the photo is detected exactly once."""
+    photo = make_nursery_photo()
+    rgb = photo.rgb
+    h, w = rgb.shape[:2]
+    default = PhotoAnalyzer.load(_config(model_dir))
+    found = default.segment(rgb)
+    assert len(found) == 2
+    tray0 = min(found, key=lambda i: i.origin_x)
+    dup = SegInstance(
+        box=(tray0.box[0] + 8, tray0.box[1] + 6, tray0.box[2] + 8, tray0.box[3] + 6),
+        score=tray0.score * 0.8,
+        class_id=0,
+        mask=tray0.mask.copy(),
+        origin_x=tray0.origin_x + 8,
+        origin_y=tray0.origin_y + 6,
+    )
+    instances = [*found, dup]
+
+    def counts(analyzer: PhotoAnalyzer) -> tuple[int, list[int]]:
+        segments, regions = analyzer.segments_and_regions(instances, w, h)
+        per_region, _ = analyzer.detect_sliced(rgb, regions)
+        boxes = np.concatenate([r.boxes for r in per_region])
+        got = ((boxes[:, :2] + boxes[:, 2:]) / 2).astype(np.float64)
+        dist = np.hypot(*(got[:, None, :] - photo.centres[None, :, :]).transpose(2, 0, 1))
+        per_plant = np.bincount(dist.argmin(axis=1), minlength=len(photo.centres))
+        return len(segments), per_plant.tolist()
+
+    n_segments, per_plant = counts(default)
+    assert n_segments == 2
+    assert per_plant == [1] * len(photo.centres)
+    # the original pipeline's segments (every instance its own) count tray 0's plants twice
+    legacy = PhotoAnalyzer.load(_config(model_dir, segment_merge_overlap=None))
+    n_legacy, per_plant_legacy = counts(legacy)
+    assert n_legacy == 3
+    assert sorted(set(per_plant_legacy)) == [1, 2]
+
+
+def test_plants_outside_every_segment_are_counted_unassigned(model_dir: Path) -> None:
+    """One tray on the left; plants lie on the bare background on the right, where the
+    segmentation finds nothing: they are detected (slices over the uncovered area) and
+    reported with segment_index None, each once."""
+    photo = make_nursery_photo(trays=((60, 100, 600, 880),))
+    rgb = photo.rgb.copy()
+    outside = [(x, y) for x in range(760, 1200, 96) for y in range(120, 860, 96)]
+    for x, y in outside:
+        rgb[y : y + 24, x : x + 24] = (0, 200, 0)
+    analyzer = PhotoAnalyzer.load(_config(model_dir))
+    a = analyzer.analyze(encode_png(rgb)).analysis
+    assert len(a.segments) == 1
+    inside = [d for d in a.detections if d.segment_index == 0]
+    free = [d for d in a.detections if d.segment_index is None]
+    assert len(inside) == len(photo.squares)
+    assert len(free) == len(outside)
+    centres = np.array([(x + 12.0, y + 12.0) for x, y in outside])
+    assert _match(free, centres).max() < 0.01
+    assert _match(inside, photo.centres).max() < 0.01
+    # without counting them, they are silently dropped (the original behaviour)
+    off = PhotoAnalyzer.load(_config(model_dir, count_unassigned=False))
+    b = off.analyze(encode_png(rgb)).analysis
+    assert len(b.detections) == len(photo.squares)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.vision.tiling import axis_ranges, slice_boxes
+from pipeline.vision.merge import greedy_nmm
+from pipeline.vision.tiling import SliceCell, axis_ranges, slice_boxes, slice_grid, whole_elsewhere
 
 
 def sahi_reference(
@@ -102,3 +103,62 @@ def test_rejects_bad_arguments() -> None:
         slice_boxes(100, 100, 64, 1.0)
     with pytest.raises(ValueError, match="slice_size"):
         slice_boxes(100, 100, 0)
+
+
+def test_slice_grid_knows_its_neighbours() -> None:
+    # 1000 × 700: x ranges (0,512) (384,896) (488,1000); y ranges (0,512) (188,700)
+    cells = slice_grid(1000, 700, 512, 0.25)
+    assert [c.box for c in cells] == slice_boxes(1000, 700, 512, 0.25)
+    assert cells[0] == SliceCell((0, 0, 512, 512), None, 384, None, 188)
+    assert cells[1] == SliceCell((384, 0, 896, 512), 512, 488, None, 188)
+    assert cells[5] == SliceCell((488, 188, 1000, 700), 896, None, 512, None)
+    assert slice_grid(300, 200) == [SliceCell((0, 0, 300, 200), None, None, None, None)]
+
+
+def test_boxes_on_internal_edges_held_by_the_neighbour_are_fragments() -> None:
+    left, right = slice_grid(896, 512, 512, 0.25)  # (0, 512) and (384, 896): overlap 128 px
+    assert (left.next_x_start, right.prev_x_end) == (384, 512)
+    boxes = np.array(
+        [
+            [450.0, 100, 512, 160],  # cut by the right edge, starts inside the overlap → drop
+            [300.0, 200, 511, 260],  # touches the right edge, starts before 384 → keep
+            [100.0, 100, 160, 160],  # away from any edge → keep
+            [0.0, 300, 40, 340],  # on the region's own left border → keep
+            [450.0, 470, 512, 512],  # bottom is the region border, right is internal → drop
+        ]
+    )
+    np.testing.assert_array_equal(whole_elsewhere(boxes, left), [True, False, False, False, True])
+    # in the right slice, a box cut by its left edge (384) that ends before 512 is held by
+    # the left slice whole
+    rb = np.array([[384.0, 10, 430, 60], [385.0, 10, 520, 60], [600.0, 10, 896, 60]])
+    np.testing.assert_array_equal(whole_elsewhere(rb, right), [True, False, False])
+    assert not whole_elsewhere(np.zeros((0, 4)), left).any()
+
+
+def test_corner_fragments_need_both_neighbours() -> None:
+    cells = slice_grid(896, 896, 512, 0.25)  # 2 × 2, starts 0 and 384 both ways
+    top_left = cells[0]
+    corner = np.array([[450.0, 450, 512, 512], [300.0, 450, 512, 512]])
+    # first: inside the overlap both ways → the diagonal slice holds it whole; second: the
+    # right neighbour cuts it too (starts at 300 < 384) → keep
+    np.testing.assert_array_equal(whole_elsewhere(corner, top_left), [True, False])
+
+
+def test_a_plant_cut_by_an_internal_slice_edge_is_one_detection() -> None:
+    """A 70-px plant at x 470..540 in an 896-px-wide region: the left slice (0..512) sees a
+    fragment, the right slice (384..896) sees it whole. The detector's fragment box is
+    shifted down (the visible leaves), so GREEDYNMM by IoS 0.5 alone keeps both."""
+    left, right = slice_grid(896, 512, 512, 0.25)
+    fragment = np.array([[470.0, 130, 512, 190]])  # 42 × 60
+    whole = np.array([[470.0, 100, 540, 165]])  # 70 × 65; IoS with fragment 35·42/2520 = .58
+    nested = np.array([[476.0, 150, 512, 200]])  # another cut, IoS with the whole 0.42
+    for frag, sahi_count in ((fragment, 1), (nested, 2)):
+        boxes = np.concatenate([frag, whole])
+        scores = np.array([0.6, 0.9])
+        merged, _, _ = greedy_nmm(boxes, scores, np.zeros(2, np.int64), threshold=0.5)
+        assert len(merged) == sahi_count  # what the plain merge gives
+        keep_left = ~whole_elsewhere(frag, left)
+        keep_right = ~whole_elsewhere(whole, right)
+        kept = np.concatenate([frag[keep_left], whole[keep_right]])
+        assert len(kept) == 1
+        np.testing.assert_array_equal(kept[0], whole[0])
