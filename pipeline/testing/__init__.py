@@ -1,0 +1,55 @@
+"""A testing kit for suites that use plantpipe: real workers inside the test's event loop.
+
+Installed with the package and registered as a pytest plugin (``pytest11`` entry point
+``plantpipe``), so a pytest-asyncio suite gets these fixtures without any import:
+
+- ``plantpipe_settings`` — :class:`~pipeline.settings.Settings` isolated for one test: its own
+  key prefix on the test Redis, a fresh bucket on LocalStack (created by the io worker,
+  emptied and removed afterwards), quick retries. Override the fixture
+  ``plantpipe_overrides`` (a dict of settings) to change any of it, e.g. the model paths.
+- ``plantpipe_workers`` — io, cpu and gpu workers running in-process (the same
+  ``ResilientWorker`` that ``arq workers.<role>.WorkerSettings`` runs); their keys are removed
+  afterwards.
+- ``plantpipe_client`` — a connected :class:`~pipeline.client.PipelineClient` on those
+  workers.
+
+Where the services are: ``PLANTPIPE_TEST_REDIS_URL`` (default
+``redis://127.0.0.1:6379/15``) and ``PLANTPIPE_TEST_S3_ENDPOINT`` (default
+``http://127.0.0.1:4566``). A fixture fails (never skips) with what to start when one is down.
+
+Outside pytest, the same pieces: :func:`isolated_settings`, :func:`running_pipeline`
+(``async with running_pipeline(settings) as client``), :func:`in_process_worker`,
+:func:`drop_keys` and :func:`remove_bucket`.
+"""
+
+from pipeline.testing.kit import (
+    ROLES,
+    ServiceUnavailable,
+    drop_keys,
+    in_process_worker,
+    isolated_settings,
+    localstack_healthy,
+    redis_reachable,
+    remove_bucket,
+    role_options,
+    running_pipeline,
+    running_workers,
+    test_redis_url,
+    test_s3_endpoint,
+)
+
+__all__ = [
+    "ROLES",
+    "ServiceUnavailable",
+    "drop_keys",
+    "in_process_worker",
+    "isolated_settings",
+    "localstack_healthy",
+    "redis_reachable",
+    "remove_bucket",
+    "role_options",
+    "running_pipeline",
+    "running_workers",
+    "test_redis_url",
+    "test_s3_endpoint",
+]

@@ -1,0 +1,66 @@
+"""README's FastAPI example (tests/examples/fastapi_app.py, embedded verbatim) against real
+in-process workers, through httpx's ASGI transport with the app's lifespan running."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from pipeline.client import PipelineClient
+from pipeline.settings import Settings
+from tests.examples.test_kit_example import nursery_photo
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+def app_env(plantpipe_settings: Settings) -> Iterator[None]:
+    """The app reads PLANTPIPE_* from the environment: point it at the test's settings."""
+    names = {
+        "PLANTPIPE_REDIS_URL": plantpipe_settings.redis_url,
+        "PLANTPIPE_KEY_PREFIX": plantpipe_settings.key_prefix,
+        "PLANTPIPE_S3_BUCKET": plantpipe_settings.s3_bucket,
+        "PLANTPIPE_S3_ENDPOINT_URL": str(plantpipe_settings.s3_endpoint_url),
+    }
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(names)
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+async def test_fastapi_example(app_env: None, plantpipe_client: PipelineClient) -> None:
+    from tests.examples.fastapi_app import app
+
+    async with app.router.lifespan_context(app):
+        client: PipelineClient = app.state.client
+        assert client.settings.key_prefix == plantpipe_client.settings.key_prefix
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+            files = [("photos", ("bench.jpg", nursery_photo(), "image/jpeg"))]
+            created = await http.post("/sessions", files=files)
+            assert created.status_code == 202, created.text
+            session_id = created.json()["session_id"]
+
+            not_a_photo = [("photos", ("x.jpg", b"hello", "image/jpeg"))]
+            bad = await http.post("/sessions", files=not_a_photo)
+            assert bad.status_code == 400
+            assert "not a JPEG, PNG or WebP" in bad.json()["detail"]
+
+            unknown = await http.get("/sessions/no-such-session")
+            assert unknown.status_code == 404
+            assert "no session" in unknown.json()["detail"]
+
+            await plantpipe_client.wait(session_id, timeout=120)
+            shown = await http.get(f"/sessions/{session_id}")
+            assert shown.status_code == 200
+            assert shown.json()["status"] == "completed"
+    # lifespan ended: the app's client is closed
+    with pytest.raises(RuntimeError, match="not connected"):
+        _ = client.redis
