@@ -26,6 +26,7 @@ from pipeline.queue import (
     QueueNames,
     arq_max_tries,
     classify,
+    describe,
     deserialize,
     redis_settings,
     retry_delay,
@@ -171,7 +172,7 @@ def interrupted_retry(
             log.warning(
                 "job.interrupted",
                 function=job.__name__,
-                reason=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+                reason=describe(exc),
                 after_s=deadline_s if isinstance(exc, TimeoutError) else None,
                 retry_in_s=delay,
                 next_try=job_try + 1,

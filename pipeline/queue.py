@@ -217,6 +217,17 @@ class Classified:
     reason: str
 
 
+def describe(exc: BaseException) -> str:
+    """``"Name: message"``; an exception without a message (a bare ``TimeoutError``) still
+    says what it was."""
+    name, message = type(exc).__name__, str(exc).strip()
+    if message:
+        return f"{name}: {message}"
+    if isinstance(exc, TimeoutError):
+        return f"{name}: the operation did not finish within its time budget"
+    return f"{name} (no message)"
+
+
 def classify(exc: BaseException) -> Classified:
     """Decide whether ``exc`` is worth retrying, with a code and a reason for the record."""
     if isinstance(exc, PermanentError):
@@ -244,16 +255,16 @@ def classify(exc: BaseException) -> Classified:
         and isinstance(getattr(exc, "kwargs", {}).get("error"), ValueError)
     ):
         # The request could not even be built (bad metadata, header injection): permanent.
-        return Classified(False, name, f"{name}: {exc}")
+        return Classified(False, name, describe(exc))
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError, ConnectionError, OSError)):
-        return Classified(True, name, f"{name}: {exc}")
+        return Classified(True, name, describe(exc))
     module = type(exc).__module__
     if module.startswith(("botocore", "aiobotocore", "aiohttp", "redis")):
         # Endpoint/connection/read-timeout errors of the S3 and Redis clients.
-        return Classified(True, name, f"{name}: {exc}")
+        return Classified(True, name, describe(exc))
     if isinstance(exc, (ValueError, TypeError, KeyError)):
-        return Classified(False, name, f"{name}: {exc}")
-    return Classified(True, name, f"{name}: {exc}")
+        return Classified(False, name, describe(exc))
+    return Classified(True, name, describe(exc))
 
 
 def retry_delay(settings: Settings, job_try: int) -> float | None:

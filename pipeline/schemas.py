@@ -54,6 +54,9 @@ class RenderJob(_Model):
     photo_count: int
     blob: BlobRef
     analysis: dict[str, Any]
+    vegetation: BlobRef | None = Field(
+        None, description="1-bit PNG of the counted vegetation (None: nothing to overlay)"
+    )
 
 
 class AggregateJob(_Model):

@@ -6,6 +6,7 @@ lists are given as JSON (``PLANTPIPE_RETRY_DELAYS_S='[2, 4, 8]'``).
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -71,7 +72,10 @@ class Settings(BaseSettings):
     watchdog_interval_s: int = Field(15, description="seconds between watchdog sweeps")
     join_stale_s: int = Field(30, description="a complete join without callback is re-driven")
     cpu_job_timeout_s: int = Field(
-        120, description="render_photo/aggregate timeout (a 12 MP AVIF at speed 4 is slow)"
+        60,
+        ge=2,
+        description="render_photo/aggregate timeout; a render's budget (90 %) counts the "
+        "drawing, not the wait for a render slot",
     )
     gpu_job_timeout_s: int = Field(45, description="infer_photo job timeout")
     max_tries: int = Field(4, description="attempts per job (1 + len(retry_delays_s))")
@@ -80,8 +84,18 @@ class Settings(BaseSettings):
         description="arq poll delay: an idle worker polls this often; jobs enqueued with "
         "pipeline.queue.enqueue wake it at once",
     )
-    cpu_max_jobs: int = Field(4, description="concurrent aggregate jobs per cpu worker")
-    gpu_max_jobs: int = Field(2, description="concurrent infer jobs per gpu worker")
+    cpu_max_jobs: int = Field(
+        0,
+        ge=0,
+        description="concurrent render/aggregate jobs per cpu worker (0 = one per CPU core: "
+        "renders are CPU-bound, more only queue inside the worker)",
+    )
+    gpu_max_jobs: int = Field(
+        2,
+        ge=1,
+        description="concurrent infer jobs per gpu worker (pool processes + 1 keeps the pool "
+        "busy while a finished photo is handed on)",
+    )
 
     # --- inference -----------------------------------------------------------------------
     pool_processes: int = Field(1, ge=1, description="ONNX Runtime processes per gpu worker")
@@ -136,8 +150,19 @@ class Settings(BaseSettings):
     # --- rendering -----------------------------------------------------------------------
     thumbnail_px: int = Field(300, description="thumbnail longest side")
     thumbnail_quality: int = Field(85, description="thumbnail JPEG quality")
-    avif_quality: int = Field(85, description="visualization AVIF quality")
-    avif_speed: int = Field(4, description="visualization AVIF encoder speed")
+    avif_quality: int = Field(85, ge=0, le=100, description="visualization AVIF quality")
+    avif_speed: int = Field(
+        10, ge=0, le=10, description="visualization AVIF encoder speed (bench/AVIF.md)"
+    )
+    avif_threads: int = Field(
+        1, ge=0, description="AVIF encoder threads per render (0 = one per core)"
+    )
+    visualization_max_px: int | None = Field(
+        2000,
+        ge=16,
+        description="longest side of processed.avif (None = the photo's size); a JPEG is "
+        "decoded at a reduced scale for it",
+    )
 
     # --- observability --------------------------------------------------------------------
     log_level: str = Field("INFO", description="log level")
@@ -160,6 +185,11 @@ class Settings(BaseSettings):
                 "would expire before the watchdog could end it"
             )
         return self
+
+    @property
+    def cpu_concurrency(self) -> int:
+        """``cpu_max_jobs`` with 0 resolved to the number of CPU cores."""
+        return self.cpu_max_jobs or max(1, os.cpu_count() or 1)
 
     @property
     def uses_s3(self) -> bool:

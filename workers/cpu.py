@@ -9,8 +9,9 @@ per photo, so rendering scales with cpu workers, not inside the callback).
 from __future__ import annotations
 
 import asyncio
-import os
+import functools
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ from arq import cron
 from pipeline.artifacts import ArtifactStore
 from pipeline.blobs import BlobStore
 from pipeline.client import enqueue_upload, upload_holder
+from pipeline.errors import PermanentError
 from pipeline.graph import JoinStore
 from pipeline.jobs import (
     check_crash_loop,
@@ -56,13 +58,14 @@ from pipeline.schemas import (
 )
 from pipeline.sessions import SessionStore
 from pipeline.settings import Settings, get_settings
-from pipeline.vision.decode import decode_image
+from pipeline.vision.decode import decode_preview
 from pipeline.vision.render import (
     AVIF_CONTENT_TYPE,
     JPEG_CONTENT_TYPE,
+    draw_analysis,
     encode_avif,
     make_thumbnail,
-    render_visualization,
+    overlay_alpha,
 )
 from pipeline.vision.types import PhotoAnalysis
 
@@ -71,9 +74,13 @@ log = get_logger("workers.cpu")
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings = await role_startup(ctx, "cpu")
-    ctx["render_slots"] = asyncio.Semaphore(max(1, os.cpu_count() or 1))
+    ctx["render_slots"] = asyncio.Semaphore(settings.cpu_concurrency)
     ctx["started"] = True
-    log.info("cpu.started", watchdog_interval_s=settings.watchdog_interval_s)
+    log.info(
+        "cpu.started",
+        watchdog_interval_s=settings.watchdog_interval_s,
+        max_jobs=settings.cpu_concurrency,
+    )
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -81,15 +88,52 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     log.info("cpu.stopped")
 
 
-def render_outputs(data: bytes, analysis: PhotoAnalysis, settings: Settings) -> tuple[bytes, bytes]:
-    """Pure: original bytes + analysis → (AVIF visualization, processed JPEG thumbnail)."""
-    rgb = decode_image(data).rgb
-    picture = render_visualization(rgb, analysis)
-    avif = encode_avif(picture, quality=settings.avif_quality, speed=settings.avif_speed)
+def render_outputs(
+    data: bytes, analysis: PhotoAnalysis, settings: Settings, vegetation_png: bytes = b""
+) -> tuple[bytes, bytes]:
+    """Pure: original bytes + analysis (+ the counted vegetation's 1-bit PNG) → (AVIF
+    visualization, processed JPEG thumbnail). The picture is drawn at most
+    ``visualization_max_px`` on its longest side, from a JPEG decoded at a reduced scale."""
+    picture = decode_preview(data, settings.visualization_max_px)
+    overlay = overlay_alpha(vegetation_png, picture.size)
+    draw_analysis(picture, analysis, overlay=overlay)
+    avif = encode_avif(
+        picture,
+        quality=settings.avif_quality,
+        speed=settings.avif_speed,
+        max_threads=settings.avif_threads or None,
+    )
     thumb = make_thumbnail(
         picture, longest_side=settings.thumbnail_px, quality=settings.thumbnail_quality
     )
     return avif, thumb
+
+
+async def render_in_slot(
+    slots: asyncio.Semaphore, budget_s: float, render: Callable[[], tuple[bytes, bytes]]
+) -> tuple[bytes, bytes]:
+    """Run ``render`` in a thread once a render slot is free; ``budget_s`` counts from then
+    (the work, not the wait). A render past its budget raises ``PermanentError``
+    (``render_timeout``): the same drawing would only time out again. Its thread cannot be
+    stopped, so its slot stays taken until it really ends — a slow render never lets more
+    renders pile onto the cores than there are slots."""
+    await slots.acquire()
+    started = time.monotonic()
+    try:
+        work = asyncio.ensure_future(asyncio.to_thread(render))
+    except BaseException:
+        slots.release()
+        raise
+    work.add_done_callback(lambda _: slots.release())
+    try:
+        return await asyncio.wait_for(asyncio.shield(work), budget_s)
+    except TimeoutError as exc:
+        raise PermanentError(
+            f"drawing the visualization took longer than its budget of {budget_s:.1f} s "
+            f"(stopped waiting after {time.monotonic() - started:.1f} s); raise "
+            "PLANTPIPE_CPU_JOB_TIMEOUT_S or lower PLANTPIPE_VISUALIZATION_MAX_PX",
+            code="render_timeout",
+        ) from exc
 
 
 def avg_confidence(analyses: list[PhotoAnalysis]) -> float | None:
@@ -99,12 +143,22 @@ def avg_confidence(analyses: list[PhotoAnalysis]) -> float | None:
 
 
 def session_outcome(photos: list[PhotoResult]) -> tuple[SessionStatus, str | None]:
+    """``completed`` when every photo is done without a caveat; ``warning`` when some photo
+    failed or carries a warning (its counts are in the document); ``failed`` when all failed."""
     failed = [p for p in photos if p.status == "failed"]
-    if not failed:
+    cautioned = [p for p in photos if p.status == "done" and p.warnings]
+    if not failed and not cautioned:
         return "completed", None
-    details = "; ".join(f"photo {p.index}: {p.reason or p.error_code}" for p in failed[:5])
-    more = f" (+{len(failed) - 5} more)" if len(failed) > 5 else ""
-    summary = f"{len(failed)} of {len(photos)} photos failed: {details}{more}"
+    notes = [f"photo {p.index}: {p.reason or p.error_code}" for p in failed] + [
+        f"photo {p.index}: {'; '.join(p.warnings)}" for p in cautioned
+    ]
+    details = "; ".join(notes[:5]) + (f" (+{len(notes) - 5} more)" if len(notes) > 5 else "")
+    parts = []
+    if failed:
+        parts.append(f"{len(failed)} of {len(photos)} photos failed")
+    if cautioned:
+        parts.append(f"{len(cautioned)} of {len(photos)} photos done with a warning")
+    summary = f"{', '.join(parts)}: {details}"
     return ("failed" if len(failed) == len(photos) else "warning"), summary
 
 
@@ -139,7 +193,11 @@ async def enqueue_uploads(ctx: dict[str, Any], jobs: list[UploadJob]) -> None:
 
 async def render_photo(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     """Per-photo fan-out step on the cpu role: AVIF visualization and processed thumbnail,
-    handed to io; then the photo reports into the session's join (exactly once)."""
+    handed to io; then the photo reports into the session's join (exactly once).
+
+    The count is the product, the picture a by-product: when the visualization cannot be
+    made (it fails, times out, or its inputs are gone) the photo still reports ``done`` with
+    its analysis, and a warning that says what failed."""
     job = RenderJob.model_validate(payload)
     sid, index = job.session_id, job.index
     structlog.contextvars.bind_contextvars(session_id=sid, photo=index)
@@ -149,29 +207,42 @@ async def render_photo(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str
     blobs: BlobStore = ctx["blobs"]
     join_id = session_join_id(sid)
     analysis = PhotoAnalysis.model_validate(job.analysis)
+    inputs = [job.blob] if job.vegetation is None else [job.blob, job.vegetation]
 
-    async def report(outcome: ChildReport, progress: PhotoProgress) -> None:
+    async def release_inputs() -> None:
+        for blob in inputs:
+            await blobs.release(blob, render_holder(sid, index))
+
+    async def report(warnings: list[str]) -> None:
+        outcome = ChildReport(ok=True, result={"analysis": job.analysis, "warnings": warnings})
+        progress = PhotoProgress(
+            index=index,
+            state="done",
+            detected=analysis.total_detected,
+            estimated=analysis.total_estimated,
+            reason="; ".join(warnings) or None,
+        )
         await sessions.update_photo(sid, progress)
         await joins.report(join_id, child_id(index), outcome)
-        await blobs.release(job.blob, render_holder(sid, index))
+        await release_inputs()
 
     if await joins.is_complete(join_id):
-        await blobs.release(job.blob, render_holder(sid, index))
+        await release_inputs()
         ctx["outcome"] = "ok"
         return {"ok": True, "skipped": True}
     try:
         check_crash_loop(ctx)
-        async with asyncio.timeout(time_budget(settings.cpu_job_timeout_s)):
-            data = await blobs.get(job.blob)
-            async with ctx["render_slots"]:
-                avif, thumb = await asyncio.to_thread(render_outputs, data, analysis, settings)
+        data = await blobs.get(job.blob)
+        vegetation = b"" if job.vegetation is None else await blobs.get(job.vegetation)
+        avif, thumb = await render_in_slot(
+            ctx["render_slots"],
+            time_budget(settings.cpu_job_timeout_s),
+            functools.partial(render_outputs, data, analysis, settings, vegetation),
+        )
     except Exception as exc:
 
         async def give_up(code: str, reason: str) -> None:
-            await report(
-                ChildReport(ok=False, error_code=code, reason=f"visualization failed: {reason}"),
-                PhotoProgress(index=index, state="failed", error_code=code, reason=reason),
-            )
+            await report([f"visualization failed ({code}): {reason}; the counts are kept"])
 
         return await handle_failure(
             ctx,
@@ -191,15 +262,7 @@ async def render_photo(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str
         )
     ]
     await enqueue_uploads(ctx, await stage_artifacts(ctx, sid, outputs, final=False))
-    await report(
-        ChildReport(ok=True, result={"analysis": job.analysis}),
-        PhotoProgress(
-            index=index,
-            state="done",
-            detected=analysis.total_detected,
-            estimated=analysis.total_estimated,
-        ),
-    )
+    await report([])
     ctx["outcome"] = "ok"
     log.info("render.done", avif_bytes=len(avif), thumbnail_bytes=len(thumb))
     return {"ok": True, "avif_bytes": len(avif)}
@@ -221,8 +284,10 @@ def photo_result(record: SessionRecord, index: int, report: ChildReport | None) 
             keys=keys,
         )
     analysis = PhotoAnalysis.model_validate(report.result["analysis"])
-    for name in ("processed", "thumbnail_processed"):
-        keys[name] = photo_key(sid, index, count, name)
+    warnings = [*analysis.warnings, *report.result.get("warnings", [])]
+    if not report.result.get("warnings"):  # the visualization was made
+        for name in ("processed", "thumbnail_processed"):
+            keys[name] = photo_key(sid, index, count, name)
     return PhotoResult(
         index=index,
         status="done",
@@ -234,6 +299,7 @@ def photo_result(record: SessionRecord, index: int, report: ChildReport | None) 
         avg_confidence=avg_confidence([analysis]),
         provider=analysis.provider,
         timings_ms=analysis.timings_ms,
+        warnings=warnings,
         keys=keys,
     )
 
@@ -347,7 +413,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         queue=QueueNames.from_settings(settings).cpu,
         jobs=[render_photo, aggregate],
         timeout_s=settings.cpu_job_timeout_s,
-        max_jobs=settings.cpu_max_jobs,
+        max_jobs=settings.cpu_concurrency,
         startup=startup,
         shutdown=shutdown,
         cron_jobs=[

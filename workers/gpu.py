@@ -154,6 +154,19 @@ async def infer_photo(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str,
         ),
     )
     analysis = output.analysis
+    # The count is recorded now: the visualization is a by-product that cannot lose it.
+    await sessions.update_photo(
+        sid,
+        PhotoProgress(
+            index=index,
+            state="processing",
+            detected=analysis.total_detected,
+            estimated=analysis.total_estimated,
+        ),
+    )
+    vegetation = None
+    if output.vegetation_png:
+        vegetation = await blobs.put(output.vegetation_png, [render_holder(sid, index)])
     # Next step of this photo's chain: render_photo on the cpu role reports into the join.
     render = RenderJob(
         session_id=sid,
@@ -161,6 +174,7 @@ async def infer_photo(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str,
         photo_count=job.photo_count,
         blob=job.blob,
         analysis=analysis.model_dump(mode="json"),
+        vegetation=vegetation,
     )
     await enqueue(
         ctx["redis"],

@@ -30,8 +30,9 @@ Steps of ``analyze(data)``:
    shifted to the crop).
 5. Thumbnail of the oriented photo.
 
-``AnalysisOutput`` stays small: masks are not sent; the cpu side re-renders from the original
-bytes plus ``PhotoAnalysis`` (polygons, boxes).
+``AnalysisOutput`` stays small: the only mask sent is the counted vegetation as one 1-bit PNG
+(``vegetation_png``); the cpu side renders from the original bytes, ``PhotoAnalysis``
+(polygons, boxes) and that PNG, without estimating anything again.
 """
 
 from __future__ import annotations
@@ -60,11 +61,11 @@ from pipeline.inference.yolo import (
     mask_polygon,
 )
 from pipeline.vision import bands
-from pipeline.vision.bands import BandParams, estimate_segment
+from pipeline.vision.bands import BandParams, estimate_segment_and_mask
 from pipeline.vision.colour import colour_warning
 from pipeline.vision.decode import decode_image
 from pipeline.vision.merge import greedy_nmm
-from pipeline.vision.render import make_thumbnail
+from pipeline.vision.render import make_thumbnail, vegetation_overlay_png
 from pipeline.vision.segments import MaskInstance, ResolvedSegment, resolve_segments
 from pipeline.vision.tiling import SliceCell, slice_boxes, slice_grid, whole_elsewhere
 from pipeline.vision.types import (
@@ -546,15 +547,21 @@ class PhotoAnalyzer:
         lap("detect")
 
         estimations: list[SegmentEstimation] = []
+        counted: list[tuple[int, int, BoolArray]] = []
         for region, found in zip(regions, per_region, strict=True):
             crop = rgb[region.y0 : region.y0 + region.height, region.x0 : region.x0 + region.width]
             local = found.boxes.copy()
             local[:, [0, 2]] -= region.x0
             local[:, [1, 3]] -= region.y0
-            estimations.append(
-                estimate_segment(crop, region.mask, local, region.segment_index, self.band_params)
+            estimation, vegetation = estimate_segment_and_mask(
+                crop, region.mask, local, region.segment_index, self.band_params
             )
+            estimations.append(estimation)
+            counted.append((region.x0, region.y0, vegetation))
         lap("estimate")
+        # the renderer draws this instead of estimating the bands all over again
+        vegetation_png = vegetation_overlay_png(counted, width, height)
+        lap("overlay")
 
         thumb = make_thumbnail(
             rgb, longest_side=self.config.thumbnail_px, quality=self.config.thumbnail_quality
@@ -575,6 +582,7 @@ class PhotoAnalyzer:
         return AnalysisOutput(
             analysis=analysis,
             thumbnail_jpeg=thumb,
+            vegetation_png=vegetation_png,
             mime=image.mime,
             orig_width=image.orig_width,
             orig_height=image.orig_height,

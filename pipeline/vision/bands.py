@@ -48,6 +48,7 @@ __all__ = [
     "counted_vegetation",
     "detection_mask",
     "estimate_segment",
+    "estimate_segment_and_mask",
     "floor_mask",
     "otsu_threshold",
     "rgb_to_hsv",
@@ -475,6 +476,18 @@ def estimate_segment(
     crop count in the first/last band).
     """
     return _run(crop_rgb, segment_mask, boxes_local, segment_index, params)[0]
+
+
+def estimate_segment_and_mask(
+    crop_rgb: NDArray[np.uint8],
+    segment_mask: NDArray[Any],
+    boxes_local: NDArray[Any],
+    segment_index: int,
+    params: BandParams,
+) -> tuple[SegmentEstimation, BoolArray]:
+    """:func:`estimate_segment` and, from the same pass, the crop-local pixels it counted
+    as undetected vegetation (:func:`counted_vegetation`)."""
+    return _run(crop_rgb, segment_mask, boxes_local, segment_index, params)
 
 
 def warmup() -> None:

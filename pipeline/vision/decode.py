@@ -14,6 +14,7 @@ sentence meant for the person who sent the photo.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ __all__ = [
     "DecodedImage",
     "InvalidImage",
     "decode_image",
+    "decode_preview",
     "normalize_content_type",
     "sniff_image_type",
     "validate_upload",
@@ -301,13 +303,12 @@ def to_rgb_array(im: Image.Image) -> NDArray[np.uint8]:
     return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
 
 
-def decode_image(data: bytes, *, max_pixels: int = 100_000_000) -> DecodedImage:
-    """Decode JPEG/PNG/WebP bytes to upright RGB ``uint8``.
-
-    The declared dimensions are checked against ``max_pixels`` before any pixel is
-    decoded (Pillow also refuses on its own anything above twice ``Image.MAX_IMAGE_PIXELS``).
-    Animated GIF/WebP/APNG are refused; a multi-picture JPEG (MPO) uses its first picture.
-    """
+def _decode_upright(
+    data: bytes, max_pixels: int, max_side: int | None
+) -> tuple[Image.Image, str, int, int, int]:
+    """``(upright image, mime, stored width, stored height, EXIF orientation)``; the image
+    is loaded (the file closed). ``max_side`` lets a JPEG decode at a reduced DCT scale
+    (draft) no smaller than needed for that longest side; the caller resizes the rest."""
     if not data:
         raise InvalidImage(
             code="empty", reason=f"the file is empty (0 bytes); send a {_ACCEPTED} photo"
@@ -336,6 +337,9 @@ def decode_image(data: bytes, *, max_pixels: int = 100_000_000) -> DecodedImage:
                 reason=f"the content is a {fmt or 'unknown'} image, not {_ACCEPTED}; "
                 f"convert the photo to {_ACCEPTED}",
             )
+        if max_side is not None and mime == "image/jpeg" and max(width, height) > max_side:
+            scale = max_side / max(width, height)
+            im.draft("RGB", (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))))
         try:
             im.load()
         except InvalidImage:
@@ -351,13 +355,58 @@ def decode_image(data: bytes, *, max_pixels: int = 100_000_000) -> DecodedImage:
                 upright = ImageOps.exif_transpose(im)
             except Exception:  # a broken EXIF block must not lose the photo
                 upright = im
+            if upright is not im:
+                im.close()
+    except BaseException:
+        im.close()
+        raise
+    return upright, mime, int(width), int(height), orientation
+
+
+def decode_image(data: bytes, *, max_pixels: int = 100_000_000) -> DecodedImage:
+    """Decode JPEG/PNG/WebP bytes to upright RGB ``uint8``.
+
+    The declared dimensions are checked against ``max_pixels`` before any pixel is
+    decoded (Pillow also refuses on its own anything above twice ``Image.MAX_IMAGE_PIXELS``).
+    Animated GIF/WebP/APNG are refused; a multi-picture JPEG (MPO) uses its first picture.
+    """
+    upright, mime, width, height, orientation = _decode_upright(data, max_pixels, None)
+    try:
         rgb = to_rgb_array(upright)
     finally:
-        im.close()
+        upright.close()
     return DecodedImage(
-        rgb=rgb,
-        mime=mime,
-        orig_width=int(width),
-        orig_height=int(height),
-        exif_orientation=orientation,
+        rgb=rgb, mime=mime, orig_width=width, orig_height=height, exif_orientation=orientation
     )
+
+
+def decode_preview(
+    data: bytes, max_side: int | None, *, max_pixels: int = 100_000_000
+) -> Image.Image:
+    """The upright photo as an RGB Pillow image whose longest side is at most ``max_side``
+    (``None``: full size), for pictures drawn from it (the visualization).
+
+    Same checks as :func:`decode_image`. A JPEG is decoded at the smallest DCT scale (1/2,
+    1/4, 1/8) that still covers ``max_side``, so a 12 MP photo shown at 2000 px never has
+    all its pixels decoded; what is left is resized with a box/bilinear reduction.
+    """
+    upright, _, _, _, _ = _decode_upright(data, max_pixels, max_side)
+    if to_rgb_mode_is_plain(upright):
+        image = upright if upright.mode == "RGB" else upright.convert("RGB")
+    else:
+        image = Image.fromarray(to_rgb_array(upright))
+    if image is not upright:
+        upright.close()
+    if max_side is not None and max(image.size) > max_side:
+        w, h = image.size
+        scale = max_side / max(w, h)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        resized = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        image.close()
+        image = resized
+    return image
+
+
+def to_rgb_mode_is_plain(im: Image.Image) -> bool:
+    """Whether Pillow's own ``convert("RGB")`` gives what :func:`to_rgb_array` gives."""
+    return im.mode in ("RGB", "L", "YCbCr", "CMYK") and "transparency" not in im.info

@@ -17,10 +17,13 @@ __all__ = [
     "AVIF_CONTENT_TYPE",
     "CONTAINER_COLOURS",
     "JPEG_CONTENT_TYPE",
+    "draw_analysis",
     "encode_avif",
     "estimated_vegetation",
     "make_thumbnail",
+    "overlay_alpha",
     "render_visualization",
+    "vegetation_overlay_png",
 ]
 
 AVIF_CONTENT_TYPE = "image/avif"
@@ -37,6 +40,7 @@ _OTHER_COLOUR = (255, 255, 255)
 DETECTION_COLOUR = (60, 255, 60)
 ESTIMATE_COLOUR = (255, 0, 200)  # magenta: apart from foliage, soil and outlines
 _ESTIMATE_ALPHA = 0.6
+_ESTIMATE_ALPHA_8 = round(255 * _ESTIMATE_ALPHA)
 _FILL_ALPHA = 40
 
 VegetationMasks = list[tuple[int, int, NDArray[np.bool_]]]
@@ -55,19 +59,40 @@ def _as_rgb(rgb: NDArray[Any]) -> NDArray[np.uint8]:
     return np.ascontiguousarray(a)
 
 
-def make_thumbnail(rgb: NDArray[np.uint8], *, longest_side: int = 300, quality: int = 85) -> bytes:
-    """JPEG thumbnail: longest side ``longest_side`` px, aspect kept, never upscaled."""
+def _as_image(picture: NDArray[Any] | Image.Image) -> Image.Image:
+    if isinstance(picture, Image.Image):
+        if picture.mode != "RGB":
+            raise ValueError(f"expected an RGB image, got mode {picture.mode}")
+        return picture
+    return Image.fromarray(_as_rgb(picture))
+
+
+def make_thumbnail(
+    picture: NDArray[np.uint8] | Image.Image, *, longest_side: int = 300, quality: int = 85
+) -> bytes:
+    """JPEG thumbnail: longest side ``longest_side`` px, aspect kept, never upscaled.
+    ``picture`` (an RGB array or Pillow image) is not modified."""
     if longest_side < 1:
         raise ValueError(f"longest_side must be >= 1, got {longest_side}")
-    image = Image.fromarray(_as_rgb(rgb))
-    image.thumbnail((longest_side, longest_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    image = _as_image(picture)
+    w, h = image.size
+    scale = min(1.0, longest_side / max(w, h))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0) if scale < 1 else image
     buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=quality)
+    small.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
 
 
-def encode_avif(rgb: NDArray[np.uint8], *, quality: int = 85, speed: int = 4) -> bytes:
-    """Real AVIF bytes (Pillow's libavif encoder).
+def encode_avif(
+    picture: NDArray[np.uint8] | Image.Image,
+    *,
+    quality: int = 85,
+    speed: int = 4,
+    max_threads: int | None = None,
+) -> bytes:
+    """Real AVIF bytes (Pillow's libavif encoder; ``max_threads`` None: Pillow's default,
+    one per core).
 
     Raises ``RuntimeError`` when this Pillow cannot encode AVIF. It never falls back to
     another format: the original stored WebP bytes under the AVIF name and content type.
@@ -77,10 +102,13 @@ def encode_avif(rgb: NDArray[np.uint8], *, quality: int = 85, speed: int = 4) ->
             "this Pillow build has no AVIF encoder (PIL.features.check('avif') is False); "
             "install Pillow >= 11.3 wheels, which bundle libavif, to render visualizations"
         )
-    image = Image.fromarray(_as_rgb(rgb))
+    image = _as_image(picture)
     buf = io.BytesIO()
+    options: dict[str, Any] = {"quality": quality, "speed": speed}
+    if max_threads is not None:
+        options["max_threads"] = max_threads
     try:
-        image.save(buf, format="AVIF", quality=quality, speed=speed)
+        image.save(buf, format="AVIF", **options)
     except (KeyError, OSError, ValueError) as exc:
         raise RuntimeError(f"AVIF encoding failed: {exc}") from exc
     data = buf.getvalue()
@@ -140,25 +168,47 @@ def estimated_vegetation(
     return out
 
 
-def _overlay_masks(canvas: NDArray[np.uint8], masks: Sequence[tuple[int, int, Any]]) -> None:
-    """Blend ``ESTIMATE_COLOUR`` into ``canvas`` where each placed mask is True (in place)."""
-    height, width = canvas.shape[:2]
-    colour = np.asarray(ESTIMATE_COLOUR, dtype=np.float32)
+def vegetation_overlay_png(masks: Sequence[tuple[int, int, Any]], width: int, height: int) -> bytes:
+    """The placed ``(x0, y0, mask)`` masks as one ``width × height`` 1-bit PNG (clipped at
+    the border; overlapping masks add up); ``b""`` when no mask has a pixel. It is how the
+    inference step hands the counted vegetation to the renderer: ~1.5 MB of bits for 12 MP,
+    a few KB to a few hundred KB once compressed."""
+    canvas: Image.Image | None = None
     for x0, y0, mask_any in masks:
         mask = np.asarray(mask_any, dtype=bool)
         if mask.ndim != 2:
             raise ValueError(f"vegetation masks must be 2-D, got {mask.shape}")
-        x0, y0 = int(x0), int(y0)
-        ya, yb = max(0, y0), min(height, y0 + mask.shape[0])
-        xa, xb = max(0, x0), min(width, x0 + mask.shape[1])
-        if ya >= yb or xa >= xb:
+        if not mask.any():
             continue
-        part = mask[ya - y0 : yb - y0, xa - x0 : xb - x0]
-        region = canvas[ya:yb, xa:xb]
-        blended = region[part].astype(np.float32) * (1 - _ESTIMATE_ALPHA) + colour * (
-            _ESTIMATE_ALPHA
-        )
-        region[part] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+        if canvas is None:
+            canvas = Image.new("1", (width, height), 0)
+        piece = Image.fromarray(mask)
+        canvas.paste(1, (int(x0), int(y0), int(x0) + mask.shape[1], int(y0) + mask.shape[0]), piece)
+    if canvas is None:
+        return b""
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def overlay_alpha(png: bytes, size: tuple[int, int]) -> Image.Image | None:
+    """The blend mask (mode ``L``) of a :func:`vegetation_overlay_png` for a picture of
+    ``size``: ``ESTIMATE_ALPHA`` where there is counted vegetation, resized smoothly when the
+    picture is smaller than the photo. ``None`` for ``b""``."""
+    if not png:
+        return None
+    with Image.open(io.BytesIO(png)) as bits:
+        alpha = bits.convert("L").point(lambda v: _ESTIMATE_ALPHA_8 if v else 0)
+    if alpha.size != size:
+        alpha = alpha.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return alpha
+
+
+def _placed_alpha(
+    masks: Sequence[tuple[int, int, Any]], size: tuple[int, int]
+) -> Image.Image | None:
+    png = vegetation_overlay_png(masks, *size)
+    return overlay_alpha(png, size)
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -179,39 +229,39 @@ def legend_lines(analysis: PhotoAnalysis) -> list[str]:
     ]
 
 
-def render_visualization(
-    rgb: NDArray[np.uint8],
+def draw_analysis(
+    image: Image.Image,
     analysis: PhotoAnalysis,
     *,
-    vegetation_masks: list[tuple[int, int, NDArray[np.bool_]]] | None = None,
-    band_params: BandParams | None = None,
-) -> NDArray[np.uint8]:
-    """The photo with the analysis drawn over it; returns a new ``(H, W, 3) uint8`` array.
+    width: int | None = None,
+    height: int | None = None,
+    overlay: Image.Image | None = None,
+) -> None:
+    """Draw the analysis onto ``image`` (RGB, modified in place; no whole-image copies).
 
-    Draws, in order: the estimated (undetected) vegetation in translucent magenta, each segment
+    Draws, in order: the estimated (undetected) vegetation — ``overlay``, a mode ``L`` blend
+    mask of the image's size (:func:`overlay_alpha`) — in translucent magenta, each segment
     (polygon, or bbox without one) with a translucent fill and an outline coloured by
     container type, each detection as its box and its circle, and a legend box
-    "Detected N / Estimated M / Confidence X%". ``vegetation_masks`` are ``(x0, y0, mask)``
-    placed at that offset (photo pixels); ``None`` recomputes them from the photo with
-    :func:`estimated_vegetation` (``band_params``), ``[]`` draws none. Analysis coordinates
-    are scaled if ``rgb`` is not ``analysis.width × analysis.height``. Line widths and font
-    size follow the image size.
+    "Detected N / Estimated M / Confidence X%". Analysis coordinates (photo pixels of
+    ``width × height``, default the analysis' size) are scaled to the image. Line widths and
+    font size follow the image size.
     """
-    base = _as_rgb(rgb).copy()
-    height, width = base.shape[:2]
-    sx = width / analysis.width if analysis.width > 0 else 1.0
-    sy = height / analysis.height if analysis.height > 0 else 1.0
-    same_scale = abs(sx - 1.0) < 1e-9 and abs(sy - 1.0) < 1e-9
+    if image.mode != "RGB":
+        raise ValueError(f"expected an RGB image, got mode {image.mode}")
+    img_w, img_h = image.size
+    photo_w = width or analysis.width
+    photo_h = height or analysis.height
+    sx = img_w / photo_w if photo_w > 0 else 1.0
+    sy = img_h / photo_h if photo_h > 0 else 1.0
+    if overlay is not None:
+        if overlay.size != image.size or overlay.mode != "L":
+            raise ValueError(f"overlay must be an L image of {image.size}")
+        image.paste(ESTIMATE_COLOUR, (0, 0, img_w, img_h), overlay)
 
-    if vegetation_masks is None:
-        vegetation_masks = estimated_vegetation(base, analysis, band_params) if same_scale else []
-    _overlay_masks(base, vegetation_masks)
-
-    longest = max(width, height)
+    longest = max(img_w, img_h)
     line = max(1, round(longest / 500))
-    image = Image.fromarray(base).convert("RGBA")
-    layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
-    draw = ImageDraw.Draw(layer)
+    draw = ImageDraw.Draw(image, "RGBA")  # RGBA colours blend into the RGB image
 
     for seg in analysis.segments:
         colour = CONTAINER_COLOURS.get(seg.container_type, _OTHER_COLOUR)
@@ -248,5 +298,27 @@ def render_visualization(
     for i, text in enumerate(lines):
         draw.text((pad * 2, pad * 2 + i * line_h), text, fill=(255, 255, 255, 255), font=font)
 
-    out = Image.alpha_composite(image, layer).convert("RGB")
-    return np.asarray(out, dtype=np.uint8).copy()
+
+def render_visualization(
+    rgb: NDArray[np.uint8],
+    analysis: PhotoAnalysis,
+    *,
+    vegetation_masks: list[tuple[int, int, NDArray[np.bool_]]] | None = None,
+    band_params: BandParams | None = None,
+) -> NDArray[np.uint8]:
+    """The photo with the analysis drawn over it (see :func:`draw_analysis`); returns a new
+    ``(H, W, 3) uint8`` array, ``rgb`` is not modified.
+
+    ``vegetation_masks`` are ``(x0, y0, mask)`` placed at that offset (photo pixels);
+    ``None`` recomputes them from the photo with :func:`estimated_vegetation`
+    (``band_params``) when ``rgb`` is the analysis' size, ``[]`` draws none. The workers use
+    :func:`draw_analysis` directly, with the overlay the inference step computed.
+    """
+    base = _as_rgb(rgb)
+    height, width = base.shape[:2]
+    same_scale = (width, height) == (analysis.width, analysis.height)
+    if vegetation_masks is None:
+        vegetation_masks = estimated_vegetation(base, analysis, band_params) if same_scale else []
+    image = Image.fromarray(base)  # a copy: RGB images are never shared with the array
+    draw_analysis(image, analysis, overlay=_placed_alpha(vegetation_masks, image.size))
+    return np.asarray(image, dtype=np.uint8).copy()

@@ -85,7 +85,15 @@ def test_analyze_two_trays(analyzer: PhotoAnalyzer) -> None:
     per_segment = [sum(d.segment_index == s.index for d in a.detections) for s in a.segments]
     assert per_segment == [40, 40]
     assert [e.segment_index for e in a.estimations] == [0, 1]
-    assert set(a.timings_ms) == {"decode", "segment", "detect", "estimate", "thumbnail", "total"}
+    assert set(a.timings_ms) == {
+        "decode",
+        "segment",
+        "detect",
+        "estimate",
+        "overlay",
+        "thumbnail",
+        "total",
+    }
     assert out.thumbnail_jpeg[:3] == b"\xff\xd8\xff"
     assert out.slices == 8  # 2 trays × 2×2 slices of 512 with 0.25 overlap
     assert len(pickle.dumps(out)) < 64 * 1024  # small enough to cross the pool boundary
@@ -164,12 +172,13 @@ def test_estimation_gets_segment_local_inputs(
 
     def spy(
         crop: NDArray[np.uint8], mask: NDArray[np.bool_], boxes: Any, index: int, params: Any
-    ) -> SegmentEstimation:
+    ) -> tuple[SegmentEstimation, NDArray[np.bool_]]:
         calls.append((crop.shape, mask.shape, np.asarray(boxes), index))
         assert params is analyzer.band_params
-        return SegmentEstimation(segment_index=index, bands=[], estimated=index + 1)
+        estimation = SegmentEstimation(segment_index=index, bands=[], estimated=index + 1)
+        return estimation, np.zeros(mask.shape, dtype=bool)
 
-    monkeypatch.setattr(analyze_mod, "estimate_segment", spy)
+    monkeypatch.setattr(analyze_mod, "estimate_segment_and_mask", spy)
     photo = make_nursery_photo()
     a = analyzer.analyze(encode_png(photo.rgb)).analysis
     assert a.total_estimated == 1 + 2

@@ -347,3 +347,27 @@ def test_high_bit_depth_and_float_modes_are_scaled() -> None:
     assert to_rgb_array(wide)[0, :, 0].tolist() == [0, 1, 255, 255]
     floats = Image.fromarray(np.asarray([[-5.0, 0.4, 127.6, 300.0]], dtype=np.float32), "F")
     assert to_rgb_array(floats)[0, :, 0].tolist() == [0, 0, 128, 255]
+
+
+def test_decode_preview_uses_a_reduced_jpeg_scale_and_orientation() -> None:
+    import io as _io
+
+    from PIL import Image as _Image
+
+    from pipeline.vision.decode import decode_preview
+
+    rgb = np.zeros((300, 400, 3), np.uint8)
+    rgb[:, :200] = (200, 20, 20)
+    buf = _io.BytesIO()
+    exif = _Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to show upright
+    _Image.fromarray(rgb).save(buf, format="JPEG", quality=95, exif=exif)
+    small = decode_preview(buf.getvalue(), 100)
+    assert small.mode == "RGB" and small.size == (75, 100)  # upright: portrait
+    px = np.asarray(small)
+    assert px[5, 37, 0] > 150 and px[95, 37, 0] < 80  # the red half is now on top
+    full = decode_preview(buf.getvalue(), None)
+    assert full.size == (300, 400)
+    png = _io.BytesIO()
+    _Image.fromarray(rgb).save(png, format="PNG")
+    assert decode_preview(png.getvalue(), 200).size == (200, 150)

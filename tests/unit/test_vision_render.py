@@ -273,3 +273,40 @@ def test_rejects_non_rgb_input() -> None:
         make_thumbnail(np.zeros((10, 10, 3), np.float32))
     with pytest.raises(ValueError, match="RGB"):
         encode_avif(np.zeros((10, 10, 4), np.uint8))
+
+
+def test_vegetation_overlay_png_round_trip_and_union() -> None:
+    from pipeline.vision.render import overlay_alpha, vegetation_overlay_png
+
+    a = np.zeros((20, 30), bool)
+    a[2:10, 5:25] = True
+    b = np.zeros((10, 10), bool)
+    b[:, :] = True
+    png = vegetation_overlay_png([(10, 5, a), (35, 25, b), (-4, -4, b)], 40, 30)
+    bits = np.asarray(Image.open(io.BytesIO(png)).convert("L")) > 0
+    expected = np.zeros((30, 40), bool)
+    expected[7:15, 15:35] = True  # a at (10, 5)
+    expected[25:30, 35:40] = True  # b clipped at the bottom-right corner
+    expected[0:6, 0:6] = True  # b clipped at the top-left corner
+    assert np.array_equal(bits, expected)
+    alpha = overlay_alpha(png, (40, 30))
+    assert alpha is not None and alpha.mode == "L"
+    assert set(np.unique(np.asarray(alpha)).tolist()) == {0, 153}
+    half = overlay_alpha(png, (20, 15))
+    assert half is not None and half.size == (20, 15)
+    assert vegetation_overlay_png([(0, 0, np.zeros((5, 5), bool))], 10, 10) == b""
+    assert overlay_alpha(b"", (10, 10)) is None
+
+
+def test_draw_analysis_scales_to_a_smaller_picture_in_place() -> None:
+    from pipeline.vision.render import draw_analysis
+
+    seg = Segment(
+        index=0, class_name="plug", container_type="plug", confidence=0.9, bbox=(100, 100, 300, 300)
+    )
+    picture = Image.new("RGB", (100, 100), (50, 50, 50))
+    draw_analysis(picture, analysis(400, 400, [seg]))
+    out = np.asarray(picture)
+    r, g, b = CONTAINER_COLOURS["plug"]
+    assert np.abs(out[70:80, 50].astype(int) - (r, g, b)).max(axis=1).min() <= 10
+    assert out[90, 50].tolist() == [50, 50, 50]
