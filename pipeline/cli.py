@@ -372,40 +372,63 @@ def workers(
 
 @app.command()
 def evaluate(
-    scenes: Annotated[int, typer.Option(help="held-out synthetic scenes")] = 50,
+    scenes: Annotated[int, typer.Option(help="held-out synthetic scenes", min=1)] = 50,
     seed: Annotated[int, typer.Option(help="seed of the first scene")] = 100_000,
-    width: Annotated[int, typer.Option()] = 2000,
-    height: Annotated[int, typer.Option()] = 1500,
+    size: Annotated[
+        list[str] | None,
+        typer.Option(help="photo size WxH, e.g. 4000x3000; repeat for several sizes"),
+    ] = None,
+    variant: Annotated[
+        str, typer.Option(help="scene generator: classic (training-like) or wide")
+    ] = "classic",
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="VARIANT@WxH (e.g. wide@4000x3000); repeatable; overrides --size"
+        ),
+    ] = None,
+    width: Annotated[
+        int | None, typer.Option(min=64, help="photo width (with --height; or use --size)")
+    ] = None,
+    height: Annotated[int | None, typer.Option(min=64)] = None,
     report: Annotated[
         Path | None,
         typer.Option(help="also write the result, with command, models and per-scene rows, here"),
     ] = None,
 ) -> None:
-    """Accuracy of the configured models on held-out synthetic scenes (AP50, count MAPE)."""
-    from pipeline.evaluate import SceneScore, default_analyzer, report_document
-    from pipeline.evaluate import evaluate as run_evaluation
+    """Accuracy of the configured models on held-out synthetic scenes (AP50, count MAPE,
+    worst scene, duplicates), per generator variant and photo size."""
+    from pipeline.evaluate import (
+        EvalSet,
+        SceneScore,
+        default_analyzer,
+        report_document,
+        resolve_sets,
+        run_sets,
+    )
     from pipeline.inference.config import InferenceConfig
 
+    try:
+        chosen = resolve_sets(sets, size, variant, width, height)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     config = InferenceConfig.from_settings(get_settings()).model_copy(update={"warmup": False})
     analyzer = default_analyzer(config)
-    scores: list[SceneScore] = []
 
-    def progress(score: SceneScore) -> None:
-        scores.append(score)
+    def progress(which: EvalSet, score: SceneScore) -> None:
         console.print(
-            f"seed {score.seed}: truth {score.truth}, detected {score.detected}, "
-            f"estimated {score.estimated} ({score.seconds:.1f}s)"
+            f"{which.label} seed {score.seed}: truth {score.truth}, detected {score.detected}, "
+            f"estimated {score.estimated}, error {score.error_pct:+.1f}% ({score.seconds:.1f}s)"
         )
 
     started = time.time()
-    result = run_evaluation(
-        analyzer, scenes=scenes, first_seed=seed, width=width, height=height, progress=progress
-    )
-    out.print(result.markdown())
+    runs = run_sets(analyzer, chosen, scenes=scenes, first_seed=seed, progress=progress)
+    for result, _ in runs:
+        out.print(result.markdown())
     if report is not None:
         command = "plantpipe evaluate" + "".join(f" {a}" for a in sys.argv[2:])
         document = report_document(
-            result, scores, analyzer, command=command, started=started, wall_s=time.time() - started
+            runs, analyzer, command=command, started=started, wall_s=time.time() - started
         )
         report.write_text(document)
         console.print(f"report written to {report}")

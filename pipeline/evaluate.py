@@ -1,13 +1,19 @@
 """Accuracy on held-out synthetic scenes: detection AP50 and count error.
 
-    plantpipe evaluate --scenes 50 --seed 100000 [--width 2000 --height 1500]
+    plantpipe evaluate --scenes 50 --seed 100000 [--size 2000x1500] [--variant wide]
 
 Each scene is generated (seeded), JPEG-encoded, and analysed by the same ``PhotoAnalyzer``
-the gpu workers run (segmentation, sliced detection, band estimation). Reported:
+the gpu workers run (segmentation, sliced detection, band estimation). ``variant`` picks the
+generator: ``classic`` (the scenes the default models were trained on) or ``wide`` (what
+real nurseries vary: touching and overlapping trays, plain dark trays, plant size
+independent of the photo up to ~200 px, colour casts, blur, JPEG quality, perspective; see
+``pipeline.synth``). Reported:
 
 * detection AP50 — all-point interpolated average precision at IoU 0.5 over every plant;
 * count error of detected + estimated vs the true plant count per scene (MAPE and MAE), the
-  same for detection alone, and how much band estimation lowers the error.
+  same for detection alone, and how much band estimation lowers the error; the worst scene;
+* duplicates — detections beyond the first on one true plant (each detection is given to
+  the plant its box overlaps most, at IoU ≥ 0.25), as a share of all plants.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from pydantic import BaseModel
 from pipeline.inference.analyze import PhotoAnalyzer
 from pipeline.inference.config import InferenceConfig
 from pipeline.synth import Scene, generate_scene
+from pipeline.synth.scene import Variant
 from pipeline.vision.merge import match_metric
 
 
@@ -40,10 +47,16 @@ class SceneScore:
     detected: int
     estimated: int
     seconds: float
+    duplicates: int = 0
+    unassigned: int = 0
 
     @property
     def total(self) -> int:
         return self.detected + self.estimated
+
+    @property
+    def error_pct(self) -> float:
+        return (self.total - self.truth) / max(self.truth, 1) * 100.0
 
 
 class EvaluationReport(BaseModel):
@@ -58,6 +71,11 @@ class EvaluationReport(BaseModel):
     mape_detection_only: float
     mae_detection_only: float
     seconds_per_scene: float
+    variant: str = "classic"
+    duplicates_pct: float = 0.0
+    worst_seed: int = 0
+    worst_error_pct: float = 0.0
+    unassigned: int = 0
 
     @property
     def improvement_pp(self) -> float:
@@ -67,7 +85,8 @@ class EvaluationReport(BaseModel):
     def markdown(self) -> str:
         return "\n".join(
             [
-                f"{self.scenes} held-out synthetic scenes ({self.width}×{self.height}, seeds "
+                f"{self.scenes} held-out synthetic scenes (`{self.variant}` generator, "
+                f"{self.width}×{self.height}, seeds "
                 f"{self.first_seed}…{self.first_seed + self.scenes - 1}), {self.plants} plants.",
                 "",
                 "| metric | detection only | detection + band estimation |",
@@ -76,8 +95,12 @@ class EvaluationReport(BaseModel):
                 f"| count MAE (plants/scene) | {self.mae_detection_only:.1f} | "
                 f"{self.mae_total:.1f} |",
                 f"| detection AP50 | {self.ap50:.3f} | |",
+                f"| worst scene (seed: error) | | {self.worst_seed}: "
+                f"{self.worst_error_pct:+.1f}% |",
+                f"| duplicates (share of plants) | {self.duplicates_pct:.2f}% | |",
                 "",
                 f"Band estimation lowers MAPE by {self.improvement_pp:.1f} percentage points; "
+                f"{self.unassigned} detections lay outside every segment (counted); "
                 f"{self.seconds_per_scene:.2f} s per scene on CPU.",
             ]
         )
@@ -116,9 +139,28 @@ def match_detections(
     return out
 
 
-def encode(scene: Scene, quality: int = 90) -> bytes:
+def count_duplicates(boxes: NDArray[np.float64], truth: NDArray[np.float64]) -> int:
+    """Detections beyond the first given to one true plant.
+
+    Each detection goes to the truth box it overlaps most (IoU, at least 0.25: a fragment of
+    half a plant still counts); a plant given k > 1 detections adds k − 1.
+    """
+    if len(boxes) == 0 or len(truth) == 0:
+        return 0
+    hits = np.zeros(len(truth), dtype=np.int64)
+    for box in boxes:
+        iou = match_metric(box, truth, "iou")
+        best = int(np.argmax(iou))
+        if iou[best] >= 0.25:
+            hits[best] += 1
+    return int(np.clip(hits - 1, 0, None).sum())
+
+
+def encode(scene: Scene, quality: int | None = None) -> bytes:
+    """JPEG bytes of the scene, at its own ``jpeg_quality`` (90 when it has none)."""
+    q = quality if quality is not None else (scene.jpeg_quality or 90)
     buf = io.BytesIO()
-    Image.fromarray(scene.image).save(buf, format="JPEG", quality=quality)
+    Image.fromarray(scene.image).save(buf, format="JPEG", quality=q)
     return buf.getvalue()
 
 
@@ -129,13 +171,17 @@ def evaluate(
     first_seed: int = 100_000,
     width: int = 2000,
     height: int = 1500,
+    variant: Variant = "classic",
     progress: Callable[[SceneScore], None] | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> EvaluationReport:
+    """Evaluate ``analyzer`` on ``scenes`` scenes from ``first_seed`` (or on ``seeds``)."""
     all_hits: list[tuple[float, bool]] = []
     positives = 0
     scores: list[SceneScore] = []
-    for seed in range(first_seed, first_seed + scenes):
-        scene = generate_scene(seed, width, height)
+    chosen = list(seeds) if seeds is not None else list(range(first_seed, first_seed + scenes))
+    for seed in chosen:
+        scene = generate_scene(seed, width, height, variant=variant)
         t0 = time.perf_counter()
         output = analyzer.analyze(encode(scene))
         elapsed = time.perf_counter() - t0
@@ -149,8 +195,15 @@ def evaluate(
         confidences = np.array([d.confidence for d in analysis.detections], dtype=np.float64)
         all_hits.extend(match_detections(boxes, confidences, truth))
         positives += len(truth)
-        score = SceneScore(seed, len(truth), analysis.total_detected, analysis.total_estimated,
-                           elapsed)  # fmt: skip
+        score = SceneScore(
+            seed,
+            len(truth),
+            analysis.total_detected,
+            analysis.total_estimated,
+            elapsed,
+            duplicates=count_duplicates(boxes, truth),
+            unassigned=sum(d.segment_index is None for d in analysis.detections),
+        )
         scores.append(score)
         if progress is not None:
             progress(score)
@@ -158,11 +211,17 @@ def evaluate(
     totals = np.array([s.total for s in scores], dtype=np.float64)
     detected = np.array([s.detected for s in scores], dtype=np.float64)
     safe = np.maximum(truths, 1.0)
+    worst = max(scores, key=lambda s: abs(s.error_pct))
     return EvaluationReport(
-        scenes=scenes,
+        scenes=len(chosen),
+        first_seed=chosen[0] if chosen else first_seed,
+        variant=variant,
+        duplicates_pct=round(100.0 * sum(s.duplicates for s in scores) / max(positives, 1), 3),
+        worst_seed=worst.seed,
+        worst_error_pct=round(worst.error_pct, 2),
+        unassigned=sum(s.unassigned for s in scores),
         width=width,
         height=height,
-        first_seed=first_seed,
         plants=int(truths.sum()),
         ap50=round(average_precision(all_hits, positives), 4),
         mape_total=round(float(np.mean(np.abs(totals - truths) / safe) * 100), 2),
@@ -184,16 +243,53 @@ def _sha256(path: Path | None) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@dataclass(frozen=True)
+class EvalSet:
+    """One evaluation set: a generator variant at one photo size."""
+
+    variant: Variant
+    width: int
+    height: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant}@{self.width}x{self.height}"
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"4000x3000"`` → ``(4000, 3000)``; raises ValueError otherwise."""
+    parts = text.lower().replace("×", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"size must look like 2000x1500, got {text!r}")
+    width, height = (int(p) for p in parts)
+    if width < 64 or height < 64:
+        raise ValueError(f"size {width}x{height} is too small (64 px at least)")
+    return width, height
+
+
+def parse_set(text: str) -> EvalSet:
+    """``"wide@4000x3000"`` (or ``"classic"``, size 2000×1500) → an :class:`EvalSet`."""
+    name, _, size = text.partition("@")
+    if name not in ("classic", "wide"):
+        raise ValueError(f"set must be classic[@WxH] or wide[@WxH], got {text!r}")
+    width, height = parse_size(size) if size else (2000, 1500)
+    variant: Variant = "wide" if name == "wide" else "classic"
+    return EvalSet(variant, width, height)
+
+
+Run = tuple[EvaluationReport, Sequence[SceneScore]]
+
+
 def report_document(
-    report: EvaluationReport,
-    scores: Sequence[SceneScore],
+    runs: Sequence[Run],
     analyzer: PhotoAnalyzer,
     *,
     command: str,
     started: float,
     wall_s: float,
 ) -> str:
-    """The evaluation as a markdown document: provenance, the summary, one row per scene."""
+    """The evaluation as a markdown document: provenance, then per set the summary and one
+    row per scene."""
     seg, det = analyzer.config.check_models()
     when = datetime.fromtimestamp(started, UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -204,17 +300,103 @@ def report_document(
         f"- Detection model: `{det.name}` sha256 `{_sha256(det)}`",
         f"- Segmentation model: `{seg.name if seg else 'none'}` sha256 `{_sha256(seg)}`",
         "- Ground truth: every plant of each generated scene (`pipeline.synth`); estimated = "
-        "band estimation's count of plants not detected",
-        "",
-        report.markdown(),
-        "",
-        "| seed | true plants | detected | estimated | detected + estimated | error | s |",
-        "|---|---|---|---|---|---|---|",
+        "band estimation's count of plants not detected; duplicates = detections beyond the "
+        "first on one true plant (each detection given to the plant it overlaps most, IoU "
+        "≥ 0.25); outside segments = detections whose centre lies in no container segment "
+        "(counted, segment index none)",
+        "- Settings: "
+        + ", ".join(
+            f"{name} {getattr(analyzer.config, name)}"
+            for name in (
+                "slice_size",
+                "slice_overlap",
+                "merge_ios",
+                "slice_edge_margin_px",
+                "segment_merge_overlap",
+                "count_unassigned",
+                "unassigned_slice_fraction",
+                "default_plant_area_px",
+            )
+        ),
     ]
-    for s in scores:
-        error = (s.total - s.truth) / max(s.truth, 1) * 100
-        lines.append(
-            f"| {s.seed} | {s.truth} | {s.detected} | {s.estimated} | {s.total} | "
-            f"{error:+.1f}% | {s.seconds:.1f} |"
-        )
+    if len(runs) > 1:
+        lines += [
+            "",
+            "| set | scenes | plants | MAPE | MAE | worst scene | duplicates | AP50 | s/scene |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for report, _ in runs:
+            lines.append(
+                f"| `{report.variant}` {report.width}×{report.height} | {report.scenes} | "
+                f"{report.plants} | {report.mape_total:.1f}% | {report.mae_total:.1f} | "
+                f"{report.worst_seed}: {report.worst_error_pct:+.1f}% | "
+                f"{report.duplicates_pct:.2f}% | {report.ap50:.3f} | "
+                f"{report.seconds_per_scene:.2f} |"
+            )
+    for report, scores in runs:
+        lines += [
+            "",
+            f"## `{report.variant}` scenes at {report.width}×{report.height}",
+            "",
+            report.markdown(),
+            "",
+            "| seed | true plants | detected | estimated | detected + estimated | error | "
+            "duplicates | outside segments | s |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for s in scores:
+            lines.append(
+                f"| {s.seed} | {s.truth} | {s.detected} | {s.estimated} | {s.total} | "
+                f"{s.error_pct:+.1f}% | {s.duplicates} | {s.unassigned} | {s.seconds:.1f} |"
+            )
     return "\n".join(lines) + "\n"
+
+
+def run_sets(
+    analyzer: PhotoAnalyzer,
+    sets: Sequence[EvalSet],
+    *,
+    scenes: int,
+    first_seed: int,
+    progress: Callable[[EvalSet, SceneScore], None] | None = None,
+) -> list[Run]:
+    """:func:`evaluate` on each set in turn (same seeds), with its per-scene scores."""
+    runs: list[Run] = []
+    for chosen in sets:
+        scores: list[SceneScore] = []
+
+        def record(
+            score: SceneScore, chosen: EvalSet = chosen, scores: list[SceneScore] = scores
+        ) -> None:
+            scores.append(score)
+            if progress is not None:
+                progress(chosen, score)
+
+        report = evaluate(
+            analyzer,
+            scenes=scenes,
+            first_seed=first_seed,
+            width=chosen.width,
+            height=chosen.height,
+            variant=chosen.variant,
+            progress=record,
+        )
+        runs.append((report, scores))
+    return runs
+
+
+def resolve_sets(
+    sets: Sequence[str] | None,
+    sizes: Sequence[str] | None,
+    variant: str,
+    width: int | None,
+    height: int | None,
+) -> list[EvalSet]:
+    """The sets a command line asks for: ``--set`` entries; else ``--variant`` at each
+    ``--size`` (or ``--width``/``--height``, default 2000×1500). Raises ValueError."""
+    if sets:
+        return [parse_set(s) for s in sets]
+    if variant not in ("classic", "wide"):
+        raise ValueError(f"variant must be classic or wide, got {variant!r}")
+    dims = [parse_size(s) for s in sizes] if sizes else [(width or 2000, height or 1500)]
+    return [parse_set(f"{variant}@{w}x{h}") for w, h in dims]

@@ -46,6 +46,28 @@ def random_look(rng: np.random.Generator) -> PlantLook:
     )
 
 
+def random_look_wide(rng: np.random.Generator) -> PlantLook:
+    """A wider range of crops than :func:`random_look`: more leaves and rosette shapes
+    (star rosettes of up to 18 narrow leaves, sparse 3-leaf seedlings), pale to dark greens,
+    yellow-greens and blue-greens."""
+    r = rng.random()
+    if r < 0.15:
+        hue = rng.uniform(0.14, 0.22)
+    elif r < 0.3:
+        hue = rng.uniform(0.40, 0.50)
+    else:
+        hue = rng.uniform(0.22, 0.40)
+    style = int(rng.integers(0, 3))
+    leaves = ((3, 18), (4, 12), (6, 16))[style]
+    return PlantLook(
+        hue=hue,
+        sat=rng.uniform(0.3, 0.9),
+        val=rng.uniform(0.3, 0.9),
+        style=style,
+        leaves=leaves,
+    )
+
+
 def _rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
     return colorsys.hsv_to_rgb(h % 1.0, float(np.clip(s, 0, 1)), float(np.clip(v, 0, 1)))
 

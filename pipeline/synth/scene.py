@@ -1,21 +1,39 @@
 """Seeded, deterministic synthetic nursery scenes (numpy + Pillow, no I/O).
 
 A scene is a soil or bench background with 1–4 containers (convex quadrilaterals, slightly
-rotated) holding plants. Every size scales with the image width (reference: 2000 px, where
-plants are about 20–90 px across), so the same recipe works from 640 to 4000+ px wide.
+rotated) holding plants. Two generators (``variant``):
+
+* ``"classic"`` (the default models' training data): every size scales with the image width
+  (reference: 2000 px, where plants are about 20–90 px across), so the same recipe works
+  from 640 to 4000+ px wide; containers never touch.
+* ``"wide"`` — what real nurseries vary and the classic scenes do not: containers that touch
+  or overlap (a later tray covers part of an earlier one; plants whose centre it covers are
+  not in the truth) or run past the frame, plain dark plastic trays without cells (``plug``
+  class), plant size in photo pixels independent of the photo size (log-uniform 28–200 px,
+  seedbeds 18–90 px: larger than the 128-px slice overlap), more rosette shapes and colours,
+  stronger colour casts and exposure, blur up to 1.8 px, JPEG quality 55–95
+  (``Scene.jpeg_quality``) and a slight perspective (corners moved up to 4 %; truth boxes
+  are the bounding boxes of the warped ones).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFilter
 
 from pipeline.synth import textures
-from pipeline.synth.plants import PlantLook, random_look, render_plant, soft_shadow
+from pipeline.synth.plants import (
+    PlantLook,
+    random_look,
+    random_look_wide,
+    render_plant,
+    soft_shadow,
+)
 from pipeline.synth.types import CONTAINER_CLASSES, Box, Container, Plant, Point, Scene
 
 F32 = NDArray[np.float32]
@@ -23,6 +41,9 @@ REFERENCE_WIDTH = 2000.0
 
 # A quadrilateral as a (4, 2) array: top-left, top-right, bottom-right, bottom-left.
 Quad = NDArray[np.float64]
+
+Variant = Literal["classic", "wide"]
+VARIANTS: tuple[Variant, ...] = ("classic", "wide")
 
 
 def quad_point(quad: Quad, s: float, t: float) -> tuple[float, float]:
@@ -69,10 +90,10 @@ class _Spec:
 
 
 def _layout(
-    rng: np.random.Generator, n: int, width: int, height: int
+    rng: np.random.Generator, n: int, width: int, height: int, margin: float = 0.03
 ) -> list[tuple[float, float, float, float]]:
     """Non-overlapping cells ``(x0, y0, x1, y1)``, one per container."""
-    m = 0.03 * min(width, height)
+    m = margin * min(width, height)
     x0, y0, x1, y1 = m, m, width - m, height - m
     if n == 1:
         return [(x0, y0, x1, y1)]
@@ -101,12 +122,16 @@ def _layout(
     return cells
 
 
-def _container_quad(rng: np.random.Generator, cell: tuple[float, float, float, float]) -> Quad:
+def _container_quad(
+    rng: np.random.Generator,
+    cell: tuple[float, float, float, float],
+    fill: tuple[float, float] = (0.68, 0.95),
+) -> Quad:
     cx0, cy0, cx1, cy1 = cell
     cw, ch = cx1 - cx0, cy1 - cy0
     angle = float(np.clip(rng.normal(0, 0.045), -0.13, 0.13))
     ca, sa = abs(np.cos(angle)), abs(np.sin(angle))
-    fw, fh = rng.uniform(0.68, 0.95), rng.uniform(0.68, 0.95)
+    fw, fh = rng.uniform(*fill), rng.uniform(*fill)
     hw, hh = fw * cw / 2, fh * ch / 2
     jit = 0.02 * min(hw, hh)
     # Shrink until the rotated, jittered rectangle fits the cell.
@@ -284,12 +309,19 @@ def generate_scene(
     n_containers: int | None = None,
     classes: Sequence[str] | None = None,
     density: float = 1.0,
+    variant: Variant = "classic",
 ) -> Scene:
     """A synthetic nursery photo and its ground truth, fully determined by the arguments.
 
     ``n_containers`` (1–4) and ``classes`` (container class per container, cycled) override
-    the random choice; ``density`` scales the number of plants per container.
+    the random choice; ``density`` scales the number of plants per container; ``variant``
+    picks the generator (see the module docstring; ``"classic"`` is unchanged by it).
     """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    wide = variant == "wide"
+    # Draws of the wide generator only: the classic scenes stay bit-identical.
+    wid = np.random.default_rng(np.random.SeedSequence([int(seed), 0x51DE]))
     if width < 64 or height < 64:
         raise ValueError(f"scene too small: {width}x{height}")
     if n_containers is not None and not 1 <= n_containers <= 4:
@@ -310,14 +342,28 @@ def generate_scene(
         img = textures.bench(tex, height, width, scale)
 
     n = n_containers if n_containers is not None else int(lay.choice([1, 2, 2, 3, 3, 4]))
-    cells = _layout(lay, n, width, height)
+    if wide:
+        # Margin may be negative (trays run past the frame); cells grown so trays touch or
+        # overlap their neighbours.
+        cells = _layout(lay, n, width, height, margin=float(wid.uniform(-0.03, 0.03)))
+        grown = []
+        for x0c, y0c, x1c, y1c in cells:
+            g = float(wid.uniform(1.0, 1.12)) if n > 1 else 1.0
+            mx, my = (x0c + x1c) / 2, (y0c + y1c) / 2
+            hw, hh = (x1c - x0c) / 2 * g, (y1c - y0c) / 2 * g
+            grown.append((mx - hw, my - hh, mx + hw, my + hh))
+        cells = grown
+    else:
+        cells = _layout(lay, n, width, height)
     specs: list[_Spec] = []
     for i, cell in enumerate(cells):
         if classes:
             name = classes[i % len(classes)]
         else:
             name = CONTAINER_CLASSES[int(lay.integers(0, len(CONTAINER_CLASSES)))]
-        specs.append(_Spec(name, _container_quad(lay, cell)))
+        fill_range = (0.86, 1.0) if wide else (0.68, 0.95)
+        specs.append(_Spec(name, _container_quad(lay, cell, fill_range)))
+    hidden: set[int] = set()
 
     light_dx = lay.uniform(-0.15, 0.15)
     light_dy = lay.uniform(0.0, 0.2)
@@ -334,6 +380,9 @@ def generate_scene(
         y1 = min(height, int(np.ceil(quad[:, 1].max())) + 3)
         w, h = x1 - x0, y1 - y0
         short = min(float(np.hypot(*(quad[1] - quad[0]))), float(np.hypot(*(quad[3] - quad[0]))))
+        if w <= 0 or h <= 0:
+            continue
+        plain = wide and spec.class_name == "plug" and wid.random() < 0.5
         rim, rim_tex, fill = _rim_and_fill(lay, tex, spec.class_name, h, w, scale)
         wlen = float(np.hypot(*(quad[1] - quad[0])))
         hlen = float(np.hypot(*(quad[3] - quad[0])))
@@ -348,10 +397,34 @@ def generate_scene(
         region *= (1.0 - 0.35 * shadow)[:, :, None]
         outer_m = _polygon_mask(quad, x0, y0, w, h, 0.6 * scale)[:, :, None]
         region[:] = region * (1 - outer_m) + rim_tex * outer_m
+        if wide:
+            # This tray covers what earlier trays had here.
+            idmap[y0:y1, x0:x1][outer_m[:, :, 0] > 0.5] = 0
+            cover = Container(spec.class_name, _as_points(quad))
+            for j, box in enumerate(plant_boxes):
+                if cover.contains((box[0] + box[2]) / 2, (box[1] + box[3]) / 2):
+                    hidden.add(j)
 
-        look = random_look(lay)
-        if spec.class_name == "plug":
+        look = random_look_wide(wid) if wide else random_look(lay)
+        d_wide = float(np.exp(wid.uniform(np.log(28.0), np.log(200.0))))
+        if spec.class_name == "almacigo":
+            d_wide = float(np.exp(wid.uniform(np.log(18.0), np.log(90.0))))
+        if plain:
+            g = float(wid.uniform(0.04, 0.14))
+            fill = _flat(tex, h, w, scale, (g, g, g * 1.05))
+            spots = _grid_spots(
+                lay,
+                inner,
+                quad,
+                d_wide * float(wid.uniform(0.95, 1.35)),
+                (0.8 * d_wide, 1.15 * d_wide),
+                min(1.0, lay.uniform(0.7, 0.98) * density),
+                0.1,
+            )
+        elif spec.class_name == "plug":
             cell_px = lay.uniform(24, 62) * scale
+            if wide:
+                cell_px = d_wide
             cols = max(2, int(float(np.hypot(*(inner[1] - inner[0]))) / cell_px))
             rows = max(2, int(float(np.hypot(*(inner[3] - inner[0]))) / cell_px))
             peat = textures.soil(tex, h, w, scale)
@@ -370,6 +443,8 @@ def generate_scene(
                     spots.append(_PlantSpot(px + jx, py + jy, pitch * lay.uniform(0.75, 1.35)))
         elif spec.class_name == "almacigo":
             d0 = lay.uniform(22, 45) * scale
+            if wide:
+                d0 = d_wide
             spots = _grid_spots(
                 lay,
                 inner,
@@ -381,6 +456,8 @@ def generate_scene(
             )
         elif spec.class_name == "claro-cajon":
             d0 = lay.uniform(26, 85) * scale
+            if wide:
+                d0 = d_wide
             spots = _grid_spots(
                 lay,
                 inner,
@@ -392,6 +469,8 @@ def generate_scene(
             )
         elif spec.class_name == "segmento":
             d0 = lay.uniform(22, 80) * scale
+            if wide:
+                d0 = d_wide
             spots = _grid_spots(
                 lay,
                 inner,
@@ -403,6 +482,8 @@ def generate_scene(
             )
         else:  # cajon: scattered
             d0 = lay.uniform(24, 90) * scale
+            if wide:
+                d0 = d_wide
             e1, e2 = inner[1] - inner[0], inner[3] - inner[0]
             area = abs(float(e1[0] * e2[1] - e1[1] * e2[0]))
             fill_ratio = lay.uniform(0.25, 0.9) * density
@@ -422,7 +503,9 @@ def generate_scene(
             sp = spots[int(k)]
             limit = edge_limits(quad, sp.x, sp.y) - 2.5
             radius = min(sp.diameter / 2, limit)
-            if radius < max(0.6 * sp.diameter / 2, 6.0 * scale, 4.0):
+            if radius < max(0.6 * sp.diameter / 2, 6.0 if wide else 6.0 * scale, 4.0):
+                continue
+            if wide and not (0 <= sp.x < width and 0 <= sp.y < height):
                 continue
             _draw_plant(
                 ren,
@@ -451,36 +534,115 @@ def generate_scene(
     img *= textures.lighting(pho, height, width, pho.uniform(0.5, 1.3))[:, :, None]
     exposure = pho.uniform(0.65, 1.35)
     temp = pho.uniform(-0.08, 0.08)
-    img *= np.array([exposure * (1 + temp), exposure, exposure * (1 - temp)], dtype=np.float32)
+    tint = 0.0
+    if wide:
+        exposure = wid.uniform(0.55, 1.45)
+        temp = wid.uniform(-0.15, 0.15)
+        tint = wid.uniform(-0.06, 0.06)
+    img *= np.array(
+        [exposure * (1 + temp), exposure * (1 + tint), exposure * (1 - temp)], dtype=np.float32
+    )
     gamma = pho.uniform(0.8, 1.2)
     np.clip(img, 0.0, 1.0, out=img)
     img **= np.float32(gamma)
     img += pho.normal(0, pho.uniform(0.004, 0.02), size=img.shape).astype(np.float32)
     out = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    if pho.random() < 0.25:
+    blur_p = pho.random()
+    if wide:
+        if wid.random() < 0.4:
+            blurred = Image.fromarray(out).filter(
+                ImageFilter.GaussianBlur(radius=float(wid.uniform(0.4, 1.8)))
+            )
+            out = np.asarray(blurred, dtype=np.uint8)
+    elif blur_p < 0.25:
         blurred = Image.fromarray(out).filter(
             ImageFilter.GaussianBlur(radius=pho.uniform(0.4, 1.1) * scale)
         )
         out = np.asarray(blurred, dtype=np.uint8)
 
     visible = np.bincount(idmap.ravel(), minlength=len(plant_boxes) + 1)
+    boxes = list(plant_boxes)
+    quads = [s.quad for s in specs]
+    quality: int | None = None
+    if wide:
+        quality = int(wid.integers(55, 96))
+        if wid.random() < 0.7:
+            out, forward = _perspective(wid, out, 0.04)
+            boxes = [_warp_box(forward, b, width, height) for b in boxes]
+            quads = [_warp_points(forward, q) for q in quads]
     plants = tuple(
         Plant(
-            box=plant_boxes[i],
+            box=boxes[i],
             container=plant_container[i],
             visibility=round(float(visible[i + 1]) / max(plant_area[i], 1), 4),
         )
         for i in range(len(plant_boxes))
+        if i not in hidden and _inside(boxes[i], width, height)
     )
     containers = tuple(
         Container(
             class_name=s.class_name,
-            polygon=tuple((float(x), float(y)) for x, y in s.quad),
+            polygon=tuple((float(x), float(y)) for x, y in q),
         )
-        for s in specs
+        for s, q in zip(specs, quads, strict=True)
     )
     out.setflags(write=False)
-    return Scene(seed=int(seed), image=out, containers=containers, plants=plants)
+    return Scene(
+        seed=int(seed), image=out, containers=containers, plants=plants, jpeg_quality=quality
+    )
+
+
+def _inside(box: Box, width: int, height: int) -> bool:
+    """Whether a (clipped) box's centre lies in the image and it has some extent."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return 0 <= cx < width and 0 <= cy < height and box[2] - box[0] >= 2 and box[3] - box[1] >= 2
+
+
+def _homography(src: NDArray[np.float64], dst: NDArray[np.float64]) -> NDArray[np.float64]:
+    """3×3 projective map taking the four ``src`` points to the four ``dst`` points."""
+    rows = []
+    rhs = []
+    for (x, y), (u, v) in zip(src, dst, strict=True):
+        rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+        rhs.extend([u, v])
+    coeffs = np.linalg.solve(np.asarray(rows, np.float64), np.asarray(rhs, np.float64))
+    return np.append(coeffs, 1.0).reshape(3, 3)
+
+
+def _warp_points(h: NDArray[np.float64], pts: NDArray[np.float64]) -> NDArray[np.float64]:
+    p = np.asarray(pts, np.float64).reshape(-1, 2)
+    q = np.c_[p, np.ones(len(p))] @ h.T
+    return np.asarray(np.round(q[:, :2] / q[:, 2:3], 2), dtype=np.float64)
+
+
+def _warp_box(h: NDArray[np.float64], box: Box, width: int, height: int) -> Box:
+    x1, y1, x2, y2 = box
+    q = _warp_points(h, np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float64))
+    return (
+        float(np.clip(q[:, 0].min(), 0, width)),
+        float(np.clip(q[:, 1].min(), 0, height)),
+        float(np.clip(q[:, 0].max(), 0, width)),
+        float(np.clip(q[:, 1].max(), 0, height)),
+    )
+
+
+def _perspective(
+    rng: np.random.Generator, image: NDArray[np.uint8], strength: float
+) -> tuple[NDArray[np.uint8], NDArray[np.float64]]:
+    """A slight keystone: the photo's corners move outwards by up to ``strength`` of its
+    size (so the frame stays filled). Returns the image and the forward map (old → new)."""
+    height, width = image.shape[:2]
+    src = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float64)
+    sign = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64)
+    dst = src + sign * rng.uniform(0, strength, size=(4, 2)) * np.array([width, height])
+    forward = _homography(src, dst)
+    backward = _homography(dst, src)
+    flat = [float(v) for v in (backward / backward[2, 2]).ravel()[:8]]
+    warped = Image.fromarray(image).transform(
+        (width, height), Image.Transform.PERSPECTIVE, flat, Image.Resampling.BICUBIC
+    )
+    return np.asarray(warped, dtype=np.uint8), forward
 
 
 def _draw_plant(

@@ -93,6 +93,7 @@ class Scene:
     image: NDArray[np.uint8]
     containers: tuple[Container, ...]
     plants: tuple[Plant, ...]
+    jpeg_quality: int | None = None  # the quality to encode it at (None: the caller's choice)
 
     @property
     def width(self) -> int:

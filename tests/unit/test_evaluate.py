@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.evaluate import average_precision, match_detections
+from pipeline.evaluate import (
+    EvalSet,
+    average_precision,
+    count_duplicates,
+    match_detections,
+    parse_set,
+    parse_size,
+    resolve_sets,
+)
 
 
 def test_perfect_detections_have_ap_one() -> None:
@@ -29,3 +37,47 @@ def test_matching_is_one_to_one_at_iou_half() -> None:
     hits = match_detections(boxes, scores, truth)
     # second box duplicates the first truth; third has IoU 0.6 with the second truth
     assert hits == [(0.9, True), (0.8, False), (0.7, True)]
+
+
+def test_duplicates_count_extra_detections_on_one_plant() -> None:
+    truth = np.array([[0, 0, 40, 40], [100, 0, 140, 40]], dtype=np.float64)
+    boxes = np.array(
+        [
+            [0, 0, 40, 40],  # plant 0
+            [0, 0, 20, 40],  # a fragment of plant 0 (IoU 0.5): a duplicate
+            [1, 1, 41, 41],  # plant 0 again: a duplicate
+            [100, 0, 140, 40],  # plant 1
+            [300, 300, 320, 320],  # matches nothing: a false positive, not a duplicate
+        ],
+        dtype=np.float64,
+    )
+    assert count_duplicates(boxes, truth) == 2
+    assert count_duplicates(boxes[[0, 3]], truth) == 0
+    assert count_duplicates(np.zeros((0, 4)), truth) == 0
+
+
+def test_sizes_and_sets_parse() -> None:
+    assert parse_size("4000x3000") == (4000, 3000)
+    assert parse_size("2000×1500") == (2000, 1500)
+    assert parse_set("wide@4000x3000") == EvalSet("wide", 4000, 3000)
+    assert parse_set("classic") == EvalSet("classic", 2000, 1500)
+    assert EvalSet("wide", 4000, 3000).label == "wide@4000x3000"
+    for bad in ("4000", "axb"):
+        with pytest.raises(ValueError, match="look like"):
+            parse_size(bad)
+    with pytest.raises(ValueError, match="too small"):
+        parse_size("10x10")
+    with pytest.raises(ValueError, match="classic"):
+        parse_set("fancy@100x100")
+    assert resolve_sets(None, None, "classic", None, None) == [EvalSet("classic", 2000, 1500)]
+    assert resolve_sets(None, ["2000x1500", "4000x3000"], "wide", None, None) == [
+        EvalSet("wide", 2000, 1500),
+        EvalSet("wide", 4000, 3000),
+    ]
+    assert resolve_sets(None, None, "wide", 1000, 800) == [EvalSet("wide", 1000, 800)]
+    assert resolve_sets(["classic@800x600", "wide"], ["4000x3000"], "classic", None, None) == [
+        EvalSet("classic", 800, 600),
+        EvalSet("wide", 2000, 1500),
+    ]
+    with pytest.raises(ValueError, match="variant"):
+        resolve_sets(None, None, "other", None, None)

@@ -222,3 +222,66 @@ def test_cli_writes_dataset(tmp_path: Path) -> None:
     doc = json.loads((out / "annotations.json").read_text())
     assert [im["seed"] for im in doc["images"]] == [9, 10]
     assert sorted(p.name for p in out.glob("*.jpg")) == ["scene_00000009.jpg", "scene_00000010.jpg"]
+
+
+def test_classic_is_the_default_variant() -> None:
+    a = generate_scene(8, 400, 300)
+    b = generate_scene(8, 400, 300, variant="classic")
+    assert a.image.tobytes() == b.image.tobytes()
+    assert a.plants == b.plants
+    assert a.jpeg_quality is None
+    with pytest.raises(ValueError, match="variant"):
+        generate_scene(8, 400, 300, variant="other")  # type: ignore[arg-type]
+
+
+def test_wide_scenes_are_deterministic_and_consistent() -> None:
+    a = generate_scene(200_003, 1000, 750, variant="wide")
+    b = generate_scene(200_003, 1000, 750, variant="wide")
+    assert a.image.tobytes() == b.image.tobytes()
+    assert a.plants == b.plants and a.containers == b.containers
+    assert a.image.tobytes() != generate_scene(200_003, 1000, 750).image.tobytes()
+    for seed in range(200_000, 200_006):
+        s = generate_scene(seed, 800, 600, variant="wide")
+        assert s.jpeg_quality is not None and 55 <= s.jpeg_quality <= 95
+        assert s.plants
+        for p in s.plants:
+            x1, y1, x2, y2 = p.box
+            assert 0 <= x1 < x2 <= 800 and 0 <= y1 < y2 <= 600
+            cx, cy = p.center
+            assert 0 <= cx < 800 and 0 <= cy < 600
+            assert 0 <= p.container < len(s.containers)
+
+
+def test_wide_plant_size_does_not_follow_the_photo_size() -> None:
+    big_sizes: list[float] = []
+    ratios = []
+    for seed in range(200_000, 200_004):
+        small = generate_scene(seed, 1000, 750, variant="wide")
+        large = generate_scene(seed, 2000, 1500, variant="wide")
+        ms = float(np.median([max(p.size) for p in small.plants]))
+        ml = float(np.median([max(p.size) for p in large.plants]))
+        ratios.append(ml / ms)
+        big_sizes += [max(p.size) for p in large.plants]
+    # classic scenes double their plants with the width; wide ones keep them (± the
+    # container edge limits): median ratio near 1, not 2
+    assert 0.7 < float(np.median(ratios)) < 1.4
+    # plants wider than the 128-px slice overlap occur (few by count: big plants, few a tray)
+    assert max(big_sizes) > 140
+    assert int(np.sum(np.asarray(big_sizes) > 128)) >= 10
+
+
+def test_wide_containers_touch_or_overlap_somewhere() -> None:
+    def gap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+        dx = max(a[0], b[0]) - min(a[2], b[2])
+        dy = max(a[1], b[1]) - min(a[3], b[3])
+        return max(dx, dy)
+
+    def min_gap(scene: Scene) -> float:
+        boxes = [c.bbox for c in scene.containers]
+        gaps = [gap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :]]
+        return min(gaps) if gaps else float("inf")
+
+    wide = [min_gap(generate_scene(s, 800, 600, variant="wide")) for s in range(200_000, 200_010)]
+    classic = [min_gap(generate_scene(s, 800, 600)) for s in range(200_000, 200_010)]
+    assert sum(g <= 0 for g in wide) >= 3  # bounding boxes touch or overlap
+    assert sum(g <= 0 for g in wide) > sum(g <= 0 for g in classic)
