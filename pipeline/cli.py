@@ -683,8 +683,13 @@ def evaluate(
         chosen = resolve_sets(sets, size, variant, width, height)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    from pipeline.inference.runtime import collected_fallbacks
+
     config = InferenceConfig.from_settings(get_settings()).model_copy(update={"warmup": False})
-    analyzer = default_analyzer(config)
+    with collected_fallbacks() as fallbacks:  # one line, not one per model session
+        analyzer = default_analyzer(config)
+    for note in fallbacks:
+        say(f"warning: {note}")
 
     def progress(which: EvalSet, score: SceneScore) -> None:
         say(

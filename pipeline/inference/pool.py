@@ -34,6 +34,7 @@ from typing import Any
 
 from pipeline.inference.analyze import AnalysisOutput, PhotoAnalyzer
 from pipeline.inference.config import InferenceConfig
+from pipeline.inference.runtime import collected_fallbacks
 from pipeline.settings import Settings
 
 logger = logging.getLogger("pipeline.inference")
@@ -52,6 +53,7 @@ class WorkerInfo:
     pid: int
     device_id: int
     provider: str
+    fallback: str = ""  # why it is not on the requested provider (reported once, here)
 
 
 # ------------------------------------------------------------------ inside pool processes
@@ -90,11 +92,12 @@ def _init_worker(
             counter.value += 1
         ids = config.device_ids or [0]
         device_id = ids[slot % len(ids)]
-        analyzer = PhotoAnalyzer.load(config, device_id=device_id)
+        with collected_fallbacks() as fallbacks:  # reported once, by the pool's owner
+            analyzer = PhotoAnalyzer.load(config, device_id=device_id)
         if config.warmup:
             analyzer.warmup()
         _ANALYZER = analyzer
-        ready.put(("ready", pid, device_id, analyzer.provider))
+        ready.put(("ready", pid, device_id, analyzer.provider, "; ".join(fallbacks)))
     except BaseException as exc:
         ready.put(("error", pid, f"{type(exc).__name__}: {exc}"))
         raise
@@ -214,11 +217,11 @@ class InferencePool:
         for w in infos:
             if wanted is not None and w.provider != wanted:
                 logger.warning(
-                    "inference pool process %d runs on %s although %s was requested "
-                    "(see its log for the reason)",
+                    "inference pool process %d runs on %s although %s was requested: %s",
                     w.pid,
                     w.provider,
                     wanted,
+                    w.fallback or "no reason given",
                 )
         logger.info(
             "inference pool ready: %d process(es) in %.1f s (%s)",
@@ -255,7 +258,7 @@ class InferencePool:
                 continue
             if msg[0] == "error":
                 raise WorkerStartError(f"inference pool process {msg[1]} failed to start: {msg[2]}")
-            infos.append(WorkerInfo(pid=msg[1], device_id=msg[2], provider=msg[3]))
+            infos.append(WorkerInfo(pid=msg[1], device_id=msg[2], provider=msg[3], fallback=msg[4]))
         return infos
 
     async def _rebuild(self, generation: int) -> None:

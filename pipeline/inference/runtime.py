@@ -10,7 +10,8 @@ logger and the session runs on CPU. The provider that really runs is reported.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,32 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
 ProviderEntry = str | tuple[str, dict[str, Any]]
+
+# While set (see ``collected_fallbacks``), fallback warnings are gathered here, each once,
+# instead of being logged by every session: an analyzer opens two (segment, detect).
+_collected: list[str] | None = None
+
+
+@contextmanager
+def collected_fallbacks() -> Iterator[list[str]]:
+    """Gather the provider-fallback warnings of the sessions created in this block (each
+    distinct message once) so that the caller reports them once; they are logged at DEBUG."""
+    global _collected
+    previous, _collected = _collected, []
+    try:
+        yield _collected
+    finally:
+        _collected = previous
+
+
+def _fallback_warning(message: str, *args: Any) -> None:
+    if _collected is None:
+        logger.warning(message, *args)
+        return
+    text = message % args
+    if text not in _collected:
+        _collected.append(text)
+    logger.debug(message, *args)
 
 
 def provider_options(provider: str, device_id: int) -> dict[str, Any]:
@@ -78,7 +105,7 @@ def create_session(
         if name in available:
             chosen.append(name)
         else:
-            logger.warning(
+            _fallback_warning(
                 "%s requested but not available in this onnxruntime build (available: %s); "
                 "falling back to %s%s",
                 name,
@@ -99,7 +126,7 @@ def create_session(
     except Exception as exc:
         if chosen == [CPU]:
             raise
-        logger.warning(
+        _fallback_warning(
             "creating the session for %s with %s failed (%s: %s); falling back to %s",
             path.name,
             chosen[0],
@@ -110,7 +137,7 @@ def create_session(
         session = ort.InferenceSession(str(path), sess_options=so, providers=[CPU])
     used = str(session.get_providers()[0])
     if chosen[0] != CPU and used != chosen[0]:
-        logger.warning(
+        _fallback_warning(
             "%s was requested for %s but the session runs on %s (provider failed to load — "
             "check the CUDA/cuDNN libraries)",
             chosen[0],
