@@ -212,6 +212,8 @@ async def follow_session(
                 async for _event in client.events(session_id, artifacts=True):
                     record = await client.status(session_id)
                     live.update(progress_table(record, names, started))
+                record = await client.status(session_id)
+                live.update(progress_table(record, names, started))
         except TimeoutError:
             raise fail(
                 f"session {session_id} not finished within {timeout:.0f} s (status "
@@ -223,7 +225,7 @@ async def follow_session(
             if not console.is_terminal:
                 live.stop()
                 console.line()  # rich leaves the last render without a newline off a terminal
-    return await client.status(session_id)
+    return record
 
 
 # --- run: the main job ----------------------------------------------------------------

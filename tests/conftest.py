@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from arq.worker import Worker
 from redis.asyncio import Redis
 
-from pipeline.arq_worker import ResilientWorker
 from pipeline.settings import Settings
+from pipeline.testing import (
+    in_process_worker,
+    localstack_healthy,
+    redis_url_for_tests,
+    s3_endpoint_for_tests,
+)
+
+__all__ = ["in_process_worker"]  # tests import it from here
 
 for _name, _value in {
     "AWS_ACCESS_KEY_ID": "test",
@@ -30,27 +33,20 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
-REDIS_URL = os.environ.get("PLANTPIPE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-S3_ENDPOINT = os.environ.get("PLANTPIPE_TEST_S3_ENDPOINT", "http://127.0.0.1:4566")
+# The services and the in-process worker come from the testing kit users get
+# (pipeline.testing), so the project's tests and users' suites run the same code.
+REDIS_URL = redis_url_for_tests()
+S3_ENDPOINT = s3_endpoint_for_tests()
 REPO = Path(__file__).resolve().parents[1]
 ARQ_BIN = str(Path(sys.executable).parent / "arq")
 
 SettingsFactory = Callable[..., Settings]
 
 
-def localstack_healthy() -> bool:
-    try:
-        with urllib.request.urlopen(f"{S3_ENDPOINT}/_localstack/health", timeout=2) as resp:
-            body = resp.read()
-        return b'"s3": "available"' in body or b'"s3": "running"' in body
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def localstack() -> str:
     """LocalStack S3 endpoint. Fails (never skips) when it is down: start scripts/services.sh."""
-    if not localstack_healthy():
+    if not localstack_healthy(S3_ENDPOINT):
         pytest.fail(
             f"LocalStack S3 is not reachable at {S3_ENDPOINT}: run `bash scripts/services.sh` "
             "(or set PLANTPIPE_TEST_S3_ENDPOINT)"
@@ -119,33 +115,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
             env[var] = str(value)
     env["PYTHONPATH"] = str(REPO)
     return env
-
-
-@asynccontextmanager
-async def in_process_worker(
-    options: dict[str, Any], settings: Settings, **ctx: Any
-) -> AsyncIterator[Worker]:
-    """Run the worker every role runs (``ResilientWorker``, arq's Worker with batched claims,
-    wake-ups and Redis ride-out) of ``options`` inside this event loop until the block ends."""
-    worker: Worker = ResilientWorker(
-        **options, handle_signals=False, ctx={"settings": settings, **ctx}
-    )
-    task = asyncio.create_task(worker.async_run())
-    deadline = time.monotonic() + 30
-    while "started" not in worker.ctx:
-        if task.done():
-            task.result()
-        if time.monotonic() > deadline:
-            raise TimeoutError("worker did not start in 30 s")
-        await asyncio.sleep(0.02)
-    try:
-        yield worker
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker.close()
 
 
 class WorkerProcess:

@@ -30,12 +30,12 @@ from pipeline.testing.kit import (
     isolated_settings,
     localstack_healthy,
     redis_reachable,
+    redis_url_for_tests,
     remove_bucket,
     role_options,
     running_pipeline,
     running_workers,
-    test_redis_url,
-    test_s3_endpoint,
+    s3_endpoint_for_tests,
 )
 
 __all__ = [
@@ -46,10 +46,10 @@ __all__ = [
     "isolated_settings",
     "localstack_healthy",
     "redis_reachable",
+    "redis_url_for_tests",
     "remove_bucket",
     "role_options",
     "running_pipeline",
     "running_workers",
-    "test_redis_url",
-    "test_s3_endpoint",
+    "s3_endpoint_for_tests",
 ]

@@ -32,16 +32,16 @@ class ServiceUnavailable(RuntimeError):
     """Redis or LocalStack is not there; the message says what to start."""
 
 
-def test_redis_url() -> str:
+def redis_url_for_tests() -> str:
     return os.environ.get("PLANTPIPE_TEST_REDIS_URL", DEFAULT_REDIS_URL)
 
 
-def test_s3_endpoint() -> str:
+def s3_endpoint_for_tests() -> str:
     return os.environ.get("PLANTPIPE_TEST_S3_ENDPOINT", DEFAULT_S3_ENDPOINT)
 
 
 def localstack_healthy(endpoint: str | None = None) -> bool:
-    url = f"{endpoint or test_s3_endpoint()}/_localstack/health"
+    url = f"{endpoint or s3_endpoint_for_tests()}/_localstack/health"
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
             body = resp.read()
@@ -51,7 +51,7 @@ def localstack_healthy(endpoint: str | None = None) -> bool:
 
 
 async def redis_reachable(url: str | None = None) -> bool:
-    client = Redis.from_url(url or test_redis_url(), socket_connect_timeout=2)
+    client = Redis.from_url(url or redis_url_for_tests(), socket_connect_timeout=2)
     try:
         return bool(await client.ping())
     except Exception:
@@ -68,10 +68,10 @@ def isolated_settings(**overrides: Any) -> Settings:
         os.environ.setdefault(name, value)
     tag = uuid.uuid4().hex[:10]
     values: dict[str, Any] = {
-        "redis_url": test_redis_url(),
+        "redis_url": redis_url_for_tests(),
         "key_prefix": f"ppt{tag}",
         "storage": "s3",
-        "s3_endpoint_url": test_s3_endpoint(),
+        "s3_endpoint_url": s3_endpoint_for_tests(),
         "s3_bucket": f"ppt-{tag}",
         "s3_create_bucket": True,
         "retry_delays_s": [0.2, 0.4, 0.8],

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from pipeline.client import PipelineClient
-from pipeline.settings import Settings
+from pipeline.settings import Settings, get_settings
 from tests.examples.test_kit_example import nursery_photo
 
 pytestmark = pytest.mark.asyncio
@@ -27,12 +27,21 @@ def app_env(plantpipe_settings: Settings) -> Iterator[None]:
     }
     saved = {name: os.environ.get(name) for name in names}
     os.environ.update(names)
+    forget_settings()
     yield
     for name, value in saved.items():
         if value is None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+    forget_settings()
+
+
+def forget_settings() -> None:
+    """get_settings() reads the environment once per process: make it read it again."""
+    clear = getattr(get_settings, "cache_clear", None)
+    if clear is not None:
+        clear()
 
 
 async def test_fastapi_example(app_env: None, plantpipe_client: PipelineClient) -> None:
