@@ -60,6 +60,11 @@ CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 #: own command (with that command, date and inputs in the file): title, file, how to refresh.
 INCLUDED: Final = (
     (
+        "AVIF visualization: encoder settings measured",
+        BENCH_DIR / "AVIF.md",
+        "python -m bench.avif",
+    ),
+    (
         "Counting accuracy of the default models",
         BENCH_DIR / "ACCURACY.md",
         "plantpipe evaluate --scenes 50 --seed 100000 --report bench/ACCURACY.md",

@@ -6,6 +6,8 @@ lists are given as JSON (``PLANTPIPE_RETRY_DELAYS_S='[2, 4, 8]'``).
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -91,20 +93,30 @@ class Settings(BaseSettings):
         "renders are CPU-bound, more only queue inside the worker)",
     )
     gpu_max_jobs: int = Field(
-        2,
-        ge=1,
-        description="concurrent infer jobs per gpu worker (pool processes + 1 keeps the pool "
-        "busy while a finished photo is handed on)",
+        0,
+        ge=0,
+        description="concurrent infer jobs per gpu worker (0 = pool processes + 1: the pool "
+        "stays busy while a finished photo is handed on, and no job waits long for it)",
     )
 
     # --- inference -----------------------------------------------------------------------
-    pool_processes: int = Field(1, ge=1, description="ONNX Runtime processes per gpu worker")
+    pool_processes: int = Field(
+        0,
+        ge=0,
+        description="ONNX Runtime processes per gpu worker (0 = one per CUDA device id with "
+        "onnxruntime-gpu installed, else one single-threaded process per CPU core)",
+    )
     device_ids: list[int] = Field(default_factory=lambda: [0], description="CUDA ids, round robin")
     providers: list[str] = Field(
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
         description="ONNX Runtime providers in preference order",
     )
-    intra_op_threads: int = Field(0, description="ONNX Runtime intra-op threads (0 = default)")
+    intra_op_threads: int = Field(
+        0,
+        ge=0,
+        description="ONNX Runtime intra-op threads per process (0 = ONNX Runtime's default, "
+        "or cores ÷ processes when several CPU processes share the cores)",
+    )
     seg_model_path: Path | None = Field(None, description="segmentation ONNX (None = bundled)")
     seg_class_names: list[str] | None = Field(None, description="class names of seg model")
     seg_input_size: int = Field(1024, description="segmentation input side")
@@ -177,6 +189,23 @@ class Settings(BaseSettings):
         return v
 
     @model_validator(mode="after")
+    def _resolve_inference_processes(self) -> Settings:
+        """0 = auto for ``pool_processes``, ``intra_op_threads`` and ``gpu_max_jobs``:
+        resolved here, once, so every reader sees the numbers that run."""
+        cores = max(1, os.cpu_count() or 1)
+        on_gpu = "CUDAExecutionProvider" in self.providers and _installed("onnxruntime-gpu")
+        resolve = functools.partial(object.__setattr__, self)  # the model is frozen after this
+        if self.pool_processes == 0:
+            # CPU inference: separate single-threaded processes use the cores better than one
+            # process whose threads synchronise per operator (bench/RESULTS.md §6).
+            resolve("pool_processes", max(1, len(self.device_ids)) if on_gpu else cores)
+        if self.intra_op_threads == 0 and not on_gpu and self.pool_processes > 1:
+            resolve("intra_op_threads", max(1, cores // self.pool_processes))
+        if self.gpu_max_jobs == 0:
+            resolve("gpu_max_jobs", self.pool_processes + 1)
+        return self
+
+    @model_validator(mode="after")
     def _records_outlive_deadline(self) -> Settings:
         if self.session_ttl_s <= self.session_deadline_s:
             raise ValueError(
@@ -194,6 +223,14 @@ class Settings(BaseSettings):
     @property
     def uses_s3(self) -> bool:
         return self.storage.strip().lower() == "s3"
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 @lru_cache(maxsize=1)

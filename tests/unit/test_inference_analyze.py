@@ -93,6 +93,8 @@ def test_analyze_two_trays(analyzer: PhotoAnalyzer) -> None:
         "overlay",
         "thumbnail",
         "total",
+        "inference_cpu",
+        "total_cpu",
     }
     assert out.thumbnail_jpeg[:3] == b"\xff\xd8\xff"
     assert out.slices == 8  # 2 trays × 2×2 slices of 512 with 0.25 overlap
