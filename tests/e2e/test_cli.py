@@ -234,3 +234,20 @@ def test_sigterm_stops_every_child_within_a_bounded_time(
     assert time.monotonic() - started < 30, output
     assert members_of(groups) == [], "children left running after SIGTERM"
     assert not redis_servers_on("plantpipe-")
+
+
+def test_a_second_ctrl_c_kills_the_workers_at_once(
+    fixture_models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    proc, children = start_run_and_wait_for_workers(fixture_models, tmp_path)
+    groups = process_groups(children)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, output
+    assert "SIGINT again: killing the workers now" in output
+    assert time.monotonic() - started < 10, output
+    assert members_of(groups) == [], "a second Ctrl-C left workers running"
+    assert not redis_servers_on("plantpipe-")

@@ -219,3 +219,31 @@ def test_worker_start_failure_shows_the_cause(prefix: str, tmp_path: Path) -> No
     proc = subprocess.run([PLANTPIPE, "workers", "--roles", "io"], env=base, cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     one_error(proc, 1, "io worker exited", "NoCredentialsError", "AWS_ACCESS_KEY_ID", "io.log")
+
+
+def test_run_to_s3_says_so_first_and_shows_a_worker_start_failure(
+    prefix: str, tmp_path: Path
+) -> None:
+    """Without --out, S3 settings in the environment decide (said on the first line); the io
+    worker that cannot start (no AWS credentials) is one error line with its cause."""
+    photo = tmp_path / "ok.png"
+    Image.new("RGB", (64, 48), (90, 140, 60)).save(photo)
+    base = dict(os.environ)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_PROFILE", "PLANTPIPE_STORAGE", "PLANTPIPE_KEY_PREFIX"):  # fmt: skip
+        base.pop(name, None)
+    base.update({
+        "PLANTPIPE_REDIS_URL": REDIS_URL,
+        "PLANTPIPE_S3_ENDPOINT_URL": "http://127.0.0.1:4566",
+        "PLANTPIPE_S3_BUCKET": f"bk-{prefix}",
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    })  # fmt: skip
+    proc = subprocess.run([PLANTPIPE, "run", str(photo)], env=base, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=180)  # fmt: skip
+    first = proc.stderr.splitlines()[0]
+    assert first.startswith(f"outputs: s3://bk-{prefix}/ (PLANTPIPE_S3_BUCKET"), proc.stderr
+    assert "pass --out DIR for a local folder" in first
+    one_error(proc, 1, "io worker exited at start", "NoCredentialsError", "io.log")
+    assert not (tmp_path / "plantpipe-out").exists()  # nothing written locally
