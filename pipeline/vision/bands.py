@@ -409,11 +409,19 @@ def _run(
     residual = seg & ~detection_mask((h, w), boxes, params)
     vegetation = residual & vegetation_mask(rgb, within=seg)
     counted = np.zeros((h, w), dtype=bool)
+    residual_rows = np.count_nonzero(residual, axis=1)
+    vegetation_rows = np.count_nonzero(vegetation, axis=1)
 
+    # Connected components only where there is vegetation: its bounding box (undetected
+    # vegetation is usually a small part of the crop).
     labels: NDArray[np.int32] | None = None
     sizes = np.zeros(1, dtype=np.int64)
-    if params.min_component_fraction > 0 and vegetation.any():
-        labels_raw, count = ndimage.label(vegetation, structure=_SQUARE)
+    top = left = 0
+    if params.min_component_fraction > 0 and vegetation_rows.any():
+        ys = np.flatnonzero(vegetation_rows)
+        xs = np.flatnonzero(vegetation.any(axis=0))
+        top, bottom, left, right = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+        labels_raw, count = ndimage.label(vegetation[top:bottom, left:right], structure=_SQUARE)
         labels = np.asarray(labels_raw, dtype=np.int32)
         sizes = np.bincount(labels.ravel(), minlength=int(count) + 1)
 
@@ -427,17 +435,21 @@ def _run(
     for number, (y0, y1) in enumerate(rows):
         in_band = band_of == number
         plant_area, calibrated = calibrated_plant_area(areas[in_band], params)
-        residual_px = int(np.count_nonzero(residual[y0:y1]))
-        veg_band = vegetation[y0:y1]
-        veg_all = int(np.count_nonzero(veg_band))
+        residual_px = int(residual_rows[y0:y1].sum())
+        veg_all = int(vegetation_rows[y0:y1].sum())
         if labels is not None:
             big = sizes >= params.min_component_fraction * plant_area
             big[0] = False
-            keep = big[labels[y0:y1]]
+            ya, yb = max(y0, top), min(y1, top + labels.shape[0])
+            if ya < yb:
+                keep = big[labels[ya - top : yb - top]]
+                counted[ya:yb, left : left + labels.shape[1]] = keep
+                vegetation_px = int(np.count_nonzero(keep))
+            else:
+                vegetation_px = 0
         else:
-            keep = veg_band
-        counted[y0:y1] = keep
-        vegetation_px = int(np.count_nonzero(keep))
+            counted[y0:y1] = vegetation[y0:y1]
+            vegetation_px = veg_all
         estimates.append(
             BandEstimate(
                 band=number,
