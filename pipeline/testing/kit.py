@@ -79,7 +79,6 @@ def isolated_settings(**overrides: Any) -> Settings:
         "poll_delay_s": 0.02,
         "watchdog_interval_s": 1,
         "intra_op_threads": 1,
-        "avif_speed": 8,
     }
     values.update(overrides)
     return Settings(**values)
