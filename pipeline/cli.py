@@ -660,6 +660,9 @@ def evaluate(
             "--set", help="VARIANT@WxH (e.g. wide@4000x3000); repeatable; overrides --size"
         ),
     ] = None,
+    jobs: Annotated[
+        int, typer.Option(min=1, help="processes generating and analysing scenes at once")
+    ] = 1,
     width: Annotated[
         int | None, typer.Option(min=64, help="photo width (with --height; or use --size)")
     ] = None,
@@ -688,6 +691,10 @@ def evaluate(
     from pipeline.inference.runtime import collected_fallbacks
 
     config = InferenceConfig.from_settings(get_settings()).model_copy(update={"warmup": False})
+    if jobs == 1 and "PLANTPIPE_INTRA_OP_THREADS" not in os.environ:
+        # one analyzer in this process: every core to ONNX Runtime (the workers' auto
+        # setting splits the cores between pool processes)
+        config = config.model_copy(update={"intra_op_threads": 0})
     with collected_fallbacks() as fallbacks:  # one line, not one per model session
         analyzer = default_analyzer(config)
     for note in fallbacks:
@@ -700,7 +707,7 @@ def evaluate(
         )
 
     started = time.time()
-    runs = run_sets(analyzer, chosen, scenes=scenes, first_seed=seed, progress=progress)
+    runs = run_sets(analyzer, chosen, scenes=scenes, first_seed=seed, progress=progress, jobs=jobs)
     for result, _ in runs:
         out.print(result.markdown())
     if report is not None:

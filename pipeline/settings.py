@@ -126,10 +126,23 @@ class Settings(BaseSettings):
     det_class_names: list[str] | None = Field(None, description="class names of det model")
     det_input_size: int = Field(512, description="detection input side (= slice size)")
     det_conf: float = Field(0.25, description="detection confidence threshold")
-    det_iou: float = Field(0.50, description="detection NMS IoU inside one slice")
+    det_iou: float = Field(
+        0.35,
+        description="detection NMS IoU inside one slice (0.35: fewer shifted double boxes than "
+        "0.5, bench/ACCURACY.md)",
+    )
     slice_size: int = Field(512, description="slice width and height")
     slice_overlap: float = Field(0.25, ge=0, lt=1, description="slice overlap ratio both ways")
-    merge_ios: float = Field(0.5, description="GREEDYNMM intersection-over-smaller threshold")
+    merge_ios: float = Field(
+        0.85,
+        description="GREEDYNMM intersection-over-smaller threshold (0.85: 0.5 merged neighbouring "
+        "plants of dense beds, bench/ACCURACY.md)",
+    )
+    merge_within_slice: bool = Field(
+        True,
+        description="GREEDYNMM also merges boxes of one slice (false: only copies from "
+        "overlapping slices)",
+    )
     det_batch_size: int = Field(16, ge=1, description="slices per device batch")
     slice_edge_margin_px: float | None = Field(
         2.0,
@@ -144,6 +157,13 @@ class Settings(BaseSettings):
     )
     count_unassigned: bool = Field(
         True, description="count detections outside every segment (segment index none)"
+    )
+    segment_crop_pad: float = Field(
+        0.03,
+        ge=0,
+        le=0.5,
+        description="detection slices cover each segment's crop grown by this share of the "
+        "photo's longer side (plants just outside an imprecise mask)",
     )
     unassigned_slice_fraction: float = Field(
         0.5,

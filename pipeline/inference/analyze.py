@@ -67,7 +67,13 @@ from pipeline.vision.decode import decode_image
 from pipeline.vision.merge import greedy_nmm
 from pipeline.vision.render import make_thumbnail, vegetation_overlay_png
 from pipeline.vision.segments import MaskInstance, ResolvedSegment, resolve_segments
-from pipeline.vision.tiling import SliceCell, slice_boxes, slice_grid, whole_elsewhere
+from pipeline.vision.tiling import (
+    SliceCell,
+    slice_boxes,
+    slice_grid,
+    uncovered_area,
+    whole_elsewhere,
+)
 from pipeline.vision.types import (
     CONTAINER_TYPE_BY_CLASS,
     ContainerType,
@@ -86,12 +92,18 @@ __all__ = ["AnalysisOutput", "PhotoAnalyzer", "Region", "RegionDetections", "Sli
 
 @dataclass(frozen=True, slots=True)
 class Region:
-    """A segment's crop: integer photo-pixel box and its crop-local boolean mask."""
+    """A segment's crop: integer photo-pixel box and its crop-local boolean mask.
+
+    ``det_box`` (photo pixels ``x0, y0, x1, y1``), when set, is the larger box the detection
+    slices cover: the crop grown by ``segment_crop_pad``, so plants just outside an
+    imprecise mask are still seen (and counted where their centre lies).
+    """
 
     segment_index: int
     x0: int
     y0: int
     mask: BoolArray
+    det_box: tuple[int, int, int, int] | None = None
 
     @property
     def width(self) -> int:
@@ -100,6 +112,12 @@ class Region:
     @property
     def height(self) -> int:
         return int(self.mask.shape[0])
+
+    @property
+    def detection_box(self) -> tuple[int, int, int, int]:
+        if self.det_box is not None:
+            return self.det_box
+        return (self.x0, self.y0, self.x0 + self.width, self.y0 + self.height)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +171,12 @@ def _centres_in(boxes: FloatArray, region: Region) -> BoolArray:
     inside[inside] = region.mask[cy[inside], cx[inside]]
     result: BoolArray = inside
     return result
+
+
+def _slice_ids(raw: Sequence[tuple[FloatArray, FloatArray, IntArray]]) -> IntArray:
+    """For the concatenated boxes of ``raw``, the index of the slice each came from."""
+    ids: IntArray = np.repeat(np.arange(len(raw), dtype=np.int64), [len(r[0]) for r in raw])
+    return ids
 
 
 def _empty_detections() -> RegionDetections:
@@ -305,7 +329,15 @@ class PhotoAnalyzer:
                     area_px=res.area_px,
                 )
             )
-            regions.append(Region(index, res.x0, res.y0, res.mask))
+            mh, mw = res.mask.shape
+            pad = round(self.config.segment_crop_pad * max(width, height))
+            det_box = (
+                max(0, res.x0 - pad),
+                max(0, res.y0 - pad),
+                min(width, res.x0 + mw + pad),
+                min(height, res.y0 + mh + pad),
+            )
+            regions.append(Region(index, res.x0, res.y0, res.mask, det_box if pad else None))
         if not segments:
             w, h = float(width), float(height)
             segments.append(
@@ -331,9 +363,10 @@ class PhotoAnalyzer:
         photo size given, then the slices over photo areas outside every region's crop."""
         jobs: list[SliceJob] = []
         for r, region in enumerate(regions):
+            bx0, by0, bx1, by1 = region.detection_box
             cells = slice_grid(
-                region.width,
-                region.height,
+                bx1 - bx0,
+                by1 - by0,
                 self.config.slice_size,
                 self.config.slice_overlap,
             )
@@ -342,11 +375,11 @@ class PhotoAnalyzer:
                 jobs.append(
                     SliceJob(
                         r,
-                        region.x0 + int(sx1),
-                        region.y0 + int(sy1),
-                        region.x0 + int(sx2),
-                        region.y0 + int(sy2),
-                        _shift_cell(cell, region.x0, region.y0),
+                        bx0 + int(sx1),
+                        by0 + int(sy1),
+                        bx0 + int(sx2),
+                        by0 + int(sy2),
+                        _shift_cell(cell, bx0, by0),
                     )
                 )
         if self.config.count_unassigned and width > 0 and height > 0 and regions:
@@ -362,21 +395,13 @@ class PhotoAnalyzer:
         fraction = self.config.unassigned_slice_fraction
         if fraction >= 1.0:
             return []
-        covered = np.zeros((height, width), dtype=bool)
-        for region in regions:
-            covered[region.y0 : region.y0 + region.height, region.x0 : region.x0 + region.width] = (
-                True
-            )
-        # summed-area table: uncovered pixels of any rectangle in O(1)
-        sat = np.zeros((height + 1, width + 1), dtype=np.int64)
-        sat[1:, 1:] = np.cumsum(np.cumsum(~covered, axis=0), axis=1)
+        covers = [region.detection_box for region in regions]
         out: list[tuple[int, int, int, int]] = []
         for x1, y1, x2, y2 in slice_boxes(
             width, height, self.config.slice_size, self.config.slice_overlap
         ):
-            free = int(sat[y2, x2] - sat[y1, x2] - sat[y2, x1] + sat[y1, x1])
-            area = (x2 - x1) * (y2 - y1)
-            if free > 0 and free >= fraction * area:
+            free = uncovered_area((x1, y1, x2, y2), covers)
+            if free > 0 and free >= fraction * (x2 - x1) * (y2 - y1):
                 out.append((x1, y1, x2, y2))
         return out
 
@@ -430,10 +455,11 @@ class PhotoAnalyzer:
         classes = np.concatenate([r[2] for r in raw], axis=0)
         if boxes.shape[0] == 0:
             return _empty_detections()
+        slices = _slice_ids(raw)
         inside = _centres_in(boxes, region)
         if not inside.any():
             return _empty_detections()
-        return self._merge(boxes[inside], scores[inside], classes[inside])
+        return self._merge(boxes[inside], scores[inside], classes[inside], slices[inside])
 
     def merge_unassigned(
         self,
@@ -446,14 +472,17 @@ class PhotoAnalyzer:
         boxes = np.concatenate([r[0] for r in raw], axis=0)
         scores = np.concatenate([r[1] for r in raw], axis=0)
         classes = np.concatenate([r[2] for r in raw], axis=0)
+        slices = _slice_ids(raw)
         outside = np.ones(boxes.shape[0], dtype=bool)
         for region in regions:
             outside &= ~_centres_in(boxes, region)
         if not outside.any():
             return _empty_detections()
-        return self._merge(boxes[outside], scores[outside], classes[outside])
+        return self._merge(boxes[outside], scores[outside], classes[outside], slices[outside])
 
-    def _merge(self, boxes: FloatArray, scores: FloatArray, classes: IntArray) -> RegionDetections:
+    def _merge(
+        self, boxes: FloatArray, scores: FloatArray, classes: IntArray, slices: IntArray
+    ) -> RegionDetections:
         mb, ms, mc = greedy_nmm(
             boxes,
             scores,
@@ -461,6 +490,7 @@ class PhotoAnalyzer:
             threshold=self.config.merge_ios,
             metric="ios",
             class_agnostic=False,
+            groups=None if self.config.merge_within_slice else slices,
         )
         return RegionDetections(
             np.asarray(mb, dtype=np.float32).reshape(-1, 4),

@@ -29,16 +29,18 @@ class InferenceConfig(BaseModel):
     det_class_names: list[str] | None = None
     det_input_size: int = 512
     det_conf: float = 0.25
-    det_iou: float = 0.50
+    det_iou: float = 0.35
     # slicing / merge
     slice_size: int = Field(512, ge=16)
     slice_overlap: float = Field(0.25, ge=0, lt=1)
-    merge_ios: float = 0.5
+    merge_ios: float = 0.85
+    merge_within_slice: bool = True
     det_batch_size: int = Field(16, ge=1)
     slice_edge_margin_px: float | None = 2.0
     # container segments / detections outside them
     segment_merge_overlap: float | None = 0.3
     count_unassigned: bool = True
+    segment_crop_pad: float = Field(0.03, ge=0, le=0.5)
     unassigned_slice_fraction: float = Field(0.5, ge=0, le=1)
     # runtime
     pool_processes: int = Field(1, ge=1)

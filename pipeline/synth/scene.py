@@ -10,7 +10,7 @@ rotated) holding plants. Two generators (``variant``):
   or overlap (a later tray covers part of an earlier one; plants whose centre it covers are
   not in the truth) or run past the frame, plain dark plastic trays without cells (``plug``
   class), plant size in photo pixels independent of the photo size (log-uniform 28–200 px,
-  seedbeds 18–90 px: larger than the 128-px slice overlap), more rosette shapes and colours,
+  seedbeds 24–90 px: larger than the 128-px slice overlap), more rosette shapes and colours,
   stronger colour casts and exposure, blur up to 1.8 px, JPEG quality 55–95
   (``Scene.jpeg_quality``) and a slight perspective (corners moved up to 4 %; truth boxes
   are the bounding boxes of the warped ones).
@@ -408,7 +408,7 @@ def generate_scene(
         look = random_look_wide(wid) if wide else random_look(lay)
         d_wide = float(np.exp(wid.uniform(np.log(28.0), np.log(200.0))))
         if spec.class_name == "almacigo":
-            d_wide = float(np.exp(wid.uniform(np.log(18.0), np.log(90.0))))
+            d_wide = float(np.exp(wid.uniform(np.log(24.0), np.log(90.0))))
         if plain:
             g = float(wid.uniform(0.04, 0.14))
             fill = _flat(tex, h, w, scale, (g, g, g * 1.05))

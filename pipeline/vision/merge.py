@@ -39,8 +39,8 @@ def _as_vector(values: NDArray[Any], n: int, name: str) -> NDArray[Any]:
 def box_areas(boxes: NDArray[Any]) -> NDArray[np.float64]:
     """Area of each box (0 for inverted/degenerate boxes)."""
     b = _as_boxes(boxes)
-    areas: NDArray[np.float64] = np.clip(b[:, 2] - b[:, 0], 0.0, None) * np.clip(
-        b[:, 3] - b[:, 1], 0.0, None
+    areas: NDArray[np.float64] = np.maximum(b[:, 2] - b[:, 0], 0.0) * np.maximum(
+        b[:, 3] - b[:, 1], 0.0
     )
     return areas
 
@@ -57,8 +57,8 @@ def match_metric(
         raise ValueError(f"metric must be 'iou' or 'ios', got {metric!r}")
     a = np.asarray(box, dtype=np.float64).reshape(4)
     o = _as_boxes(others)
-    iw = np.clip(np.minimum(a[2], o[:, 2]) - np.maximum(a[0], o[:, 0]), 0.0, None)
-    ih = np.clip(np.minimum(a[3], o[:, 3]) - np.maximum(a[1], o[:, 1]), 0.0, None)
+    iw = np.maximum(np.minimum(a[2], o[:, 2]) - np.maximum(a[0], o[:, 0]), 0.0)
+    ih = np.maximum(np.minimum(a[3], o[:, 3]) - np.maximum(a[1], o[:, 1]), 0.0)
     inter = iw * ih
     area_a = max(0.0, float(a[2] - a[0])) * max(0.0, float(a[3] - a[1]))
     area_o = box_areas(o)
@@ -127,6 +127,7 @@ def greedy_nmm(
     threshold: float = 0.5,
     metric: MatchMetric = "ios",
     class_agnostic: bool = False,
+    groups: NDArray[Any] | None = None,
 ) -> tuple[NDArray[np.floating[Any]], NDArray[np.floating[Any]], NDArray[np.int64]]:
     """Greedy non-maximum *merging* (SAHI's GREEDYNMM).
 
@@ -137,6 +138,11 @@ def greedy_nmm(
     max y2)``, the group's best score and the keeper's class. Output is in keeper order
     (best first); boxes and scores keep a floating dtype of the input (float32 stays
     float32), classes are int64.
+
+    ``groups`` (one id per box, e.g. the slice it came from): a keeper never absorbs a box
+    of its own group. Boxes of one slice already went through that slice's NMS, so two of
+    them are two plants (a small one half under a large neighbour has IoS ≈ 1 with it);
+    only the copies that other, overlapping slices found of the same plant are merged.
     """
     if metric not in ("iou", "ios"):
         raise ValueError(f"metric must be 'iou' or 'ios', got {metric!r}")
@@ -153,7 +159,15 @@ def greedy_nmm(
             np.zeros(0, dtype=np.int64),
         )
     s = s_in.astype(np.float64)
+    g = None if groups is None else np.asarray(_as_vector(groups, n, "groups"))
     consumed = np.zeros(n, dtype=bool)
+    # Candidates of a keeper are searched only among boxes whose x-range can meet its own
+    # (sorted by x1, at most the widest box to the left): the same result as comparing with
+    # every box, since a box that does not overlap has metric 0 < threshold.
+    windowed = threshold > 0.0
+    by_x = np.argsort(b[:, 0], kind="stable")
+    xs = b[by_x, 0]
+    widest = float(np.max(b[:, 2] - b[:, 0])) if n else 0.0
     out_boxes = np.empty((n, 4), dtype=np.float64)
     out_scores = np.empty(n, dtype=np.float64)
     out_classes = np.empty(n, dtype=np.int64)
@@ -162,10 +176,18 @@ def greedy_nmm(
         if consumed[keeper]:
             continue
         consumed[keeper] = True
-        candidates = ~consumed
+        if windowed:
+            lo = int(np.searchsorted(xs, b[keeper, 0] - widest, side="left"))
+            hi = int(np.searchsorted(xs, b[keeper, 2], side="right"))
+            idx = np.sort(by_x[lo:hi])
+        else:
+            idx = np.arange(n)
+        keep = ~consumed[idx]
         if not class_agnostic:
-            candidates &= c == c[keeper]
-        idx = np.flatnonzero(candidates)
+            keep &= c[idx] == c[keeper]
+        if g is not None:
+            keep &= g[idx] != g[keeper]
+        idx = idx[keep]
         if idx.size:
             absorbed = idx[match_metric(b[keeper], b[idx], metric) >= threshold]
             consumed[absorbed] = True

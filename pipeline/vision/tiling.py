@@ -11,13 +11,23 @@ slice sees more of them.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Box", "SliceCell", "axis_ranges", "slice_boxes", "slice_grid", "whole_elsewhere"]
+__all__ = [
+    "Box",
+    "SliceCell",
+    "axis_ranges",
+    "slice_boxes",
+    "slice_grid",
+    "uncovered_area",
+    "whole_elsewhere",
+]
 
 Box = tuple[int, int, int, int]
 
@@ -146,3 +156,27 @@ def whole_elsewhere(
         covered &= ~edge_hit | ok
     result: NDArray[np.bool_] = touched & covered
     return result
+
+
+def uncovered_area(box: Box, covers: Sequence[Box]) -> int:
+    """Pixels of ``box`` that none of the ``covers`` rectangles holds (all ``x1, y1, x2, y2``,
+    end-exclusive integers). Exact, by coordinate compression over the rectangles' edges."""
+    x1, y1, x2, y2 = box
+    if x2 <= x1 or y2 <= y1:
+        return 0
+    clipped = [
+        (max(x1, a), max(y1, b), min(x2, c), min(y2, d))
+        for a, b, c, d in covers
+        if min(x2, c) > max(x1, a) and min(y2, d) > max(y1, b)
+    ]
+    if not clipped:
+        return (x2 - x1) * (y2 - y1)
+    xs = sorted({x1, x2, *(r[0] for r in clipped), *(r[2] for r in clipped)})
+    ys = sorted({y1, y2, *(r[1] for r in clipped), *(r[3] for r in clipped)})
+    covered = np.zeros((len(ys) - 1, len(xs) - 1), dtype=bool)
+    for a, b, c, d in clipped:
+        covered[ys.index(b) : ys.index(d), xs.index(a) : xs.index(c)] = True
+    widths = np.asarray([b - a for a, b in itertools.pairwise(xs)], dtype=np.int64)
+    heights = np.asarray([b - a for a, b in itertools.pairwise(ys)], dtype=np.int64)
+    cells: NDArray[np.int64] = np.outer(heights, widths)
+    return int(cells[~covered].sum())

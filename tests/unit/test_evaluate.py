@@ -40,20 +40,22 @@ def test_matching_is_one_to_one_at_iou_half() -> None:
 
 
 def test_duplicates_count_extra_detections_on_one_plant() -> None:
-    truth = np.array([[0, 0, 40, 40], [100, 0, 140, 40]], dtype=np.float64)
+    truth = np.array([[0, 0, 40, 40], [100, 0, 140, 40], [200, 0, 240, 40]], dtype=np.float64)
     boxes = np.array(
         [
             [0, 0, 40, 40],  # plant 0
-            [0, 0, 20, 40],  # a fragment of plant 0 (IoU 0.5): a duplicate
+            [0, 0, 20, 40],  # a fragment of plant 0 (IoU 0.5, but plant 0 is taken): duplicate
             [1, 1, 41, 41],  # plant 0 again: a duplicate
             [100, 0, 140, 40],  # plant 1
             [300, 300, 320, 320],  # matches nothing: a false positive, not a duplicate
+            [170, 0, 210, 40],  # between plant 1 (matched) and missed plant 2: not a duplicate
         ],
         dtype=np.float64,
     )
-    assert count_duplicates(boxes, truth) == 2
-    assert count_duplicates(boxes[[0, 3]], truth) == 0
-    assert count_duplicates(np.zeros((0, 4)), truth) == 0
+    scores = np.array([0.9, 0.8, 0.7, 0.9, 0.6, 0.5])
+    assert count_duplicates(boxes, scores, truth) == 2
+    assert count_duplicates(boxes[[0, 3]], scores[[0, 3]], truth) == 0
+    assert count_duplicates(np.zeros((0, 4)), np.zeros(0), truth) == 0
 
 
 def test_sizes_and_sets_parse() -> None:

@@ -171,3 +171,17 @@ def test_nms_matches_a_plain_reference() -> None:
         expected += [int(idx[i]) for i in _nms_reference(boxes[idx], scores[idx], 0.5)]
     expected.sort(key=lambda i: (-scores[i], i))
     assert batched_nms(boxes, scores, classes, 0.5).tolist() == expected
+
+
+def test_groups_keep_boxes_of_one_slice_apart() -> None:
+    # a small plant half under a large neighbour (IoS 1.0) in one slice, and the large one
+    # found again by the overlapping slice
+    boxes = [[0, 0, 40, 40], [10, 10, 30, 30], [1, 0, 41, 40]]
+    scores = [0.9, 0.8, 0.7]
+    # plain GREEDYNMM merges all three into one box
+    assert len(merged(boxes, scores, [0, 0, 0])) == 1
+    got = merged(boxes, scores, [0, 0, 0], groups=np.array([0, 0, 1]))
+    # slice 0's two plants stay two; slice 1's copy of the large one is merged into it
+    assert got == [([0.0, 0.0, 41.0, 40.0], 0.9, 0), ([10.0, 10.0, 30.0, 30.0], 0.8, 0)]
+    with pytest.raises(ValueError, match="groups"):
+        greedy_nmm(arr(boxes), np.asarray(scores), np.zeros(3), groups=np.zeros(2))
