@@ -374,9 +374,12 @@ def report_document(
             for name in (
                 "slice_size",
                 "slice_overlap",
+                "det_iou",
                 "merge_ios",
+                "merge_within_slice",
                 "slice_edge_margin_px",
                 "segment_merge_overlap",
+                "segment_crop_pad",
                 "count_unassigned",
                 "unassigned_slice_fraction",
                 "default_plant_area_px",

@@ -178,6 +178,11 @@ class Settings(BaseSettings):
     default_plant_area_px: float = Field(2500.0, description="plant area without calibration")
     min_calibration_detections: int = Field(10, description="detections needed to calibrate")
     plant_area_factor: float = Field(0.9, description="estimate = area / (plant area × factor)")
+    plant_area_fallback: bool = Field(
+        True,
+        description="a band too poor in detections to calibrate uses the plant area of its "
+        "segment's detections, else the photo's, before default_plant_area_px",
+    )
 
     # --- rendering -----------------------------------------------------------------------
     thumbnail_px: int = Field(300, description="thumbnail longest side")

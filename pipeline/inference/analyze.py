@@ -27,7 +27,9 @@ Steps of ``analyze(data)``:
    (IOS ``merge_ios``, class-aware). With ``count_unassigned``, detections whose centre lies in
    no segment are merged the same way and reported with ``segment_index`` None.
 4. Band estimation per segment in segment-local coordinates (the bbox crop, its mask, boxes
-   shifted to the crop).
+   shifted to the crop). With ``plant_area_fallback``, a band with too few detections to
+   calibrate uses the plant area calibrated on the segment's detections, else on the photo's,
+   and only then ``default_plant_area_px`` (2500 px² made phantom plants of 11 000-px² ones).
 5. Thumbnail of the oriented photo.
 
 ``AnalysisOutput`` stays small: the only mask sent is the counted vegetation as one 1-bit PNG
@@ -37,6 +39,7 @@ Steps of ``analyze(data)``:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -61,7 +64,7 @@ from pipeline.inference.yolo import (
     mask_polygon,
 )
 from pipeline.vision import bands
-from pipeline.vision.bands import BandParams, estimate_segment_and_mask
+from pipeline.vision.bands import BandParams, calibrated_plant_area, estimate_segment_and_mask
 from pipeline.vision.colour import colour_warning
 from pipeline.vision.decode import decode_image
 from pipeline.vision.merge import greedy_nmm
@@ -177,6 +180,15 @@ def _slice_ids(raw: Sequence[tuple[FloatArray, FloatArray, IntArray]]) -> IntArr
     """For the concatenated boxes of ``raw``, the index of the slice each came from."""
     ids: IntArray = np.repeat(np.arange(len(raw), dtype=np.int64), [len(r[0]) for r in raw])
     return ids
+
+
+def _plant_area(boxes: Sequence[FloatArray], params: BandParams) -> float | None:
+    """The calibrated plant area (IQR-filtered mean box area) of these detections, or None
+    when they are too few to calibrate (see ``calibrated_plant_area``)."""
+    b = np.concatenate([np.asarray(x, np.float64).reshape(-1, 4) for x in boxes], axis=0)
+    areas = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    area, calibrated = calibrated_plant_area(areas, params)
+    return area if calibrated else None
 
 
 def _empty_detections() -> RegionDetections:
@@ -581,13 +593,21 @@ class PhotoAnalyzer:
 
         estimations: list[SegmentEstimation] = []
         counted: list[tuple[int, int, BoolArray]] = []
+        photo_area = _plant_area([found.boxes for _, found in owners], self.band_params)
         for region, found in zip(regions, per_region, strict=True):
             crop = rgb[region.y0 : region.y0 + region.height, region.x0 : region.x0 + region.width]
             local = found.boxes.copy()
             local[:, [0, 2]] -= region.x0
             local[:, [1, 3]] -= region.y0
+            params = self.band_params
+            if self.config.plant_area_fallback:
+                # a band with too few detections of its own falls back to the plant area
+                # measured on the segment's detections, else the photo's, before the default
+                fallback = _plant_area([found.boxes], params) or photo_area
+                if fallback is not None:
+                    params = dataclasses.replace(params, default_plant_area_px=fallback)
             estimation, vegetation = estimate_segment_and_mask(
-                crop, region.mask, local, region.segment_index, self.band_params
+                crop, region.mask, local, region.segment_index, params
             )
             estimations.append(estimation)
             counted.append((region.x0, region.y0, vegetation))

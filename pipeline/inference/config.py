@@ -55,6 +55,7 @@ class InferenceConfig(BaseModel):
     default_plant_area_px: float = 2500.0
     min_calibration_detections: int = 10
     plant_area_factor: float = 0.9
+    plant_area_fallback: bool = True
     # thumbnails
     thumbnail_px: int = 300
     thumbnail_quality: int = 85

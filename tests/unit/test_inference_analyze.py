@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pickle
 from pathlib import Path
@@ -176,7 +177,9 @@ def test_estimation_gets_segment_local_inputs(
         crop: NDArray[np.uint8], mask: NDArray[np.bool_], boxes: Any, index: int, params: Any
     ) -> tuple[SegmentEstimation, NDArray[np.bool_]]:
         calls.append((crop.shape, mask.shape, np.asarray(boxes), index))
-        assert params is analyzer.band_params
+        # the analyzer's parameters, the default plant area replaced by the segment's own
+        assert dataclasses.replace(params, default_plant_area_px=2500.0) == analyzer.band_params
+        assert params.default_plant_area_px == pytest.approx(576, rel=0.01)  # 24×24 boxes
         estimation = SegmentEstimation(segment_index=index, bands=[], estimated=index + 1)
         return estimation, np.zeros(mask.shape, dtype=bool)
 
@@ -323,3 +326,35 @@ def test_plants_outside_every_segment_are_counted_unassigned(model_dir: Path) ->
     off = PhotoAnalyzer.load(_config(model_dir, count_unassigned=False))
     b = off.analyze(encode_png(rgb)).analysis
     assert len(b.detections) == len(photo.squares)
+
+
+def test_bands_without_detections_use_the_segments_plant_area(model_dir: Path) -> None:
+    """Plants only in the top half of each tray; a dull-green patch (undetectable, 48×48)
+    in a bottom band. That band has no detections to calibrate on: it takes the plant area
+    measured on its segment's detections (24×24 boxes → 576 px²), not the 2500 px² default."""
+    photo = make_nursery_photo()
+    rgb = photo.rgb.copy()
+    for x, y in photo.squares:
+        if y > 480:
+            rgb[y : y + 24, x : x + 24] = (120, 80, 50)  # soil again
+    rgb[700:748, 300:348] = (80, 130, 60)
+    kept = sum(y <= 480 for _, y in photo.squares)
+
+    def patch_band(analyzer: PhotoAnalyzer) -> tuple[int, float, bool, int]:
+        a = analyzer.analyze(encode_png(rgb)).analysis
+        assert sum(d.segment_index is not None for d in a.detections) == kept
+        seg = next(s for s in a.segments if s.bbox[0] <= 300 <= s.bbox[2])
+        est = a.estimations[seg.index]
+        y0 = int(np.floor(seg.bbox[1]))
+        band = next(b for b in est.bands if b.y0 <= 724 - y0 < b.y1)
+        return band.detections, band.plant_area_px, band.calibrated, band.estimated
+
+    n, area, calibrated, estimated = patch_band(PhotoAnalyzer.load(_config(model_dir)))
+    assert (n, calibrated) == (0, False)
+    assert area == pytest.approx(576, rel=0.01)
+    n0, area0, _, estimated0 = patch_band(
+        PhotoAnalyzer.load(_config(model_dir, plant_area_fallback=False))
+    )
+    assert (n0, area0) == (0, 2500.0)
+    # 2304 px of vegetation: about 4 plants of 576 px², 1 phantom-sized one of 2500 px²
+    assert estimated >= 3 * estimated0 >= 3
