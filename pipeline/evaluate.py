@@ -377,6 +377,8 @@ def report_document(
                 "det_iou",
                 "merge_ios",
                 "merge_within_slice",
+                "merge_large_px",
+                "merge_ios_large",
                 "slice_edge_margin_px",
                 "segment_merge_overlap",
                 "segment_crop_pad",

@@ -143,6 +143,12 @@ class Settings(BaseSettings):
         description="GREEDYNMM also merges boxes of one slice (false: only copies from "
         "overlapping slices)",
     )
+    merge_large_px: float | None = Field(
+        64.0,
+        description="two boxes both at least this long merge at merge_ios_large (a large "
+        "plant comes out as several leaf-cluster boxes); None = merge_ios for all",
+    )
+    merge_ios_large: float = Field(0.5, description="GREEDYNMM IoS threshold of large boxes")
     det_batch_size: int = Field(16, ge=1, description="slices per device batch")
     slice_edge_margin_px: float | None = Field(
         2.0,

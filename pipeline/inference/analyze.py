@@ -503,6 +503,11 @@ class PhotoAnalyzer:
             metric="ios",
             class_agnostic=False,
             groups=None if self.config.merge_within_slice else slices,
+            large=(
+                None
+                if self.config.merge_large_px is None
+                else (self.config.merge_large_px, self.config.merge_ios_large)
+            ),
         )
         return RegionDetections(
             np.asarray(mb, dtype=np.float32).reshape(-1, 4),

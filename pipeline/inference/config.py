@@ -35,6 +35,8 @@ class InferenceConfig(BaseModel):
     slice_overlap: float = Field(0.25, ge=0, lt=1)
     merge_ios: float = 0.85
     merge_within_slice: bool = True
+    merge_large_px: float | None = 64.0
+    merge_ios_large: float = 0.5
     det_batch_size: int = Field(16, ge=1)
     slice_edge_margin_px: float | None = 2.0
     # container segments / detections outside them

@@ -128,6 +128,7 @@ def greedy_nmm(
     metric: MatchMetric = "ios",
     class_agnostic: bool = False,
     groups: NDArray[Any] | None = None,
+    large: tuple[float, float] | None = None,
 ) -> tuple[NDArray[np.floating[Any]], NDArray[np.floating[Any]], NDArray[np.int64]]:
     """Greedy non-maximum *merging* (SAHI's GREEDYNMM).
 
@@ -143,6 +144,11 @@ def greedy_nmm(
     of its own group. Boxes of one slice already went through that slice's NMS, so two of
     them are two plants (a small one half under a large neighbour has IoS ≈ 1 with it);
     only the copies that other, overlapping slices found of the same plant are merged.
+
+    ``large = (side_px, large_threshold)``: a pair whose boxes both have a longest side of at
+    least ``side_px`` is merged at ``large_threshold`` instead (large plants come out of the
+    detector as several leaf-cluster boxes that overlap each other less than nested plants
+    of a dense bed do).
     """
     if metric not in ("iou", "ios"):
         raise ValueError(f"metric must be 'iou' or 'ios', got {metric!r}")
@@ -164,7 +170,9 @@ def greedy_nmm(
     # Candidates of a keeper are searched only among boxes whose x-range can meet its own
     # (sorted by x1, at most the widest box to the left): the same result as comparing with
     # every box, since a box that does not overlap has metric 0 < threshold.
-    windowed = threshold > 0.0
+    low = threshold if large is None else min(threshold, large[1])
+    windowed = low > 0.0
+    side = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
     by_x = np.argsort(b[:, 0], kind="stable")
     xs = b[by_x, 0]
     widest = float(np.max(b[:, 2] - b[:, 0])) if n else 0.0
@@ -189,7 +197,11 @@ def greedy_nmm(
             keep &= g[idx] != g[keeper]
         idx = idx[keep]
         if idx.size:
-            absorbed = idx[match_metric(b[keeper], b[idx], metric) >= threshold]
+            limit: NDArray[np.float64] | float = threshold
+            if large is not None:
+                both_large = np.minimum(side[idx], side[keeper]) >= large[0]
+                limit = np.where(both_large, large[1], threshold)
+            absorbed = idx[match_metric(b[keeper], b[idx], metric) >= limit]
             consumed[absorbed] = True
             group = np.concatenate(([keeper], absorbed))
         else:

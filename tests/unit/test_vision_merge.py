@@ -185,3 +185,20 @@ def test_groups_keep_boxes_of_one_slice_apart() -> None:
     assert got == [([0.0, 0.0, 41.0, 40.0], 0.9, 0), ([10.0, 10.0, 30.0, 30.0], 0.8, 0)]
     with pytest.raises(ValueError, match="groups"):
         greedy_nmm(arr(boxes), np.asarray(scores), np.zeros(3), groups=np.zeros(2))
+
+
+def test_large_boxes_merge_at_their_own_threshold() -> None:
+    # two leaf-cluster boxes of one 150-px plant: IoS 0.6
+    big = [[0, 0, 150, 150], [60, 0, 210, 150]]
+    # a small plant half under a small neighbour: IoS 0.6 as well
+    small = [[300, 0, 340, 40], [316, 0, 356, 40]]
+    boxes, scores = big + small, [0.9, 0.8, 0.9, 0.8]
+    plain = merged(boxes, scores, [0, 0, 0, 0], threshold=0.85)
+    assert len(plain) == 4
+    sized = merged(boxes, scores, [0, 0, 0, 0], threshold=0.85, large=(96.0, 0.5))
+    # the large pair is one plant now, the small pair stays two
+    assert [b for b, _, _ in sized] == [
+        [0.0, 0.0, 210.0, 150.0],
+        [300, 0, 340, 40],
+        [316, 0, 356, 40],
+    ]
