@@ -176,6 +176,17 @@ def _centres_in(boxes: FloatArray, region: Region) -> BoolArray:
     return result
 
 
+def _concatenated(
+    raw: Sequence[tuple[FloatArray, FloatArray, IntArray]],
+) -> tuple[FloatArray, FloatArray, IntArray, IntArray]:
+    """Boxes, scores and classes of every slice in ``raw`` as one set each, and the index of
+    the slice each box came from."""
+    boxes = np.concatenate([r[0] for r in raw], axis=0)
+    scores = np.concatenate([r[1] for r in raw], axis=0)
+    classes = np.concatenate([r[2] for r in raw], axis=0)
+    return boxes, scores, classes, _slice_ids(raw)
+
+
 def _slice_ids(raw: Sequence[tuple[FloatArray, FloatArray, IntArray]]) -> IntArray:
     """For the concatenated boxes of ``raw``, the index of the slice each came from."""
     ids: IntArray = np.repeat(np.arange(len(raw), dtype=np.int64), [len(r[0]) for r in raw])
@@ -462,12 +473,9 @@ class PhotoAnalyzer:
         """Keep detections centred inside the region's mask, then GREEDYNMM (IOS, per class)."""
         if not raw:
             return _empty_detections()
-        boxes = np.concatenate([r[0] for r in raw], axis=0)
-        scores = np.concatenate([r[1] for r in raw], axis=0)
-        classes = np.concatenate([r[2] for r in raw], axis=0)
+        boxes, scores, classes, slices = _concatenated(raw)
         if boxes.shape[0] == 0:
             return _empty_detections()
-        slices = _slice_ids(raw)
         inside = _centres_in(boxes, region)
         if not inside.any():
             return _empty_detections()
@@ -481,10 +489,7 @@ class PhotoAnalyzer:
         """Detections of any slice whose centre lies in no region's mask, merged."""
         if not raw:
             return _empty_detections()
-        boxes = np.concatenate([r[0] for r in raw], axis=0)
-        scores = np.concatenate([r[1] for r in raw], axis=0)
-        classes = np.concatenate([r[2] for r in raw], axis=0)
-        slices = _slice_ids(raw)
+        boxes, scores, classes, slices = _concatenated(raw)
         outside = np.ones(boxes.shape[0], dtype=bool)
         for region in regions:
             outside &= ~_centres_in(boxes, region)
