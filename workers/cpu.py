@@ -119,11 +119,7 @@ async def render_in_slot(
     renders pile onto the cores than there are slots."""
     await slots.acquire()
     started = time.monotonic()
-    try:
-        work = asyncio.ensure_future(asyncio.to_thread(render))
-    except BaseException:
-        slots.release()
-        raise
+    work = asyncio.ensure_future(asyncio.to_thread(render))
     work.add_done_callback(lambda _: slots.release())
     try:
         return await asyncio.wait_for(asyncio.shield(work), budget_s)

@@ -26,46 +26,65 @@ class PlantLook:
     leaves: tuple[int, int]
 
 
-def random_look(rng: np.random.Generator) -> PlantLook:
-    """A crop's look: mostly greens, some yellowish, some bluish."""
+@dataclass(frozen=True)
+class LookRanges:
+    """The ranges a crop's look is drawn from (hue ranges as fractions of the colour wheel)."""
+
+    yellowish: tuple[float, float]
+    bluish: tuple[float, float]
+    green: tuple[float, float]
+    leaves: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # per style
+    sat: tuple[float, float]
+    val: tuple[float, float]
+
+
+CLASSIC_LOOKS = LookRanges(
+    yellowish=(0.16, 0.22),
+    bluish=(0.40, 0.48),
+    green=(0.22, 0.38),
+    leaves=((4, 9), (5, 9), (7, 14)),
+    sat=(0.35, 0.85),
+    val=(0.38, 0.85),
+)
+#: More leaves and rosette shapes (star rosettes of up to 18 narrow leaves, sparse 3-leaf
+#: seedlings), pale to dark greens, yellow-greens and blue-greens.
+WIDE_LOOKS = LookRanges(
+    yellowish=(0.14, 0.22),
+    bluish=(0.40, 0.50),
+    green=(0.22, 0.40),
+    leaves=((3, 18), (4, 12), (6, 16)),
+    sat=(0.3, 0.9),
+    val=(0.3, 0.9),
+)
+
+
+def draw_look(rng: np.random.Generator, ranges: LookRanges) -> PlantLook:
+    """A crop's look from ``ranges``: 15 % yellowish, 15 % bluish, the rest green."""
     r = rng.random()
     if r < 0.15:
-        hue = rng.uniform(0.16, 0.22)  # yellowish
+        hue = rng.uniform(*ranges.yellowish)
     elif r < 0.3:
-        hue = rng.uniform(0.40, 0.48)  # bluish green
+        hue = rng.uniform(*ranges.bluish)
     else:
-        hue = rng.uniform(0.22, 0.38)
+        hue = rng.uniform(*ranges.green)
     style = int(rng.integers(0, 3))
-    leaves = ((4, 9), (5, 9), (7, 14))[style]
     return PlantLook(
         hue=hue,
-        sat=rng.uniform(0.35, 0.85),
-        val=rng.uniform(0.38, 0.85),
+        sat=rng.uniform(*ranges.sat),
+        val=rng.uniform(*ranges.val),
         style=style,
-        leaves=leaves,
+        leaves=ranges.leaves[style],
     )
+
+
+def random_look(rng: np.random.Generator) -> PlantLook:
+    """A crop's look: mostly greens, some yellowish, some bluish."""
+    return draw_look(rng, CLASSIC_LOOKS)
 
 
 def random_look_wide(rng: np.random.Generator) -> PlantLook:
-    """A wider range of crops than :func:`random_look`: more leaves and rosette shapes
-    (star rosettes of up to 18 narrow leaves, sparse 3-leaf seedlings), pale to dark greens,
-    yellow-greens and blue-greens."""
-    r = rng.random()
-    if r < 0.15:
-        hue = rng.uniform(0.14, 0.22)
-    elif r < 0.3:
-        hue = rng.uniform(0.40, 0.50)
-    else:
-        hue = rng.uniform(0.22, 0.40)
-    style = int(rng.integers(0, 3))
-    leaves = ((3, 18), (4, 12), (6, 16))[style]
-    return PlantLook(
-        hue=hue,
-        sat=rng.uniform(0.3, 0.9),
-        val=rng.uniform(0.3, 0.9),
-        style=style,
-        leaves=leaves,
-    )
+    """A wider range of crops than :func:`random_look` (:data:`WIDE_LOOKS`)."""
+    return draw_look(rng, WIDE_LOOKS)
 
 
 def _rgb(h: float, s: float, v: float) -> tuple[float, float, float]:

@@ -391,7 +391,7 @@ def decode_preview(
     all its pixels decoded; what is left is resized with a box/bilinear reduction.
     """
     upright, _, _, _, _ = _decode_upright(data, max_pixels, max_side)
-    if to_rgb_mode_is_plain(upright):
+    if _plain_rgb_mode(upright):
         image = upright if upright.mode == "RGB" else upright.convert("RGB")
     else:
         image = Image.fromarray(to_rgb_array(upright))
@@ -407,6 +407,6 @@ def decode_preview(
     return image
 
 
-def to_rgb_mode_is_plain(im: Image.Image) -> bool:
+def _plain_rgb_mode(im: Image.Image) -> bool:
     """Whether Pillow's own ``convert("RGB")`` gives what :func:`to_rgb_array` gives."""
     return im.mode in ("RGB", "L", "YCbCr", "CMYK") and "transparency" not in im.info
