@@ -2,7 +2,7 @@
 
     python -m bench [--quick] [--sections io,callback,fanin,latency,sliced,e2e]
 
-Starts what it needs — an S3 stub process (``bench.s3_stub``), the worker processes of each
+Starts what it needs — an S3 stub process (``pipeline.testing.s3stub``), the worker processes of each
 section, the Celery baseline's own venv (``bench/celery_baseline/.venv``, created on first use)
 — runs each section with ≥ 5 repetitions and writes ``bench/RESULTS.md`` (or ``--out``).
 Redis: ``127.0.0.1:6379`` db 14 for plantpipe (own key prefix per run, removed at the end),
@@ -372,7 +372,7 @@ class Harness:
     async def _start_stub(self) -> None:
         proc = self.spawn(
             "s3-stub",
-            [sys.executable, "-m", "bench.s3_stub", "--port", "0", "--latency-ms", "0"],
+            [sys.executable, "-m", "pipeline.testing.s3stub", "--port", "0", "--latency-ms", "0"],
             self.env("stub"),
             stdout_pipe=True,
         )
@@ -658,7 +658,7 @@ async def main_async(args: argparse.Namespace) -> int:
         "work, so absolute numbers move between runs",
         f"- Versions: {versions}",
         "- Services: Redis 127.0.0.1:6379 (db 14 plantpipe, db 13 Celery baseline); S3 is "
-        "`bench/s3_stub.py` in its own process (in-memory, configurable per-request latency); "
+        "`pipeline/testing/s3stub` in its own process (in-memory, configurable per-request latency); "
         "workers run with `PLANTPIPE_LOG_LEVEL=WARNING`",
         "- Numbers: median (min–max, n = repetitions) unless stated",
         "",

@@ -44,7 +44,7 @@ LATENCY_MS: Final = 2000.0
 def small_photos(count: int) -> list[bytes]:
     """640×480 nursery photos (two trays) as in the slow-S3 end-to-end test, as JPEG."""
     from bench.endtoend import jpeg
-    from tests.support.onnx_fixtures import make_nursery_photo
+    from pipeline.testing.onnx_fixtures import make_nursery_photo
 
     trays = ((30, 40, 300, 440), (340, 40, 610, 440))
     return [jpeg(make_nursery_photo(640, 480, trays, seed=i, skip=0.2).rgb) for i in range(count)]

@@ -49,7 +49,7 @@ class Models:
 
 def fixture_models(h: Harness) -> Models:
     """The test suite's YOLO-layout fixture models (segment 320, detect 512)."""
-    from tests.support.onnx_fixtures import build_detect_model, build_segment_model
+    from pipeline.testing.onnx_fixtures import build_detect_model, build_segment_model
 
     root = h.log_dir / "models"
     seg = build_segment_model(root / "seg.onnx", input_size=320, batch=1)
@@ -61,7 +61,7 @@ def fixture_models(h: Harness) -> Models:
             "PLANTPIPE_DET_MODEL_PATH": str(det),
             "PLANTPIPE_DET_INPUT_SIZE": "512",
         },
-        label="fixture YOLO-layout models of the test suite (tests/support/onnx_fixtures.py: "
+        label="fixture YOLO-layout models of the test suite (pipeline/testing/onnx_fixtures.py: "
         "segment input 320, detect input 512)",
         bundled=False,
     )
@@ -81,7 +81,7 @@ def jpeg(rgb: NDArray[np.uint8], quality: int = 90) -> bytes:
 
 
 def fixture_photo(width: int, height: int, seed: int) -> bytes:
-    from tests.support.onnx_fixtures import make_nursery_photo
+    from pipeline.testing.onnx_fixtures import make_nursery_photo
 
     margin = max(30, width // 40)
     mid = width // 2

@@ -27,7 +27,7 @@ def analyzer_and_photo(width: int, height: int, seed: int) -> tuple[PhotoAnalyze
         config = InferenceConfig(providers=["CPUExecutionProvider"], warmup=False)
         rgb = generate_scene(seed, width, height).image
         return PhotoAnalyzer.load(config), rgb, "bundled default models, synthetic scene"
-    from tests.support.onnx_fixtures import (
+    from pipeline.testing.onnx_fixtures import (
         build_detect_model,
         build_segment_model,
         make_nursery_photo,
@@ -43,7 +43,7 @@ def analyzer_and_photo(width: int, height: int, seed: int) -> tuple[PhotoAnalyze
     trays = ((100, 100, width // 2 - 50, height - 100), (width // 2 + 50, 100, width - 100,
              height - 100))  # fmt: skip
     rgb = make_nursery_photo(width, height, trays, seed=seed, skip=0.3).rgb
-    return PhotoAnalyzer.load(config), rgb, "fixture YOLO-layout models (tests/support)"
+    return PhotoAnalyzer.load(config), rgb, "fixture YOLO-layout models (pipeline/testing)"
 
 
 def run(reps: int, width: int, height: int, seed: int = 11) -> str:

@@ -14,8 +14,8 @@ from redis.asyncio import Redis
 
 from pipeline.client import PipelineClient
 from pipeline.settings import Settings
+from pipeline.testing.onnx_fixtures import build_detect_model, build_segment_model
 from tests.conftest import REDIS_URL, S3_ENDPOINT, WorkerProcess, settings_env
-from tests.support.onnx_fixtures import build_detect_model, build_segment_model
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,8 @@ from PIL import Image
 from redis.asyncio import Redis
 
 from pipeline.embedded import drop_prefix
+from pipeline.testing.onnx_fixtures import encode_png, make_nursery_photo
 from tests.conftest import REDIS_URL
-from tests.support.onnx_fixtures import encode_png, make_nursery_photo
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from pipeline.inference.config import BUNDLED_DET_MODEL, BUNDLED_SEG_MODEL
+from pipeline.testing.onnx_fixtures import make_nursery_photo
 from tests.e2e.test_sessions import read_object
-from tests.support.onnx_fixtures import make_nursery_photo
 
 pytestmark = pytest.mark.e2e
 

@@ -17,8 +17,8 @@ from redis.asyncio import Redis
 from pipeline.graph import JoinStore
 from pipeline.photos import child_id, infer_job_id, session_join_id
 from pipeline.schemas import InferJob
+from pipeline.testing.onnx_fixtures import encode_png, make_nursery_photo
 from tests.conftest import REDIS_URL
-from tests.support.onnx_fixtures import encode_png, make_nursery_photo
 
 pytestmark = pytest.mark.e2e
 

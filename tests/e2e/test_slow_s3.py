@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from arq.jobs import Job
 
-from bench.s3_stub import S3Stub
 from pipeline.queue import deserialize
-from tests.support.onnx_fixtures import encode_png, make_nursery_photo
+from pipeline.testing.onnx_fixtures import encode_png, make_nursery_photo
+from pipeline.testing.s3stub import S3Stub
 
 pytestmark = pytest.mark.e2e
 

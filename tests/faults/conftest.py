@@ -37,14 +37,14 @@ from pipeline.client import PipelineClient
 from pipeline.graph import JoinStore
 from pipeline.photos import session_join_id
 from pipeline.schemas import SessionRecord
-from tests.conftest import REDIS_URL, REPO, WorkerProcess
-from tests.e2e.conftest import Cluster, cluster_settings
-from tests.support.onnx_fixtures import (
+from pipeline.testing.onnx_fixtures import (
     build_detect_model,
     build_segment_model,
     encode_png,
     make_nursery_photo,
 )
+from tests.conftest import REDIS_URL, REPO, WorkerProcess
+from tests.e2e.conftest import Cluster, cluster_settings
 
 SMALL_TRAYS = ((30, 40, 300, 440), (340, 40, 610, 440))
 

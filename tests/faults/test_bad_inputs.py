@@ -17,6 +17,7 @@ from pipeline.client import PipelineClient
 from pipeline.errors import PipelineError
 from pipeline.photos import photo_key
 from pipeline.storage.base import InvalidKey
+from pipeline.testing.onnx_fixtures import make_nursery_photo
 from pipeline.vision.decode import InvalidImage
 from tests.faults.conftest import (
     SMALL_TRAYS,
@@ -30,7 +31,6 @@ from tests.faults.conftest import (
     tree_rss_kib,
     worker_pid,
 )
-from tests.support.onnx_fixtures import make_nursery_photo
 
 pytestmark = pytest.mark.faults
 

@@ -37,6 +37,7 @@ from pipeline.queue import QueueNames, arq_max_tries
 from pipeline.schemas import ChildReport, InferJob, PhotoProgress, RenderJob
 from pipeline.sessions import SessionStore
 from pipeline.settings import Settings
+from pipeline.testing.onnx_fixtures import make_nursery_photo
 from pipeline.vision.types import Detection, PhotoAnalysis
 from tests.conftest import REDIS_URL, SettingsFactory, WorkerProcess, in_process_worker
 from tests.e2e.conftest import Cluster
@@ -55,7 +56,6 @@ from tests.faults.conftest import (
     wait_until,
     worker_pid,
 )
-from tests.support.onnx_fixtures import make_nursery_photo
 from workers import cpu as cpu_worker
 from workers.cpu import aggregate
 from workers.gpu import infer_photo

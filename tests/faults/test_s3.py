@@ -1,7 +1,7 @@
 """S3 faults with real workers: a 30 s outage of LocalStack mid-load (cut behind a TCP proxy,
 so what it stores survives: breaker opens, nothing dropped, everything lands after), and
 permanent errors (403 AccessDenied, 404 NoSuchBucket, from the in-process S3 stub
-bench.s3_stub) that go to dead letters and are replayed after the fix."""
+pipeline.testing.s3stub) that go to dead letters and are replayed after the fix."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from urllib.parse import urlparse
 import pytest
 from redis.asyncio import Redis
 
-from bench.s3_stub import S3Stub
 from pipeline.client import PipelineClient
 from pipeline.errors import UploadFailed
 from pipeline.storage.breaker import RedisCircuitBreaker
+from pipeline.testing.s3stub import S3Stub
+from pipeline.testing.tcp_proxy import TcpProxy
 from tests.conftest import REDIS_URL, SettingsFactory, in_process_worker
 from tests.faults.conftest import (
     ClusterFactory,
@@ -27,7 +28,6 @@ from tests.faults.conftest import (
     free_port,
     small_photo,
 )
-from tests.support.tcp_proxy import TcpProxy
 from workers import io as io_worker
 
 pytestmark = pytest.mark.faults

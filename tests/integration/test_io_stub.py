@@ -1,4 +1,4 @@
-"""The io role against an instrumented S3 endpoint (bench.s3_stub): concurrency bound,
+"""The io role against an instrumented S3 endpoint (pipeline.testing.s3stub): concurrency bound,
 breaker behaviour through an outage, and a slow S3 that must not slow the graph."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from bench.s3_stub import S3Stub
 from pipeline.client import PipelineClient
 from pipeline.storage.breaker import RedisCircuitBreaker
+from pipeline.testing.s3stub import S3Stub
 from tests.conftest import SettingsFactory, in_process_worker
 from workers import io as io_worker
 

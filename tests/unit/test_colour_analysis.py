@@ -10,7 +10,7 @@ from PIL import Image
 
 from pipeline.inference.analyze import PhotoAnalyzer
 from pipeline.inference.config import InferenceConfig
-from tests.support.onnx_fixtures import build_detect_model, build_segment_model
+from pipeline.testing.onnx_fixtures import build_detect_model, build_segment_model
 
 SAMPLE = Path(__file__).resolve().parents[2] / "pipeline" / "samples" / "nursery.jpg"
 

@@ -13,7 +13,7 @@ from pipeline.inference.analyze import PhotoAnalyzer
 from pipeline.inference.config import InferenceConfig
 from pipeline.inference.pool import InferencePool
 from pipeline.inference.runtime import CPU, CUDA, collected_fallbacks, create_session
-from tests.support.onnx_fixtures import build_detect_model, build_segment_model
+from pipeline.testing.onnx_fixtures import build_detect_model, build_segment_model
 
 pytestmark = [
     pytest.mark.timeout(180),

@@ -17,13 +17,13 @@ from pipeline.inference.analyze import PhotoAnalyzer, Region
 from pipeline.inference.config import BUNDLED_SEG_MODEL, InferenceConfig
 from pipeline.inference.yolo import SegInstance
 from pipeline.settings import Settings
-from pipeline.vision.types import Detection, SegmentEstimation
-from tests.support.onnx_fixtures import (
+from pipeline.testing.onnx_fixtures import (
     build_detect_model,
     build_segment_model,
     encode_png,
     make_nursery_photo,
 )
+from pipeline.vision.types import Detection, SegmentEstimation
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.inference.config import InferenceConfig
 from pipeline.inference.pool import InferencePool, WorkerStartError
-from tests.support.onnx_fixtures import (
+from pipeline.testing.onnx_fixtures import (
     build_detect_model,
     build_segment_model,
     encode_png,

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.inference.runtime import CPU, CUDA, YoloModel, create_session, provider_options
 from pipeline.inference.yolo import decode_detect, decode_segment, letterbox
-from tests.support.onnx_fixtures import (
+from pipeline.testing.onnx_fixtures import (
     build_detect_model,
     build_segment_model,
     make_nursery_photo,

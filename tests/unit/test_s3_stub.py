@@ -1,4 +1,4 @@
-"""The in-memory S3 stub (bench/s3_stub.py) against real aioboto3 and boto3 clients."""
+"""The in-memory S3 stub (pipeline/testing/s3stub) against real aioboto3 and boto3 clients."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedError
 
-from bench.s3_stub import S3Stub, decode_aws_chunked
+from pipeline.testing.s3stub import S3Stub, decode_aws_chunked
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "stub-bucket"
@@ -685,7 +685,7 @@ async def test_cli_runs_a_separate_process() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bench.s3_stub",
+        "pipeline.testing.s3stub",
         "--port",
         "0",
         "--latency-ms",
