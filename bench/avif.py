@@ -35,7 +35,7 @@ from pipeline.settings import Settings
 from pipeline.synth import encode_jpeg, generate_scene
 from pipeline.vision.decode import decode_preview
 from pipeline.vision.render import draw_analysis, encode_avif, overlay_alpha
-from workers.cpu import render_outputs
+from workers.rendering import render_outputs
 
 OUT: Final = Path(__file__).resolve().parent / "AVIF.md"
 SIDES: Final = (None, 2000, 1600)  # None: the photo's own size

@@ -27,13 +27,13 @@ from botocore.config import Config
 
 from bench.common import Stat
 from pipeline.client import PipelineClient
-from pipeline.photos import aggregate_job_id, render_job_id
-from pipeline.queue import deserialize
+from pipeline.runtime.serialization import deserialize
 from pipeline.schemas import SessionResult
 from pipeline.settings import Settings
+from pipeline.state.ids import aggregate_job_id, render_job_id
 from pipeline.vision.decode import decode_image
 from pipeline.vision.render import AVIF_CONTENT_TYPE, JPEG_CONTENT_TYPE, make_thumbnail
-from workers.cpu import render_outputs
+from workers.rendering import render_outputs
 
 if TYPE_CHECKING:
     from bench.__main__ import Harness, SectionOutput

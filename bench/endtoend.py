@@ -151,8 +151,8 @@ async def job_seconds(
     session's aggregate, by function."""
     from arq.jobs import Job
 
-    from pipeline.photos import aggregate_job_id, infer_job_id, render_job_id
-    from pipeline.queue import deserialize
+    from pipeline.runtime.serialization import deserialize
+    from pipeline.state.ids import aggregate_job_id, infer_job_id, render_job_id
 
     found: dict[str, list[float]] = {}
     wanted: list[tuple[str, str, str]] = []

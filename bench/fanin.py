@@ -1,6 +1,6 @@
 """Section 3: fan-out / fan-in overhead — N no-op children, submit → callback latency.
 
-* **plantpipe**: ``pipeline.graph.JoinStore`` with arq jobs. This module is also the arq
+* **plantpipe**: ``pipeline.state.joins.JoinStore`` with arq jobs. This module is also the arq
   worker of the benchmark (``arq bench.fanin.WorkerSettings``): ``noop_child`` reports into the
   join, the report that completes it enqueues ``fanin_callback``, which reads every child's
   report, completes the join and records the time. Options are plantpipe's common worker
@@ -26,11 +26,20 @@ from arq import func
 from arq.connections import ArqRedis, create_pool
 
 from bench.common import Stat
-from pipeline.graph import Callback, JoinStore
-from pipeline.jobs import common_worker_options, role_shutdown, role_startup, worker_settings_class
-from pipeline.queue import deserialize, enqueue, redis_settings, serialize
+from pipeline.runtime.connection import redis_settings
+from pipeline.runtime.context import RoleContext, role_context
+from pipeline.runtime.enqueue import enqueue
+from pipeline.runtime.roles import (
+    common_worker_options,
+    role_shutdown,
+    role_started,
+    role_startup,
+    worker_settings_class,
+)
+from pipeline.runtime.serialization import deserialize, serialize
 from pipeline.schemas import ChildReport
 from pipeline.settings import Settings, get_settings
+from pipeline.state.joins import Callback, JoinStore
 
 if TYPE_CHECKING:
     from bench.__main__ import Harness, SectionOutput
@@ -53,8 +62,8 @@ def queue_name(settings: Settings) -> str:
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    await role_startup(ctx, "fanin")
-    ctx["started"] = True
+    settings, redis = await role_startup(ctx, "fanin")
+    await role_started(ctx, RoleContext.build("fanin", redis, settings, queue=queue_name(settings)))
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -62,12 +71,12 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 async def noop_child(ctx: dict[str, Any], join_id: str, child: str, index: int) -> None:
-    joins: JoinStore = ctx["joins"]
+    joins = role_context(ctx).joins
     await joins.report(join_id, child, ChildReport(ok=True, result={"i": index}))
 
 
 async def fanin_callback(ctx: dict[str, Any], join_id: str, done_key: str) -> int:
-    joins: JoinStore = ctx["joins"]
+    joins = role_context(ctx).joins
     reports = await joins.results(join_id)
     now = time.time()
     await joins.complete(join_id)
@@ -208,8 +217,9 @@ async def run(h: Harness) -> SectionOutput:
         "",
         f"plantpipe worker: one arq process (plantpipe's `ResilientWorker`), `max_jobs` "
         f"{MAX_JOBS}, poll delay {settings.poll_delay_s} s; children are enqueued with "
-        "`pipeline.queue.enqueue`, which wakes the idle worker (it blocks on the queue's wake "
-        "list between polls), and claimed in batches (one Lua call per poll); each child's "
+        "`pipeline.runtime.enqueue.enqueue`, which wakes the idle worker (it blocks on the "
+        "queue's wake list between polls), and claimed in batches (one Lua call per poll); "
+        "each child's "
         "report is one Lua script (`HSETNX`, counted once, TTL refreshed); the completing "
         "report enqueues the callback under a deterministic job id, which wakes the worker "
         "again. Celery: one worker, chord counter on the Redis result backend; no-op tasks "

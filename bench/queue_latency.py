@@ -4,9 +4,9 @@ Two arq workers of this module, each on its own queue, run side by side (repetit
 interleaved):
 
 * ``bench.queue_latency.WorkerSettings`` — plantpipe as configured: the common worker options
-  of every role (``pipeline.jobs.common_worker_options``: msgpack, ``poll_delay`` from
+  of every role (``pipeline.runtime.roles.common_worker_options``: msgpack, ``poll_delay`` from
   settings = 0.05 s, ``keep_result`` 60, job start/end hooks for logs and metrics) on
-  plantpipe's worker class (wake-up on ``pipeline.queue.enqueue``, batched claims);
+  plantpipe's worker class (wake-up on ``pipeline.runtime.enqueue.enqueue``, batched claims);
 * ``bench.queue_latency.ArqDefaultSettings`` — arq's own Worker with its defaults
   (``poll_delay`` 0.5 s,
   ``max_jobs`` 10, ``keep_result`` 3600, no hooks); only the serializer is plantpipe's msgpack
@@ -30,8 +30,10 @@ from arq import func
 from arq.connections import create_pool
 
 from bench.common import Stat
-from pipeline.jobs import common_worker_options, worker_settings_class
-from pipeline.queue import deserialize, enqueue, redis_settings, serialize
+from pipeline.runtime.connection import redis_settings
+from pipeline.runtime.enqueue import enqueue
+from pipeline.runtime.roles import common_worker_options, worker_settings_class
+from pipeline.runtime.serialization import deserialize, serialize
 from pipeline.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -236,8 +238,9 @@ async def run(h: Harness) -> SectionOutput:
         "An idle arq worker finds a job at its next poll, so with arq's own worker latency ≈ "
         "uniform(0, poll_delay) plus its claim (WATCH/MULTI on the in-progress key, then "
         "fetching the job: about five Redis round trips), one job at a time. plantpipe's "
-        "worker blocks on the queue's wake list between polls, and `pipeline.queue.enqueue` "
-        "drops a token there, so a job starts as soon as it is queued; it claims every due "
+        "worker blocks on the queue's wake list between polls, and "
+        "`pipeline.runtime.enqueue.enqueue` drops a token there, so a job starts as soon as "
+        "it is queued; it claims every due "
         "job it has a slot for in one Lua call, and with every slot busy it polls again as "
         "soon as a job finishes rather than after the poll delay.",
     ]

@@ -23,32 +23,12 @@ from typing import Self
 from arq import create_pool
 from arq.connections import ArqRedis
 
-from pipeline.artifacts import ArtifactStore
-from pipeline.blobs import BlobRef, BlobStore
-from pipeline.deadletter import DeadLetters
 from pipeline.errors import UploadFailed
-from pipeline.events import follow, last_event_id
-from pipeline.graph import Callback, JoinStore
-from pipeline.keys import Keys
-from pipeline.photos import (
-    aggregate_job_id,
-    infer_holder,
-    infer_job_id,
-    photo_key,
-    render_holder,
-    session_join_id,
-)
-from pipeline.photos import (
-    artifact_id as make_artifact_id,
-)
-from pipeline.queue import (
-    QueueNames,
-    deserialize,
-    enqueue,
-    fail_fast,
-    redis_settings,
-    serialize,
-)
+from pipeline.runtime.connection import fail_fast, redis_settings
+from pipeline.runtime.deadletter import DeadLetters
+from pipeline.runtime.enqueue import QueueNames, enqueue
+from pipeline.runtime.serialization import deserialize, serialize
+from pipeline.runtime.uploads import Output, enqueue_uploads, stage
 from pipeline.schemas import (
     TERMINAL_STATUSES,
     ArtifactRecord,
@@ -59,32 +39,26 @@ from pipeline.schemas import (
     SessionResult,
     UploadJob,
 )
-from pipeline.sessions import SessionStore
 from pipeline.settings import Settings, get_settings
+from pipeline.state.artifacts import ArtifactStore
+from pipeline.state.blobs import BlobStore
+from pipeline.state.events import follow, last_event_id
+from pipeline.state.ids import (
+    aggregate_job_id,
+    infer_holder,
+    infer_job_id,
+    photo_key,
+    render_holder,
+    session_join_id,
+)
+from pipeline.state.ids import (
+    artifact_id as make_artifact_id,
+)
+from pipeline.state.joins import Callback, JoinStore
+from pipeline.state.keys import Keys
+from pipeline.state.sessions import SessionStore
 from pipeline.storage.base import check_key
 from pipeline.vision.decode import SUPPORTED_TYPES, InvalidImage, validate_upload
-
-
-def upload_job_id(artifact_id: str, deferrals: int = 0) -> str:
-    """Deterministic arq job id of an artifact's upload (a deferral gets its own)."""
-    return f"upload:{artifact_id}" if deferrals == 0 else f"upload:{artifact_id}:defer:{deferrals}"
-
-
-def upload_holder(artifact_id: str) -> str:
-    """Name under which an upload holds its blob."""
-    return f"upload:{artifact_id}"
-
-
-async def enqueue_upload(redis: ArqRedis, settings: Settings, job: UploadJob) -> None:
-    """Hand an upload to the io role (idempotent per artifact id)."""
-    await enqueue(
-        redis,
-        "upload",
-        payload=job.model_dump(mode="json"),
-        _job_id=upload_job_id(job.artifact_id, job.deferrals),
-        _queue_name=QueueNames.from_settings(settings).io,
-    )
-
 
 MAX_METADATA_ITEMS = 64
 MAX_METADATA_CHARS = 1024
@@ -178,7 +152,7 @@ class PipelineClient:
         if self._redis is None:
             rs = redis_settings(self.settings)
             # Fail at once when Redis is not there at all; once connected, the pool's retry
-            # policy rides out a restart (see pipeline.queue.redis_settings).
+            # policy rides out a restart (see pipeline.runtime.connection.redis_settings).
             probe = await create_pool(fail_fast(rs))
             await probe.aclose()
             self._redis = await create_pool(
@@ -207,6 +181,11 @@ class PipelineClient:
     def artifacts(self) -> ArtifactStore:
         return ArtifactStore(self.redis, self.settings)
 
+    async def _stage(
+        self, outputs: Sequence[Output], session_id: str | None = None
+    ) -> list[UploadJob]:
+        return await stage(self.blobs, self.artifacts, outputs, session_id)
+
     @property
     def dead_letters(self) -> DeadLetters:
         return DeadLetters(self.redis, self.settings)
@@ -227,19 +206,8 @@ class PipelineClient:
         if sum(len(k) + len(v) for k, v in meta.items()) > 2000:
             raise ValueError("S3 object metadata is limited to 2 KiB")
         artifact_id = uuid.uuid4().hex
-        blob = await self.blobs.put(data, [upload_holder(artifact_id)])
-        record = ArtifactRecord(
-            artifact_id=artifact_id, key=key, content_type=content_type, size=len(data)
-        )
-        await self.artifacts.register([record])
-        job = UploadJob(
-            artifact_id=artifact_id,
-            key=key,
-            blob=blob,
-            content_type=content_type,
-            metadata=meta,
-        )
-        await enqueue_upload(self.redis, self.settings, job)
+        output = Output(artifact_id, key, content_type, data, metadata=meta)
+        await enqueue_uploads(self.redis, self.settings, await self._stage([output]))
         return UploadHandle(self, artifact_id, key)
 
     # --- sessions ---------------------------------------------------------------------
@@ -286,41 +254,22 @@ class PipelineClient:
                 arguments={"payload": {"session_id": session_id}},
             ),
         )
-        blobs: list[BlobRef] = []
-        uploads: list[UploadJob] = []
-        for index, (data, mime) in enumerate(zip(photos, mimes, strict=True)):
-            original_id = make_artifact_id(session_id, index, "original")
-            key = photo_key(session_id, index, count, "original", SUPPORTED_TYPES[mime])
-            blob = await self.blobs.put(
+        originals = [
+            Output(
+                make_artifact_id(session_id, index, "original"),
+                photo_key(session_id, index, count, "original", SUPPORTED_TYPES[mime]),
+                mime,
                 data,
-                [
-                    upload_holder(original_id),
-                    infer_holder(session_id, index),
-                    render_holder(session_id, index),
-                ],
+                metadata={"session": session_id, "photo": str(index)},
+                holders=(infer_holder(session_id, index), render_holder(session_id, index)),
             )
-            blobs.append(blob)
-            record = ArtifactRecord(
-                artifact_id=original_id,
-                key=key,
-                content_type=mime,
-                size=len(data),
-                session_id=session_id,
-            )
-            await self.artifacts.register([record], session_id=session_id)
-            uploads.append(
-                UploadJob(
-                    artifact_id=original_id,
-                    key=key,
-                    blob=blob,
-                    content_type=mime,
-                    session_id=session_id,
-                    metadata={"session": session_id, "photo": str(index)},
-                )
-            )
+            for index, (data, mime) in enumerate(zip(photos, mimes, strict=True))
+        ]
+        uploads = await self._stage(originals, session_id)
+        blobs = [upload.blob for upload in uploads]
         await self.sessions.set_originals(session_id, blobs)
-        for index, (blob, mime, upload) in enumerate(zip(blobs, mimes, uploads, strict=True)):
-            await enqueue_upload(self.redis, self.settings, upload)
+        await enqueue_uploads(self.redis, self.settings, uploads)
+        for index, (blob, mime) in enumerate(zip(blobs, mimes, strict=True)):
             job = InferJob(
                 session_id=session_id, index=index, photo_count=count, blob=blob, mime=mime
             )

@@ -25,7 +25,8 @@ from typing import IO, Any
 from redis.asyncio import Redis
 
 from pipeline.errors import ConfigurationError
-from pipeline.health import redis_eviction_policy
+from pipeline.runtime.health import redis_eviction_policy
+from pipeline.settings import Settings
 
 ROLES = ("io", "cpu", "gpu")
 
@@ -272,9 +273,11 @@ def exit_cause(lines: list[str]) -> str:
     return cause
 
 
-def child_env(overrides: dict[str, str]) -> dict[str, Any]:
-    env = dict(os.environ)
-    env.update(overrides)
+def child_env(settings: Settings) -> dict[str, str]:
+    """A role process's environment: this process's (PATH, AWS credentials…) with the
+    configuration of ``settings`` in place of every ``PLANTPIPE_*`` setting
+    (:meth:`Settings.to_env`), and this checkout first on PYTHONPATH."""
+    env = settings.to_env(os.environ)
     repo_root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (repo_root, env.get("PYTHONPATH", "")) if p)
     return env

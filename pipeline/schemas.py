@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.blobs import BlobRef
 from pipeline.vision.types import PhotoAnalysis
 
 ArtifactState = Literal["pending", "uploaded", "failed"]
@@ -22,6 +21,15 @@ def utcnow() -> datetime:
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class BlobRef(BaseModel):
+    """A reference to bytes held in Redis."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sha256: str
+    size: int
 
 
 class UploadJob(_Model):

@@ -1,9 +1,10 @@
-"""cpu role: the ``aggregate`` callback of each session, and the watchdog.
+"""cpu role: each photo's ``render_photo``, each session's ``aggregate`` callback, the watchdog.
 
-Run with ``arq workers.cpu.WorkerSettings``. ``aggregate`` renders visualizations and the
-result document, sets the session's terminal status, enqueues the uploads on the io queue and
-returns — it never waits for S3. ``render_photo`` draws each photo's visualization (one job
-per photo, so rendering scales with cpu workers, not inside the callback).
+Run with ``arq workers.cpu.WorkerSettings``. ``render_photo`` draws one photo's visualization
+(one job per photo, so rendering scales with cpu workers) and reports the photo into its
+session's join; ``aggregate`` (the join's callback) builds the result document, sets the
+session's terminal status and queues the uploads on the io role — it never waits for S3 and
+does no image work.
 """
 
 from __future__ import annotations
@@ -11,29 +12,27 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import structlog
 from arq import cron
 
-from pipeline.artifacts import ArtifactStore
-from pipeline.blobs import BlobStore
-from pipeline.client import enqueue_upload, upload_holder
-from pipeline.errors import PermanentError
-from pipeline.graph import JoinStore
-from pipeline.jobs import (
-    check_crash_loop,
-    handle_failure,
+from pipeline.logs import get_logger
+from pipeline.runtime.context import RoleContext, role_context
+from pipeline.runtime.enqueue import QueueNames
+from pipeline.runtime.job import GaveUp, JobRun, role_job, time_budget
+from pipeline.runtime.roles import (
     role_shutdown,
+    role_started,
     role_startup,
     role_worker_options,
-    time_budget,
     worker_settings_class,
 )
-from pipeline.logs import get_logger
-from pipeline.photos import (
+from pipeline.runtime.uploads import Output
+from pipeline.schemas import AggregateJob, ChildReport, PhotoProgress, RenderJob
+from pipeline.settings import Settings, get_settings
+from pipeline.state.ids import (
     artifact_id,
     child_id,
     infer_holder,
@@ -42,40 +41,25 @@ from pipeline.photos import (
     results_key,
     session_join_id,
 )
-from pipeline.queue import QueueNames
-from pipeline.schemas import (
-    AggregateJob,
-    ArtifactRecord,
-    ChildReport,
-    PhotoProgress,
-    PhotoResult,
-    RenderJob,
-    SessionRecord,
-    SessionResult,
-    SessionStatus,
-    UploadJob,
-    utcnow,
-)
-from pipeline.sessions import SessionStore
-from pipeline.settings import Settings, get_settings
-from pipeline.vision.decode import decode_preview
-from pipeline.vision.render import (
-    AVIF_CONTENT_TYPE,
-    JPEG_CONTENT_TYPE,
-    draw_analysis,
-    encode_avif,
-    make_thumbnail,
-    overlay_alpha,
-)
+from pipeline.vision.render import AVIF_CONTENT_TYPE, JPEG_CONTENT_TYPE
 from pipeline.vision.types import PhotoAnalysis
+from workers.document import build_document
+from workers.rendering import render_in_slot, render_outputs
 
 log = get_logger("workers.cpu")
 
 
+@dataclass
+class CpuContext(RoleContext):
+    """The cpu role's context: slots that bound renders running at once."""
+
+    render_slots: asyncio.Semaphore
+
+
 async def startup(ctx: dict[str, Any]) -> None:
-    settings = await role_startup(ctx, "cpu")
-    ctx["render_slots"] = asyncio.Semaphore(settings.cpu_concurrency)
-    ctx["started"] = True
+    settings, redis = await role_startup(ctx, "cpu")
+    slots = asyncio.Semaphore(settings.cpu_concurrency)
+    await role_started(ctx, CpuContext.build("cpu", redis, settings, render_slots=slots))
     log.info(
         "cpu.started",
         watchdog_interval_s=settings.watchdog_interval_s,
@@ -88,275 +72,103 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     log.info("cpu.stopped")
 
 
-def render_outputs(
-    data: bytes, analysis: PhotoAnalysis, settings: Settings, vegetation_png: bytes = b""
-) -> tuple[bytes, bytes]:
-    """Pure: original bytes + analysis (+ the counted vegetation's 1-bit PNG) → (AVIF
-    visualization, processed JPEG thumbnail). The picture is drawn at most
-    ``visualization_max_px`` on its longest side, from a JPEG decoded at a reduced scale."""
-    picture = decode_preview(data, settings.visualization_max_px)
-    overlay = overlay_alpha(vegetation_png, picture.size)
-    draw_analysis(picture, analysis, overlay=overlay)
-    avif = encode_avif(
-        picture,
-        quality=settings.avif_quality,
-        speed=settings.avif_speed,
-        max_threads=settings.avif_threads or None,
+async def report_rendered(ctx: CpuContext, job: RenderJob, warnings: list[str]) -> None:
+    """The photo is done (with ``warnings`` when its visualization could not be made): its
+    progress, its one report into the session's join, and its inputs let go."""
+    sid, index = job.session_id, job.index
+    analysis = PhotoAnalysis.model_validate(job.analysis)
+    outcome = ChildReport(ok=True, result={"analysis": job.analysis, "warnings": warnings})
+    progress = PhotoProgress(
+        index=index,
+        state="done",
+        detected=analysis.total_detected,
+        estimated=analysis.total_estimated,
+        reason="; ".join(warnings) or None,
     )
-    thumb = make_thumbnail(
-        picture, longest_side=settings.thumbnail_px, quality=settings.thumbnail_quality
-    )
-    return avif, thumb
+    await ctx.sessions.update_photo(sid, progress)
+    await ctx.joins.report(session_join_id(sid), child_id(index), outcome)
+    await release_inputs(ctx, job)
 
 
-async def render_in_slot(
-    slots: asyncio.Semaphore, budget_s: float, render: Callable[[], tuple[bytes, bytes]]
-) -> tuple[bytes, bytes]:
-    """Run ``render`` in a thread once a render slot is free; ``budget_s`` counts from then
-    (the work, not the wait). A render past its budget raises ``PermanentError``
-    (``render_timeout``): the same drawing would only time out again. Its thread cannot be
-    stopped, so its slot stays taken until it really ends — a slow render never lets more
-    renders pile onto the cores than there are slots."""
-    await slots.acquire()
-    started = time.monotonic()
-    work = asyncio.ensure_future(asyncio.to_thread(render))
-    work.add_done_callback(lambda _: slots.release())
-    try:
-        return await asyncio.wait_for(asyncio.shield(work), budget_s)
-    except TimeoutError as exc:
-        raise PermanentError(
-            f"drawing the visualization took longer than its budget of {budget_s:.1f} s "
-            f"(stopped waiting after {time.monotonic() - started:.1f} s); raise "
-            "PLANTPIPE_CPU_JOB_TIMEOUT_S or lower PLANTPIPE_VISUALIZATION_MAX_PX",
-            code="render_timeout",
-        ) from exc
+async def release_inputs(ctx: CpuContext, job: RenderJob) -> None:
+    for blob in [job.blob] if job.vegetation is None else [job.blob, job.vegetation]:
+        await ctx.blobs.release(blob, render_holder(job.session_id, job.index))
 
 
-def avg_confidence(analyses: list[PhotoAnalysis]) -> float | None:
-    """Mean confidence over every detection of the session (weighted by detections)."""
-    confidences = [d.confidence for a in analyses for d in a.detections]
-    return round(sum(confidences) / len(confidences), 4) if confidences else None
-
-
-def session_outcome(photos: list[PhotoResult]) -> tuple[SessionStatus, str | None]:
-    """``completed`` when every photo is done without a caveat; ``warning`` when some photo
-    failed or carries a warning (its counts are in the document); ``failed`` when all failed."""
-    failed = [p for p in photos if p.status == "failed"]
-    cautioned = [p for p in photos if p.status == "done" and p.warnings]
-    if not failed and not cautioned:
-        return "completed", None
-    notes = [f"photo {p.index}: {p.reason or p.error_code}" for p in failed] + [
-        f"photo {p.index}: {'; '.join(p.warnings)}" for p in cautioned
+def rendered_outputs(job: RenderJob, avif: bytes, thumb: bytes) -> list[Output]:
+    sid, index, count = job.session_id, job.index, job.photo_count
+    return [
+        Output(artifact_id(sid, index, name), photo_key(sid, index, count, name), ctype, body)
+        for name, ctype, body in (
+            ("processed", AVIF_CONTENT_TYPE, avif),
+            ("thumbnail_processed", JPEG_CONTENT_TYPE, thumb),
+        )
     ]
-    details = "; ".join(notes[:5]) + (f" (+{len(notes) - 5} more)" if len(notes) > 5 else "")
-    parts = []
-    if failed:
-        parts.append(f"{len(failed)} of {len(photos)} photos failed")
-    if cautioned:
-        parts.append(f"{len(cautioned)} of {len(photos)} photos done with a warning")
-    summary = f"{', '.join(parts)}: {details}"
-    return ("failed" if len(failed) == len(photos) else "warning"), summary
 
 
-async def stage_artifacts(
-    ctx: dict[str, Any], session_id: str, outputs: list[tuple[str, str, str, bytes]], final: bool
-) -> list[UploadJob]:
-    """Store each ``(artifact_id, key, content_type, body)`` as a blob and register the
-    artifacts (pending). Returns the upload jobs to hand to the io role."""
-    blobs: BlobStore = ctx["blobs"]
-    artifacts: ArtifactStore = ctx["artifacts"]
-    jobs: list[UploadJob] = []
-    records: list[ArtifactRecord] = []
-    for aid, key, ctype, body in outputs:
-        blob = await blobs.put(body, [upload_holder(aid)])
-        records.append(
-            ArtifactRecord(
-                artifact_id=aid, key=key, content_type=ctype, size=len(body), session_id=session_id
-            )
-        )
-        jobs.append(
-            UploadJob(
-                artifact_id=aid, key=key, blob=blob, content_type=ctype, session_id=session_id
-            )
-        )
-    await artifacts.register(records, session_id=session_id, final=final)
-    return jobs
-
-
-async def enqueue_uploads(ctx: dict[str, Any], jobs: list[UploadJob]) -> None:
-    await asyncio.gather(*(enqueue_upload(ctx["redis"], ctx["settings"], j) for j in jobs))
-
-
-async def render_photo(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+@role_job(RenderJob, replayable=False)
+async def render_photo(ctx: CpuContext, run: JobRun, job: RenderJob) -> dict[str, Any]:
     """Per-photo fan-out step on the cpu role: AVIF visualization and processed thumbnail,
     handed to io; then the photo reports into the session's join (exactly once).
 
     The count is the product, the picture a by-product: when the visualization cannot be
     made (it fails, times out, or its inputs are gone) the photo still reports ``done`` with
     its analysis, and a warning that says what failed."""
-    job = RenderJob.model_validate(payload)
-    sid, index = job.session_id, job.index
-    structlog.contextvars.bind_contextvars(session_id=sid, photo=index)
-    settings: Settings = ctx["settings"]
-    sessions: SessionStore = ctx["sessions"]
-    joins: JoinStore = ctx["joins"]
-    blobs: BlobStore = ctx["blobs"]
-    join_id = session_join_id(sid)
-    analysis = PhotoAnalysis.model_validate(job.analysis)
-    inputs = [job.blob] if job.vegetation is None else [job.blob, job.vegetation]
-
-    async def release_inputs() -> None:
-        for blob in inputs:
-            await blobs.release(blob, render_holder(sid, index))
-
-    async def report(warnings: list[str]) -> None:
-        outcome = ChildReport(ok=True, result={"analysis": job.analysis, "warnings": warnings})
-        progress = PhotoProgress(
-            index=index,
-            state="done",
-            detected=analysis.total_detected,
-            estimated=analysis.total_estimated,
-            reason="; ".join(warnings) or None,
-        )
-        await sessions.update_photo(sid, progress)
-        await joins.report(join_id, child_id(index), outcome)
-        await release_inputs()
-
-    if await joins.is_complete(join_id):
-        await release_inputs()
-        ctx["outcome"] = "ok"
+    if await ctx.joins.is_complete(session_join_id(job.session_id)):
+        await release_inputs(ctx, job)
         return {"ok": True, "skipped": True}
-    try:
-        check_crash_loop(ctx)
-        data = await blobs.get(job.blob)
-        vegetation = b"" if job.vegetation is None else await blobs.get(job.vegetation)
-        avif, thumb = await render_in_slot(
-            ctx["render_slots"],
-            time_budget(settings.cpu_job_timeout_s),
-            functools.partial(render_outputs, data, analysis, settings, vegetation),
-        )
-    except Exception as exc:
+    analysis = PhotoAnalysis.model_validate(job.analysis)
+    budget_s = time_budget(ctx.settings.cpu_job_timeout_s)
 
-        async def give_up(code: str, reason: str) -> None:
-            await report([f"visualization failed ({code}): {reason}; the counts are kept"])
+    async def render() -> tuple[bytes, bytes]:
+        data = await ctx.blobs.get(job.blob)
+        vegetation = b"" if job.vegetation is None else await ctx.blobs.get(job.vegetation)
+        draw = functools.partial(render_outputs, data, analysis, ctx.settings, vegetation)
+        return await render_in_slot(ctx.render_slots, budget_s, draw)
 
-        return await handle_failure(
-            ctx,
-            exc,
-            function="render_photo",
-            queue=ctx["queues"].cpu,
-            kwargs={"payload": payload},
-            session_id=sid,
-            on_give_up=give_up,
-            replayable=False,
-        )
-    outputs = [
-        (artifact_id(sid, index, name), photo_key(sid, index, job.photo_count, name), ctype, body)
-        for name, ctype, body in (
-            ("processed", AVIF_CONTENT_TYPE, avif),
-            ("thumbnail_processed", JPEG_CONTENT_TYPE, thumb),
-        )
-    ]
-    await enqueue_uploads(ctx, await stage_artifacts(ctx, sid, outputs, final=False))
-    await report([])
-    ctx["outcome"] = "ok"
+    async def give_up(code: str, reason: str) -> None:
+        warning = f"visualization failed ({code}): {reason}; the counts are kept"
+        await report_rendered(ctx, job, [warning])
+
+    # the budget is render_in_slot's: it counts the drawing, not the wait for a slot
+    rendered = await run.guard(render, budget_s=None, on_give_up=give_up)
+    if isinstance(rendered, GaveUp):
+        return rendered.summary()
+    avif, thumb = rendered
+    await ctx.upload(rendered_outputs(job, avif, thumb), job.session_id)
+    await report_rendered(ctx, job, [])
     log.info("render.done", avif_bytes=len(avif), thumbnail_bytes=len(thumb))
     return {"ok": True, "avif_bytes": len(avif)}
 
 
-def photo_result(record: SessionRecord, index: int, report: ChildReport | None) -> PhotoResult:
-    sid, count = record.session_id, record.photo_count
-    original_id = artifact_id(sid, index, "original")
-    keys = {
-        "original": next((a.key for a in record.artifacts if a.artifact_id == original_id), ""),
-        "thumbnail_original": photo_key(sid, index, count, "thumbnail_original"),
-    }
-    if report is None or not report.ok:
-        return PhotoResult(
-            index=index,
-            status="failed",
-            error_code=report.error_code if report else "not_reported",
-            reason=report.reason if report else "the photo's analysis never reported",
-            keys=keys,
-        )
-    analysis = PhotoAnalysis.model_validate(report.result["analysis"])
-    warnings = [*analysis.warnings, *report.result.get("warnings", [])]
-    if not report.result.get("warnings"):  # the visualization was made
-        for name in ("processed", "thumbnail_processed"):
-            keys[name] = photo_key(sid, index, count, name)
-    return PhotoResult(
-        index=index,
-        status="done",
-        width=analysis.width,
-        height=analysis.height,
-        analysis=analysis,
-        detected=analysis.total_detected,
-        estimated=analysis.total_estimated,
-        avg_confidence=avg_confidence([analysis]),
-        provider=analysis.provider,
-        timings_ms=analysis.timings_ms,
-        warnings=warnings,
-        keys=keys,
-    )
-
-
-def build_document(record: SessionRecord, reports: dict[str, ChildReport]) -> SessionResult:
-    """The result document from the join's reports (pure)."""
-    sid = record.session_id
-    photos = [photo_result(record, i, reports.get(child_id(i))) for i in range(record.photo_count)]
-    status, reason = session_outcome(photos)
-    if record.terminal:  # e.g. the watchdog failed it at its deadline: that verdict stands
-        status, reason = record.status, record.reason
-    return SessionResult(
-        session_id=sid,
-        status=status,
-        reason=reason,
-        photos=photos,
-        total_detected=sum(p.detected for p in photos),
-        total_estimated=sum(p.estimated for p in photos),
-        avg_confidence=avg_confidence([p.analysis for p in photos if p.analysis is not None]),
-        metadata=record.metadata,
-        created_at=record.created_at,
-        completed_at=utcnow(),
-        keys={"results": results_key(sid)},
-    )
-
-
-async def aggregate(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+@role_job(AggregateJob)
+async def aggregate(ctx: CpuContext, run: JobRun, job: AggregateJob) -> dict[str, Any]:
     """Fan-in callback: totals, results.json, terminal status, uploads queued. Never waits
     for S3 and does no image work (each photo was rendered by its own render_photo job)."""
-    job = AggregateJob.model_validate(payload)
-    sid = job.session_id
-    structlog.contextvars.bind_contextvars(session_id=sid)
-    sessions: SessionStore = ctx["sessions"]
-    joins: JoinStore = ctx["joins"]
-    join_id = session_join_id(sid)
-    started = time.perf_counter()
-
-    record = await sessions.get(sid)
+    sid, join_id, started = job.session_id, session_join_id(job.session_id), time.perf_counter()
+    record = await ctx.sessions.get(sid)
     if record is None:
         log.warning("aggregate.no_session")
-        await joins.complete(join_id)
+        await ctx.joins.complete(join_id)
         return {"ok": False, "reason": "session expired"}
     # The document is computed once and stored first; everything after it is derived from
     # the stored document, so a re-run after a crash at any point repeats identical,
     # idempotent steps (same results.json bytes → same blob, same artifact, same job ids).
-    document = await sessions.result(sid)
+    document = await ctx.sessions.result(sid)
     rerun = document is not None
     if document is None:
-        document = build_document(record, await joins.results(join_id))
-        await sessions.set_result(sid, document)
-    status, reason = document.status, document.reason
+        document = build_document(record, await ctx.joins.results(join_id))
+        await ctx.sessions.set_result(sid, document)
     body = document.model_dump_json(indent=2).encode()
-    outputs = [(artifact_id(sid, None, "results"), results_key(sid), "application/json", body)]
+    results = Output(artifact_id(sid, None, "results"), results_key(sid), "application/json", body)
     # Register the last artifact *before* the terminal event, so a client woken by that
     # event finds everything in place.
-    plan = await stage_artifacts(ctx, sid, outputs, final=True)
-    changed = await sessions.transition(sid, status, reason=reason, stage="done")
-    await enqueue_uploads(ctx, plan)
-    await joins.complete(join_id)
+    plan = await ctx.stage([results], sid, final=True)
+    status, reason = document.status, document.reason
+    changed = await ctx.sessions.transition(sid, status, reason=reason, stage="done")
+    await ctx.enqueue_uploads(plan)
+    await ctx.joins.complete(join_id)
     elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
-    ctx["outcome"] = "ok"
     log.info(
         "aggregate.done",
         status=status if changed else f"{status} (kept {record.status})",
@@ -370,9 +182,8 @@ async def aggregate(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, A
 
 async def watchdog(ctx: dict[str, Any]) -> dict[str, Any]:
     """End sessions past their deadline as ``failed``; re-drive joins whose callback was lost."""
-    sessions: SessionStore = ctx["sessions"]
-    joins: JoinStore = ctx["joins"]
-    blobs: BlobStore = ctx["blobs"]
+    context = role_context(ctx)
+    sessions, joins, blobs = context.sessions, context.joins, context.blobs
     expired: list[str] = []
     for sid in await sessions.overdue():
         record = await sessions.get(sid)

@@ -5,43 +5,46 @@ Run with ``arq workers.io.WorkerSettings``.
 
 from __future__ import annotations
 
-import asyncio
+from dataclasses import dataclass
 from typing import Any
 
-import structlog
-from arq.connections import ArqRedis
-
-from pipeline import metrics
-from pipeline.artifacts import ArtifactStore
-from pipeline.blobs import BlobStore
-from pipeline.client import upload_holder, upload_job_id
-from pipeline.jobs import (
-    check_crash_loop,
-    handle_failure,
+from pipeline.logs import get_logger
+from pipeline.runtime import metrics
+from pipeline.runtime.context import RoleContext
+from pipeline.runtime.enqueue import QueueNames
+from pipeline.runtime.job import GaveUp, JobRun, role_job, time_budget
+from pipeline.runtime.retry import classify
+from pipeline.runtime.roles import (
     role_shutdown,
+    role_started,
     role_startup,
     role_worker_options,
-    time_budget,
     worker_settings_class,
 )
-from pipeline.logs import get_logger
-from pipeline.queue import QueueNames, classify
-from pipeline.redisio import run_lua_batch
+from pipeline.runtime.uploads import upload_holder, upload_job_id
 from pipeline.schemas import UploadJob
 from pipeline.settings import Settings, get_settings
-from pipeline.storage import ObjectStore, make_store
-from pipeline.storage.breaker import RedisCircuitBreaker
+from pipeline.state.redisio import run_lua_batch
+from pipeline.storage import ObjectStore, PutResult, make_store
+from pipeline.storage.breaker import Permit, RedisCircuitBreaker
 
 log = get_logger("workers.io")
 
 
+@dataclass
+class IoContext(RoleContext):
+    """The io role's context: the object store and the circuit breaker in front of it."""
+
+    store: ObjectStore
+    breaker: RedisCircuitBreaker
+
+
 async def startup(ctx: dict[str, Any]) -> None:
-    settings = await role_startup(ctx, "io")
+    settings, redis = await role_startup(ctx, "io")
     store: ObjectStore = ctx.get("store") or make_store(settings)
     await store.start()  # bucket reachable (created when PLANTPIPE_S3_CREATE_BUCKET=1)
-    ctx["store"] = store
-    ctx["breaker"] = RedisCircuitBreaker(ctx["redis"], settings)
-    ctx["started"] = True
+    breaker = RedisCircuitBreaker(redis, settings)
+    await role_started(ctx, IoContext.build("io", redis, settings, store=store, breaker=breaker))
     log.info(
         "io.started",
         store=store.description,
@@ -52,108 +55,51 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     store: ObjectStore | None = ctx.get("store")
+    context = ctx.get("role_context")
+    if isinstance(context, IoContext):
+        store = context.store
     if store is not None:
         await store.close()
     await role_shutdown(ctx)
     log.info("io.stopped")
 
 
-async def upload(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
-    """Copy one blob to its key. Idempotent: an already-uploaded artifact is not re-sent."""
-    job = UploadJob.model_validate(payload)
-    structlog.contextvars.bind_contextvars(session_id=job.session_id, artifact=job.artifact_id)
-    settings: Settings = ctx["settings"]
-    artifacts: ArtifactStore = ctx["artifacts"]
-    blobs: BlobStore = ctx["blobs"]
-    breaker: RedisCircuitBreaker = ctx["breaker"]
-    store: ObjectStore = ctx["store"]
-    queues: QueueNames = ctx["queues"]
+async def defer(ctx: IoContext, job: UploadJob, permit: Permit) -> dict[str, Any]:
+    """The breaker is open: ask again when it may allow the call, but at least every
+    breaker_defer_s (a half-open trial usually settles in milliseconds), as a deferred job."""
+    wait_s = max(0.2, min(permit.wait_s, ctx.settings.breaker_defer_s))
+    deferred = job.model_copy(update={"deferrals": job.deferrals + 1})
+    await ctx.redis.enqueue_job(
+        "upload",
+        payload=deferred.model_dump(mode="json"),
+        _job_id=upload_job_id(job.artifact_id, deferred.deferrals),
+        _queue_name=ctx.queue,
+        _defer_by=wait_s,
+    )
+    log.warning(
+        "upload.deferred",
+        key=job.key,
+        breaker=permit.state,
+        retry_in_s=round(wait_s, 2),
+        deferrals=deferred.deferrals,
+    )
+    return {"ok": False, "deferred_s": wait_s}
 
-    # While S3 is healthy one round trip reads the artifact's state and the bytes (wasted only
-    # for a re-run job); otherwise the bytes are read only once the breaker lets the call go.
-    redis: ArqRedis = ctx["redis"]
-    prefetch = breaker.trusted_closed()
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(artifacts.key(job.artifact_id))
-        if prefetch:
-            pipe.get(blobs.key(job.blob))
-        replies = await pipe.execute()
-    current = artifacts.parse(replies[0])
-    if current is not None and current.state == "uploaded":
-        await blobs.release(job.blob, upload_holder(job.artifact_id))
-        ctx["outcome"] = "ok"
-        log.info("upload.already_done", key=job.key)
-        return {"ok": True, "key": job.key, "skipped": True}
 
-    permit = await breaker.allow()
-    if not permit.allowed:
-        # Ask again when the breaker may allow it, but at least every breaker_defer_s: a
-        # half-open trial usually settles in milliseconds.
-        wait_s = max(0.2, min(permit.wait_s, settings.breaker_defer_s))
-        deferred = job.model_copy(update={"deferrals": job.deferrals + 1})
-        await redis.enqueue_job(
-            "upload",
-            payload=deferred.model_dump(mode="json"),
-            _job_id=upload_job_id(job.artifact_id, deferred.deferrals),
-            _queue_name=queues.io,
-            _defer_by=wait_s,
-        )
-        log.warning(
-            "upload.deferred",
-            key=job.key,
-            breaker=permit.state,
-            retry_in_s=round(wait_s, 2),
-            deferrals=deferred.deferrals,
-        )
-        ctx["outcome"] = "deferred"
-        return {"ok": False, "deferred_s": wait_s}
-
-    try:
-        check_crash_loop(ctx)
-        async with asyncio.timeout(time_budget(settings.io_job_timeout_s)):
-            data = blobs.checked(job.blob, replies[1]) if prefetch else await blobs.get(job.blob)
-            result = await store.put(
-                job.key, data, content_type=job.content_type, metadata=job.metadata
-            )
-    except Exception as exc:
-        if classify(exc).transient:
-            state = await breaker.record_failure()
-            if state == "open":
-                log.warning("breaker.open", store=store.description)
-
-        async def give_up(code: str, reason: str) -> None:
-            await artifacts.transition(
-                job.artifact_id,
-                "failed",
-                session_id=job.session_id,
-                error_code=code,
-                reason=reason,
-            )
-
-        return await handle_failure(
-            ctx,
-            exc,
-            function="upload",
-            queue=queues.io,
-            kwargs={"payload": job.model_dump(mode="json")},
-            session_id=job.session_id,
-            on_give_up=give_up,
-        )
-
-    before = await breaker.record_success()
-    if before != "closed":
-        log.info("breaker.closed", store=store.description)
-    moved, _left = await run_lua_batch(  # one round trip: record the upload, let go of the bytes
-        redis,
+async def record(ctx: IoContext, job: UploadJob, result: PutResult) -> None:
+    """One round trip: the artifact is uploaded, the upload lets go of its bytes."""
+    if await ctx.breaker.record_success() != "closed":
+        log.info("breaker.closed", store=ctx.store.description)
+    moved, _left = await run_lua_batch(
+        ctx.redis,
         [
-            artifacts.transition_call(
+            ctx.artifacts.transition_call(
                 job.artifact_id, "uploaded", session_id=job.session_id, etag=result.etag
             ),
-            blobs.release_call(job.blob, upload_holder(job.artifact_id)),
+            ctx.blobs.release_call(job.blob, upload_holder(job.artifact_id)),
         ],
     )
-    _, ready = artifacts.transition_result(moved)
-    ctx["outcome"] = "ok"
+    _, ready = ctx.artifacts.transition_result(moved)
     metrics.UPLOAD_BYTES.inc(result.size)
     log.info(
         "upload.done",
@@ -162,6 +108,55 @@ async def upload(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]
         multipart=result.multipart,
         artifacts_ready=ready,
     )
+
+
+@role_job(UploadJob)
+async def upload(ctx: IoContext, run: JobRun, job: UploadJob) -> dict[str, Any]:
+    """Copy one blob to its key. Idempotent: an already-uploaded artifact is not re-sent."""
+    # While S3 is healthy one round trip reads the artifact's state and the bytes (wasted only
+    # for a re-run job); otherwise the bytes are read only once the breaker lets the call go.
+    prefetch = ctx.breaker.trusted_closed()
+    async with ctx.redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(ctx.artifacts.key(job.artifact_id))
+        if prefetch:
+            pipe.get(ctx.blobs.key(job.blob))
+        replies = await pipe.execute()
+    current = ctx.artifacts.parse(replies[0])
+    if current is not None and current.state == "uploaded":
+        await ctx.blobs.release(job.blob, upload_holder(job.artifact_id))
+        log.info("upload.already_done", key=job.key)
+        return {"ok": True, "key": job.key, "skipped": True}
+    permit = await ctx.breaker.allow()
+    if not permit.allowed:
+        run.outcome = "deferred"
+        return await defer(ctx, job, permit)
+
+    async def put() -> PutResult:
+        data = (
+            ctx.blobs.checked(job.blob, replies[1]) if prefetch else await ctx.blobs.get(job.blob)
+        )
+        return await ctx.store.put(
+            job.key, data, content_type=job.content_type, metadata=job.metadata
+        )
+
+    async def on_error(exc: Exception) -> None:
+        if classify(exc).transient and await ctx.breaker.record_failure() == "open":
+            log.warning("breaker.open", store=ctx.store.description)
+
+    async def give_up(code: str, reason: str) -> None:
+        await ctx.artifacts.transition(
+            job.artifact_id, "failed", session_id=job.session_id, error_code=code, reason=reason
+        )
+
+    result = await run.guard(
+        put,
+        budget_s=time_budget(ctx.settings.io_job_timeout_s),
+        on_error=on_error,
+        on_give_up=give_up,
+    )
+    if isinstance(result, GaveUp):
+        return result.summary()
+    await record(ctx, job, result)
     return {"ok": True, "key": job.key, "etag": result.etag, "size": result.size}
 
 

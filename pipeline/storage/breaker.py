@@ -23,9 +23,9 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis
 
-from pipeline.keys import Keys
-from pipeline.redisio import run_lua, text
 from pipeline.settings import Settings
+from pipeline.state.keys import Keys
+from pipeline.state.redisio import run_lua, text
 
 State = Literal["closed", "open", "half_open"]
 

@@ -16,9 +16,9 @@ from typing import Any
 from arq.worker import Worker
 from redis.asyncio import Redis
 
-from pipeline.arq_worker import ResilientWorker
 from pipeline.client import PipelineClient
 from pipeline.embedded import drop_prefix
+from pipeline.runtime.worker import ResilientWorker
 from pipeline.settings import Settings
 
 ROLES = ("io", "cpu", "gpu")
@@ -117,9 +117,8 @@ async def in_process_worker(
     """Run the worker every role runs (``ResilientWorker``: arq's Worker with batched claims,
     wake-ups and Redis ride-out) with ``options`` inside this event loop until the block
     ends. Returns once the role's startup has finished (models loaded for gpu)."""
-    worker: Worker = ResilientWorker(
-        **options, handle_signals=False, ctx={"settings": settings, **ctx}
-    )
+    own_ctx = {**options.get("ctx", {}), "settings": settings, **ctx}  # one ctx per worker
+    worker: Worker = ResilientWorker(**{**options, "ctx": own_ctx}, handle_signals=False)
     task = asyncio.create_task(worker.async_run())
     deadline = time.monotonic() + start_timeout
     try:

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from pipeline.client import PipelineClient
-from pipeline.deadletter import DeadLetters
 from pipeline.embedded import drop_prefix
+from pipeline.runtime.deadletter import DeadLetters
 from pipeline.schemas import DeadLetter
 from pipeline.settings import Settings
 from tests.conftest import REDIS_URL

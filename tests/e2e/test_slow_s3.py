@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from arq.jobs import Job
 
-from pipeline.queue import deserialize
+from pipeline.runtime.serialization import deserialize
 from pipeline.testing.onnx_fixtures import encode_png, make_nursery_photo
 from pipeline.testing.s3stub import S3Stub
 

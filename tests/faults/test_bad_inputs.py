@@ -15,7 +15,7 @@ from PIL import Image
 
 from pipeline.client import PipelineClient
 from pipeline.errors import PipelineError
-from pipeline.photos import photo_key
+from pipeline.state.ids import photo_key
 from pipeline.storage.base import InvalidKey
 from pipeline.testing.onnx_fixtures import make_nursery_photo
 from pipeline.vision.decode import InvalidImage

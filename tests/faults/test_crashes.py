@@ -18,14 +18,16 @@ import pytest
 from PIL import Image
 from redis.asyncio import Redis
 
-from pipeline.artifacts import ArtifactStore
-from pipeline.blobs import BlobStore
-from pipeline.client import PipelineClient, upload_job_id
-from pipeline.deadletter import DeadLetters
-from pipeline.graph import JoinStore
+from pipeline.client import PipelineClient
 from pipeline.inference.config import InferenceConfig
 from pipeline.inference.pool import InferencePool
-from pipeline.photos import (
+from pipeline.runtime.context import ROLE_CONTEXT, RoleContext
+from pipeline.runtime.retry import arq_max_tries
+from pipeline.runtime.uploads import upload_job_id
+from pipeline.schemas import ChildReport, InferJob, PhotoProgress, RenderJob
+from pipeline.settings import Settings
+from pipeline.state.blobs import BlobStore
+from pipeline.state.ids import (
     child_id,
     infer_holder,
     infer_job_id,
@@ -33,10 +35,7 @@ from pipeline.photos import (
     render_job_id,
     session_join_id,
 )
-from pipeline.queue import QueueNames, arq_max_tries
-from pipeline.schemas import ChildReport, InferJob, PhotoProgress, RenderJob
-from pipeline.sessions import SessionStore
-from pipeline.settings import Settings
+from pipeline.state.joins import JoinStore
 from pipeline.testing.onnx_fixtures import make_nursery_photo
 from pipeline.vision.types import Detection, PhotoAnalysis
 from tests.conftest import REDIS_URL, SettingsFactory, WorkerProcess, in_process_worker
@@ -57,8 +56,8 @@ from tests.faults.conftest import (
     worker_pid,
 )
 from workers import cpu as cpu_worker
-from workers.cpu import aggregate
-from workers.gpu import infer_photo
+from workers.cpu import CpuContext, aggregate
+from workers.gpu import GpuContext, infer_photo
 
 pytestmark = pytest.mark.faults
 
@@ -213,25 +212,20 @@ class _Killed(BaseException):
     """The process died here (nothing after this line of the job runs)."""
 
 
-def job_ctx(client: PipelineClient) -> dict[str, Any]:
-    """What role_startup puts in an arq ctx, without the heartbeat."""
+def job_ctx(client: PipelineClient, role: str = "cpu", **extra: Any) -> dict[str, Any]:
+    """What a role's startup puts in an arq ctx (its typed role context), without the
+    heartbeat."""
     redis, settings = client.redis, client.settings
-    return {
-        "redis": redis,
-        "settings": settings,
-        "blobs": BlobStore(redis, settings),
-        "artifacts": ArtifactStore(redis, settings),
-        "sessions": SessionStore(redis, settings),
-        "joins": JoinStore(redis, settings),
-        "deadletters": DeadLetters(redis, settings),
-        "queues": QueueNames.from_settings(settings),
-        "role": "cpu",
-    }
+    if role == "gpu":
+        context: RoleContext = GpuContext.build("gpu", redis, settings, pool=extra.pop("pool"))
+    else:
+        context = CpuContext.build("cpu", redis, settings, render_slots=asyncio.Semaphore(1))
+    return {"redis": redis, "settings": settings, ROLE_CONTEXT: context, **extra}
 
 
 def die_before(ctx: dict[str, Any], store: str, method: str) -> None:
-    """Make the job's process die the first time it calls ``ctx[store].method``."""
-    target = ctx[store]
+    """Make the job's process die the first time it calls ``<role context>.<store>.method``."""
+    target = getattr(ctx[ROLE_CONTEXT], store)
 
     async def dead(*args: Any, **kwargs: Any) -> Any:
         raise _Killed(f"{store}.{method}")
@@ -318,7 +312,8 @@ async def test_aggregate_rerun_after_a_crash_ends_the_session_once(
 async def test_a_job_out_of_arq_tries_still_reports_its_photo(
     make_settings: SettingsFactory, redis: Redis
 ) -> None:
-    """Regression, fixed in d6d6aec (pipeline/jobs.py ``check_crash_loop``). The bug at
+    """Regression, fixed in d6d6aec (pipeline/jobs.py ``check_crash_loop``; now
+    ``JobRun.check_crash_loop`` in pipeline/runtime/job.py). The bug at
     50020d2 (nothing handled arq's own give-up):
     a job whose worker keeps dying under it (a photo that gets the cpu worker OOM-killed in
     ``render_photo``, say) is re-run after each crash; once ``job_try`` passes arq's
@@ -375,7 +370,7 @@ async def test_a_pool_rebuild_survives_the_job_that_started_it_being_cancelled(
     after a pool process dies, the rebuild (spawn, import ONNX Runtime, load, warm up: 1-3 s
     here, far more with CUDA) runs inside whichever job hit ``BrokenProcessPool`` and is
     cancelled with it: by arq's job timeout, or since d6d6aec by the job's own time budget
-    (``pipeline.jobs.time_budget``). ``_build``'s ``finally: ready.close()`` then runs while
+    (``pipeline.runtime.job.time_budget``). ``_build``'s ``finally: ready.close()`` then runs while
     the new children are still unpickling their initargs (they die with
     ``FileNotFoundError`` in ``SemLock._rebuild``), ``_executor`` stays None, and the next
     job starts a rebuild from scratch under its own budget. Observed in the crash test with
@@ -451,7 +446,7 @@ async def test_an_infer_rerun_after_its_photo_is_done_does_not_fail_it(
         for holder in (infer_holder(sid, 0), render_holder(sid, 0), f"upload:{sid}:0:original"):
             await blobs.release(blob, holder)
         # … and arq re-runs its infer job (the worker died before arq wrote it off)
-        ctx = {**job_ctx(client), "role": "gpu", "pool": None, "job_try": 2}
+        ctx = job_ctx(client, "gpu", pool=None, job_try=2)
         ctx["job_id"] = infer_job_id(sid, 0)
         job = InferJob(session_id=sid, index=0, photo_count=2, blob=blob, mime="image/png")
         outcome = await infer_photo(ctx, job.model_dump(mode="json"))

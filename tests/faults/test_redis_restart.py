@@ -130,7 +130,7 @@ async def test_workers_ride_out_a_short_redis_restart(
 ) -> None:
     """A 2 s Redis restart (kill -9, AOF) must not take a worker down: its poll loop and
     every command ride it out through the redis-py retry policy of
-    ``pipeline.queue.redis_settings`` (which must also retry refused connects), and the
+    ``pipeline.runtime.connection.redis_settings`` (which must also retry refused connects), and the
     worker serves the next job without being restarted."""
     server = private_redis("blip", aof=True)
     cluster = make_fault_cluster(redis_url=server.url(0))

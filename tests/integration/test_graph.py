@@ -11,10 +11,10 @@ from arq import func
 from redis.asyncio import Redis
 
 from pipeline.client import PipelineClient
-from pipeline.graph import Callback, JoinStore
-from pipeline.jobs import common_worker_options
+from pipeline.runtime.roles import common_worker_options
 from pipeline.schemas import ChildReport
-from pipeline.sessions import InvalidTransition, SessionStore
+from pipeline.state.joins import Callback, JoinStore
+from pipeline.state.sessions import InvalidTransition, SessionStore
 from tests.conftest import SettingsFactory, in_process_worker
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from pipeline.client import PipelineClient
-from pipeline.registry import list_workers
+from pipeline.runtime.registry import list_workers
 from tests.conftest import SettingsFactory, settings_env
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""plantpipe's arq worker (pipeline.arq_worker.ResilientWorker) against real Redis: batched
+"""plantpipe's arq worker (pipeline.runtime.worker.ResilientWorker) against real Redis: batched
 claims run every job exactly once, even with two workers racing for one queue; ``enqueue``
 wakes an idle worker instead of leaving the job to the next poll; the wake list stays tiny."""
 
@@ -16,8 +16,10 @@ import pytest
 from arq import func
 from arq.connections import ArqRedis, create_pool
 
-from pipeline.arq_worker import ResilientWorker
-from pipeline.queue import deserialize, enqueue, redis_settings, serialize, wake_key
+from pipeline.runtime.connection import redis_settings
+from pipeline.runtime.enqueue import enqueue, wake_key
+from pipeline.runtime.serialization import deserialize, serialize
+from pipeline.runtime.worker import ResilientWorker
 from tests.conftest import SettingsFactory
 
 pytestmark = pytest.mark.integration

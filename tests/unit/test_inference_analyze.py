@@ -13,7 +13,8 @@ import pytest
 from numpy.typing import NDArray
 
 from pipeline.inference import analyze as analyze_mod
-from pipeline.inference.analyze import PhotoAnalyzer, Region
+from pipeline.inference.analyze import PhotoAnalyzer
+from pipeline.inference.slicing import Region, region_detections
 from pipeline.inference.config import BUNDLED_SEG_MODEL, InferenceConfig
 from pipeline.inference.yolo import SegInstance
 from pipeline.settings import Settings
@@ -218,10 +219,10 @@ def test_detections_outside_the_segment_mask_are_dropped(analyzer: PhotoAnalyzer
     )
     scores = np.array([0.9, 0.8, 0.95, 0.99], np.float32)
     classes = np.zeros(4, np.int64)
-    merged = analyzer.merge_region(region, [(boxes, scores, classes)])
+    merged = region_detections(region, [(boxes, scores, classes)], analyzer.config)
     assert merged.scores.tolist() == [pytest.approx(0.9)]
     assert merged.boxes[0, 0] == pytest.approx(60)
-    empty = analyzer.merge_region(region, [])
+    empty = region_detections(region, [], analyzer.config)
     assert empty.boxes.shape == (0, 4)
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import onnx
 from onnx import numpy_helper
 
-from pipeline.models.compare import compare
 from pipeline.testing.onnx_fixtures import build_detect_model
+from training.compare import compare
 
 
 def test_identical_weights_with_a_different_build_date_are_identical(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ SEG = MODELS / "seg.onnx"
 
 def _session(path: Path) -> Any:
     if not path.exists():
-        pytest.skip(f"{path.name} is absent: build it with `python -m pipeline.models.build`")
+        pytest.skip(f"{path.name} is absent: build it with `python -m training.build`")
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])

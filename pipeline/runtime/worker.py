@@ -1,9 +1,10 @@
 """The arq worker every role runs: arq's own, made to ride out a Redis restart.
 
 arq's poll loop lets any Redis error escape and the worker process exits. Two paths are not
-covered by the redis-py retry policy of ``pipeline.queue.redis_settings``: claiming a job uses
-WATCH, and redis-py turns a dropped connection during WATCH into ``WatchError`` without
-retrying; and a command whose retries are spent raises out of the loop. ``ResilientWorker``
+covered by the redis-py retry policy of ``pipeline.runtime.connection.redis_settings``:
+claiming a job uses WATCH, and redis-py turns a dropped connection during WATCH into
+``WatchError`` without retrying; and a command whose retries are spent raises out of the
+loop. ``ResilientWorker``
 keeps polling through such errors with a short pause (logged once per outage, then every
 10 s) and exits only when Redis stays unreachable for ``redis_outage_limit_s``.
 
@@ -32,8 +33,9 @@ from redis.exceptions import ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pipeline.logs import get_logger
-from pipeline.queue import wake_key
-from pipeline.redisio import run_lua, text
+from pipeline.runtime.enqueue import wake_key
+from pipeline.settings import Settings
+from pipeline.state.redisio import run_lua, text
 
 log = get_logger("pipeline.worker")
 
@@ -74,10 +76,18 @@ class ResilientWorker(arq.worker.Worker):
 
     # Class attributes, not __init__ arguments: arq reads its options from the signature of
     # Worker.__init__, which must stay arq's own.
-    redis_outage_limit_s: float = 300.0
     _redis_down_since: float | None = None
     _redis_down_logged: float = 0.0
     _wake: bool = True
+
+    @property
+    def redis_outage_limit_s(self) -> float:
+        """From the role's settings in the worker's ``ctx`` (``PLANTPIPE_REDIS_OUTAGE_LIMIT_S``);
+        a worker built without them (a benchmark's bare settings) uses the default."""
+        settings = self.ctx.get("settings")
+        if isinstance(settings, Settings):
+            return settings.redis_outage_limit_s
+        return float(Settings.model_fields["redis_outage_limit_s"].default)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """Claim as many of ``job_ids`` as there are free slots in one Lua call, then run them.
@@ -141,8 +151,8 @@ class ResilientWorker(arq.worker.Worker):
                 self._redis_down_since = None
 
     async def _wait_for_work(self) -> bool:
-        """Between polls, block on the queue's wake list (``pipeline.queue.enqueue``) for up
-        to ``poll_delay_s`` instead of sleeping — or, with every slot busy, on the first job
+        """Between polls, block on the queue's wake list (``pipeline.runtime.enqueue.enqueue``)
+        for up to ``poll_delay_s`` instead of sleeping — or, with every slot busy, on the first job
         to finish. True when woken (poll again at once): a job enqueued now starts now.
         Otherwise the wait took the whole delay and arq's loop skips its own sleep."""
         if self.burst:
@@ -199,7 +209,7 @@ class ResilientWorker(arq.worker.Worker):
 
 def create_worker(settings_cls: Any, **kwargs: Any) -> arq.worker.Worker:
     """arq's ``create_worker``, except that a settings class naming a ``worker_class`` (as
-    ``pipeline.jobs.worker_settings_class`` does) gets a worker of that class."""
+    ``pipeline.runtime.roles.worker_settings_class`` does) gets a worker of that class."""
     cls = (
         settings_cls.get("worker_class")
         if isinstance(settings_cls, dict)
@@ -211,8 +221,7 @@ def create_worker(settings_cls: Any, **kwargs: Any) -> arq.worker.Worker:
 _ARQ_WORKER = arq.worker.Worker
 
 
-def install(outage_limit_s: float) -> None:
+def install() -> None:
     """Let arq's CLI (``arq workers.io.WorkerSettings``, via ``arq.worker.run_worker``) build
     the worker class a settings class names. Settings without one get arq's own Worker."""
-    ResilientWorker.redis_outage_limit_s = outage_limit_s
     arq.worker.create_worker = create_worker

@@ -7,7 +7,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from pipeline.errors import ConfigurationError
-from pipeline.redisio import text
+from pipeline.state.redisio import text
 
 
 async def redis_eviction_policy(redis: Redis) -> str:

@@ -13,12 +13,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from pipeline.blobs import BlobRef
-from pipeline.events import STREAM_MAXLEN
-from pipeline.keys import Keys
-from pipeline.redisio import run_lua, text
 from pipeline.schemas import (
     ArtifactStatus,
+    BlobRef,
     PhotoProgress,
     SessionRecord,
     SessionResult,
@@ -26,6 +23,9 @@ from pipeline.schemas import (
     utcnow,
 )
 from pipeline.settings import Settings
+from pipeline.state.events import STREAM_MAXLEN
+from pipeline.state.keys import Keys
+from pipeline.state.redisio import run_lua, text
 
 _TRANSITION = """
 local sess, ev, active = KEYS[1], KEYS[2], KEYS[3]

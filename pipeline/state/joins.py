@@ -29,14 +29,14 @@ from typing import Any
 from arq.connections import ArqRedis
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.keys import Keys
 from pipeline.logs import get_logger
-from pipeline.queue import enqueue
-from pipeline.redisio import run_lua, text
+from pipeline.runtime.enqueue import enqueue
 from pipeline.schemas import ChildReport
 from pipeline.settings import Settings
+from pipeline.state.keys import Keys
+from pipeline.state.redisio import run_lua, text
 
-log = get_logger("pipeline.graph")
+log = get_logger("pipeline.state.joins")
 
 _REPORT = """
 local join, results, open = KEYS[1], KEYS[2], KEYS[3]

@@ -13,11 +13,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from pipeline.events import STREAM_MAXLEN
-from pipeline.keys import Keys
-from pipeline.redisio import LuaCall, run_lua, text
 from pipeline.schemas import ArtifactRecord, ArtifactState, utcnow
 from pipeline.settings import Settings
+from pipeline.state.events import STREAM_MAXLEN
+from pipeline.state.keys import Keys
+from pipeline.state.redisio import LuaCall, run_lua, text
 
 # Shared Lua: flip artifacts_ready when the final set is registered and all are uploaded.
 _READY_FN = """

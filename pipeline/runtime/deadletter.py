@@ -7,11 +7,11 @@ from typing import Any
 
 from arq.connections import ArqRedis
 
-from pipeline.keys import Keys
-from pipeline.queue import enqueue
-from pipeline.redisio import text
+from pipeline.runtime.enqueue import enqueue
 from pipeline.schemas import DeadLetter
 from pipeline.settings import Settings
+from pipeline.state.keys import Keys
+from pipeline.state.redisio import text
 
 
 class DeadLetters:

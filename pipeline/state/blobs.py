@@ -13,13 +13,13 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
 from pipeline.errors import PermanentError
-from pipeline.keys import Keys
-from pipeline.redisio import LuaCall, run_lua
+from pipeline.schemas import BlobRef
 from pipeline.settings import Settings
+from pipeline.state.keys import Keys
+from pipeline.state.redisio import LuaCall, run_lua
 
 _PUT = """
 local blob, holders = KEYS[1], KEYS[2]
@@ -49,15 +49,6 @@ local left = redis.call('SCARD', holders)
 if left == 0 then redis.call('DEL', blob, holders) end
 return left
 """
-
-
-class BlobRef(BaseModel):
-    """A reference to bytes held in Redis."""
-
-    model_config = ConfigDict(frozen=True)
-
-    sha256: str
-    size: int
 
 
 class BlobMissing(PermanentError):

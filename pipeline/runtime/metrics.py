@@ -48,18 +48,18 @@ def job_finished(role: str, function: str, outcome: str, seconds: float) -> None
     JOB_SECONDS.labels(role, function).observe(seconds)
 
 
-async def sample_forever(ctx: dict[str, Any], interval_s: float = 2.0) -> None:
-    """Refresh gauges that live in Redis or in the store (queue depth, in-flight, breaker)."""
-    redis = ctx["redis"]
-    queues = ctx["queues"]
+async def sample_forever(context: Any, interval_s: float = 2.0) -> None:
+    """Refresh gauges that live in Redis or in the store (queue depth, in-flight, breaker).
+    ``context`` is the role's ``RoleContext``; the io role's also holds a store and breaker."""
+    queues = context.queues
     while True:
         with contextlib.suppress(Exception):  # a metrics blip must never hurt the worker
             for name in (queues.io, queues.cpu, queues.gpu):
-                QUEUE_DEPTH.labels(name).set(await redis.zcard(name))
-            store = ctx.get("store")
+                QUEUE_DEPTH.labels(name).set(await context.redis.zcard(name))
+            store = getattr(context, "store", None)
             if store is not None and hasattr(store, "in_flight"):
                 UPLOADS_IN_FLIGHT.set(store.in_flight)
-            breaker = ctx.get("breaker")
+            breaker = getattr(context, "breaker", None)
             if breaker is not None:
                 BREAKER_STATE.set(BREAKER_CODES[await breaker.state()])
         await asyncio.sleep(interval_s)

@@ -13,9 +13,9 @@ from typing import Any
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from pipeline.keys import Keys
-from pipeline.redisio import text
 from pipeline.settings import Settings
+from pipeline.state.keys import Keys
+from pipeline.state.redisio import text
 
 HEARTBEAT_S = 5.0
 HEARTBEAT_TTL_S = 15

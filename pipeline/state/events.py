@@ -8,7 +8,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from pipeline.redisio import text
+from pipeline.state.redisio import text
 
 STREAM_MAXLEN = 10_000
 

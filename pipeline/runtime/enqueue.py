@@ -1,0 +1,63 @@
+"""Queue names and ``enqueue``: arq's enqueue plus a wake-up for the queue's workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from arq.connections import ArqRedis
+from arq.jobs import Job
+
+from pipeline.settings import Settings
+
+
+@dataclass(frozen=True)
+class QueueNames:
+    io: str
+    cpu: str
+    gpu: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QueueNames:
+        p = settings.key_prefix
+        return cls(io=f"{p}:queue:io", cpu=f"{p}:queue:cpu", gpu=f"{p}:queue:gpu")
+
+
+# --- enqueue with a wake-up --------------------------------------------------------------
+#
+# arq workers poll their queue (every ``poll_delay_s``), so a job enqueued right after a poll
+# waits for the next one, and a chain of jobs (child → callback) pays that wait at each step.
+# ``enqueue`` also drops a token on the queue's wake list; plantpipe's workers
+# (``pipeline.arq_worker``) block on that list between polls for up to ``poll_delay_s``
+# instead of sleeping, so they start a job as soon as it is queued. The list holds at most one
+# token and expires: it never grows and never outlives its use.
+
+WAKE_TTL_MS: Final = 60_000
+
+
+def wake_key(queue_name: str) -> str:
+    return f"{queue_name}:wake"
+
+
+async def enqueue(
+    redis: ArqRedis,
+    function: str,
+    *args: Any,
+    _queue_name: str,
+    _job_id: str | None = None,
+    **kwargs: Any,
+) -> Job | None:
+    """``redis.enqueue_job`` plus a wake-up for the queue's workers (when the job is due now).
+    Returns arq's ``Job``, or None when a job with that id already exists."""
+    job = await redis.enqueue_job(
+        function, *args, _job_id=_job_id, _queue_name=_queue_name, **kwargs
+    )
+    if job is not None and "_defer_by" not in kwargs and "_defer_until" not in kwargs:
+        key = wake_key(_queue_name)
+        client: Any = redis
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.lpush(key, b"1")
+            pipe.ltrim(key, 0, 0)
+            pipe.pexpire(key, WAKE_TTL_MS)
+            await pipe.execute()
+    return job

@@ -1,0 +1,186 @@
+"""One job skeleton for every role: the handler is the work alone.
+
+``role_job(Model)`` turns ``async def handler(ctx: RoleContext, run: JobRun, job: Model)``
+into the function arq runs. The skeleton validates the payload into ``Model``, binds the
+session (and photo) to every log line, keeps the job's outcome for the metrics, and gives the
+handler :meth:`JobRun.guard`: the part of the work that may fail runs there under its time
+budget, after the crash-loop check; a transient failure is retried (arq ``Retry`` after
+``retry_delays_s``), anything else — or a transient one out of tries — is dead-lettered and
+handed to the handler's ``on_give_up`` (which records the failure where the user sees it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import structlog
+from arq.worker import Retry
+from pydantic import BaseModel
+
+from pipeline.errors import PermanentError
+from pipeline.logs import get_logger
+from pipeline.runtime.context import RoleContext, role_context
+from pipeline.runtime.retry import arq_max_tries, classify, retry_delay
+from pipeline.schemas import DeadLetter
+
+log = get_logger("pipeline.job")
+
+Outcome = Literal["ok", "failed", "retried", "deferred", "error"]
+GiveUp = Callable[[str, str], Awaitable[None]]
+OnError = Callable[[Exception], Awaitable[None]]
+M = TypeVar("M", bound=BaseModel)
+C = TypeVar("C", bound=RoleContext)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class GaveUp:
+    """What a job returns when it gave up (after its dead letter and ``on_give_up``)."""
+
+    code: str
+    reason: str
+
+    def summary(self) -> dict[str, Any]:
+        return {"ok": False, "error_code": self.code, "reason": self.reason}
+
+
+def time_budget(timeout_s: float) -> float:
+    """How long a job's work may take: its arq timeout less a margin, so the job itself times
+    out (a transient error, retried then dead-lettered) before arq cancels it silently."""
+    return max(0.5, timeout_s - max(0.5, timeout_s * 0.1))
+
+
+@dataclass
+class JobRun:
+    """One run of one job: who it is, which try, how it ended."""
+
+    ctx: RoleContext
+    function: str
+    job_id: str
+    job_try: int
+    payload: dict[str, Any]
+    session_id: str | None
+    outcome: Outcome = "ok"
+    replayable: bool = True
+
+    def check_crash_loop(self) -> None:
+        """Give up before arq does: a job re-run this often was interrupted by its worker
+        dying (our own retries stop earlier). On arq's last allowed try we fail it ourselves,
+        so the failure is dead-lettered and reported instead of arq dropping it silently."""
+        if self.job_try >= arq_max_tries(self.ctx.settings):
+            raise PermanentError(
+                f"the worker running this job stopped {self.job_try - 1} times while it ran "
+                "(killed, out of memory or timed out); giving up — see the worker logs",
+                code="crash_loop",
+            )
+
+    async def guard(
+        self,
+        work: Callable[[], Awaitable[T]],
+        *,
+        budget_s: float | None,
+        on_give_up: GiveUp | None = None,
+        on_error: OnError | None = None,
+    ) -> T | GaveUp:
+        """Run ``work`` within ``budget_s`` (None: no budget of its own). Returns its result,
+        or :class:`GaveUp` once the failure is recorded; raises arq ``Retry`` for a transient
+        failure with tries left.
+        ``on_error`` sees every failure first (e.g. the io role's circuit breaker)."""
+        try:
+            self.check_crash_loop()
+            async with asyncio.timeout(budget_s):
+                return await work()
+        except Exception as exc:
+            if on_error is not None:
+                await on_error(exc)
+            return await self.fail(exc, on_give_up)
+
+    async def fail(self, exc: Exception, on_give_up: GiveUp | None = None) -> GaveUp:
+        """Retry ``exc`` (raises ``Retry``) or give up: dead letter, then ``on_give_up``."""
+        verdict = classify(exc)
+        if verdict.transient:
+            delay = retry_delay(self.ctx.settings, self.job_try)
+            if delay is not None:
+                log.warning(
+                    "job.retry",
+                    function=self.function,
+                    error_code=verdict.code,
+                    reason=verdict.reason,
+                    retry_in_s=delay,
+                    next_try=self.job_try + 1,
+                )
+                self.outcome = "retried"
+                raise Retry(defer=delay) from exc
+        log.error(
+            "job.gave_up",
+            function=self.function,
+            error_code=verdict.code,
+            reason=verdict.reason,
+            transient=verdict.transient,
+            tries=self.job_try,
+            exc_info=verdict.transient and not verdict.code.startswith(("Client", "Endpoint")),
+        )
+        self.outcome = "failed"
+        await self.ctx.deadletters.add(
+            DeadLetter(
+                id=f"{self.job_id}:{int(time.time() * 1000)}",
+                function=self.function,
+                queue=self.ctx.queue,
+                job_id=self.job_id,
+                kwargs={"payload": self.payload},
+                error_code=verdict.code,
+                reason=verdict.reason,
+                attempts=self.job_try,
+                session_id=self.session_id,
+                replayable=self.replayable,
+            )
+        )
+        if on_give_up is not None:
+            await on_give_up(verdict.code, verdict.reason)
+        return GaveUp(verdict.code, verdict.reason)
+
+
+Handler = Callable[[C, JobRun, M], Awaitable[dict[str, Any]]]
+
+
+def role_job(
+    model: type[M], *, replayable: bool = True
+) -> Callable[[Handler[C, M]], Callable[..., Awaitable[dict[str, Any]]]]:
+    """Decorate ``handler(ctx, run, job)`` into the arq job ``name(ctx, payload)`` (see the
+    module docstring). ``replayable``: whether its dead letters may be replayed as they are."""
+
+    def wrap(handler: Handler[C, M]) -> Callable[..., Awaitable[dict[str, Any]]]:
+        @functools.wraps(handler)
+        async def run_job(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+            job = model.model_validate(payload)
+            session_id = getattr(job, "session_id", None)
+            index = getattr(job, "index", None)
+            structlog.contextvars.bind_contextvars(
+                session_id=session_id, **({} if index is None else {"photo": index})
+            )
+            run = JobRun(
+                ctx=role_context(ctx),
+                function=handler.__name__,
+                job_id=str(ctx.get("job_id", "unknown")),
+                job_try=int(ctx.get("job_try", 1)),
+                payload=payload,
+                session_id=session_id,
+                replayable=replayable,
+                outcome="error",
+            )
+            try:
+                result = await handler(run.ctx, run, job)  # type: ignore[arg-type]
+                if run.outcome == "error":
+                    run.outcome = "ok"
+                return result
+            finally:
+                ctx["outcome"] = run.outcome
+
+        return run_job
+
+    return wrap

@@ -1,0 +1,98 @@
+"""The one upload path: stage outputs as blobs + pending artifacts, then hand them to io.
+
+Every producer of an object to upload (the client, infer_photo's thumbnail, render_photo's
+visualization, aggregate's results.json) goes through ``stage`` and ``enqueue``: the bytes
+are stored once in Redis under the upload's hold, the artifact is registered ``pending``,
+and the upload job is queued on the io role under a deterministic id (idempotent per
+artifact).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from arq.connections import ArqRedis
+
+from pipeline.runtime.enqueue import QueueNames, enqueue
+from pipeline.schemas import ArtifactRecord, UploadJob
+from pipeline.settings import Settings
+from pipeline.state.artifacts import ArtifactStore
+from pipeline.state.blobs import BlobStore
+
+
+def upload_job_id(artifact_id: str, deferrals: int = 0) -> str:
+    """Deterministic arq job id of an artifact's upload (a deferral gets its own)."""
+    return f"upload:{artifact_id}" if deferrals == 0 else f"upload:{artifact_id}:defer:{deferrals}"
+
+
+def upload_holder(artifact_id: str) -> str:
+    """Name under which an upload holds its blob."""
+    return f"upload:{artifact_id}"
+
+
+@dataclass(frozen=True)
+class Output:
+    """One object to upload: its artifact id, destination key, content type and bytes."""
+
+    artifact_id: str
+    key: str
+    content_type: str
+    body: bytes
+    metadata: dict[str, str] = field(default_factory=dict)
+    holders: tuple[str, ...] = ()  # holds on the blob besides the upload's own
+
+
+async def stage(
+    blobs: BlobStore,
+    artifacts: ArtifactStore,
+    outputs: Sequence[Output],
+    session_id: str | None = None,
+    *,
+    final: bool = False,
+) -> list[UploadJob]:
+    """Store each output's bytes as a blob and register its artifact (pending); ``final``
+    marks the session's last artifact. Returns the upload jobs to ``enqueue``."""
+    jobs: list[UploadJob] = []
+    records: list[ArtifactRecord] = []
+    for out in outputs:
+        blob = await blobs.put(out.body, [upload_holder(out.artifact_id), *out.holders])
+        records.append(
+            ArtifactRecord(
+                artifact_id=out.artifact_id,
+                key=out.key,
+                content_type=out.content_type,
+                size=len(out.body),
+                session_id=session_id,
+            )
+        )
+        jobs.append(
+            UploadJob(
+                artifact_id=out.artifact_id,
+                key=out.key,
+                blob=blob,
+                content_type=out.content_type,
+                session_id=session_id,
+                metadata=out.metadata,
+            )
+        )
+    await artifacts.register(records, session_id=session_id, final=final)
+    return jobs
+
+
+async def enqueue_uploads(redis: ArqRedis, settings: Settings, jobs: Sequence[UploadJob]) -> None:
+    """Hand uploads to the io role (idempotent per artifact id and deferral)."""
+    queue = QueueNames.from_settings(settings).io
+    await asyncio.gather(
+        *(
+            enqueue(
+                redis,
+                "upload",
+                payload=job.model_dump(mode="json"),
+                _job_id=upload_job_id(job.artifact_id, job.deferrals),
+                _queue_name=queue,
+            )
+            for job in jobs
+        )
+    )
