@@ -1,7 +1,9 @@
-"""Default ONNX models (``det.onnx``, ``seg.onnx`` + JSON sidecars) and their build script.
+"""Default ONNX models (``det.onnx``, ``seg.onnx`` + JSON sidecars and ``build_report.json``).
 
-``python -m pipeline.models.build`` (build-time only, needs PyTorch) regenerates them from the
-project's own synthetic scenes; see ``README_MODELS.md``. Nothing here imports PyTorch.
+Data only: the runtime loads these files. They are built by the top-level ``training``
+package (``python -m training.build --seed 0 --out pipeline/models`` from a checkout, with the
+``[train]`` extra: PyTorch), which is not part of the installed package; see
+``README_MODELS.md``. Nothing here imports PyTorch.
 """
 
 from __future__ import annotations

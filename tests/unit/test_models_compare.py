@@ -11,12 +11,13 @@ from pipeline.testing.onnx_fixtures import build_detect_model
 from training.compare import compare
 
 
-def test_identical_weights_with_a_different_build_date_are_identical(tmp_path: Path) -> None:
+def test_identical_weights_with_other_metadata_and_doc_string_are_identical(tmp_path: Path) -> None:
     a = build_detect_model(tmp_path / "a.onnx")
     b = build_detect_model(tmp_path / "b.onnx")
     model = onnx.load(str(b))
     entry = model.metadata_props.add()
     entry.key, entry.value = "date", "2030-01-01T00:00:00+00:00"
+    model.doc_string = "built by another script"
     onnx.save(model, str(b))
     same, detail = compare(a, b)
     assert same, detail

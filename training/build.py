@@ -1,0 +1,248 @@
+"""Build the default models from the project's own synthetic scenes (build-time only).
+
+    python -m training.build --seed 0 --out pipeline/models
+
+Generates scenes with :mod:`pipeline.synth`, trains the two compact anchor-free CNNs of
+:mod:`training.network` (no third-party training code), exports them to ONNX in the
+Ultralytics YOLO layouts (:mod:`training.export`), checks them with onnxruntime, measures them
+on held-out seeds with the runtime's decoders (:mod:`training.evaluate`) and writes the JSON
+sidecars and ``build_report.json``. Needs the ``[train]`` extra (PyTorch); the runtime uses
+onnxruntime only. Training is deterministic for a given seed, thread count and PyTorch build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.data import generate, scene_jobs, split_scenes
+from training.evaluate import eval_det, eval_seg, verify_shapes
+from training.export import (
+    export_onnx,
+    make_det_export,
+    make_seg_export,
+    model_metadata,
+    parity,
+    sha256,
+    write_sidecar,
+)
+from training.layout import (
+    DET_IMGSZ,
+    DET_NAMES,
+    DET_STRIDE,
+    HELDOUT_BASE,
+    SEG_EXTRA_OFFSET,
+    SEG_IMGSZ,
+    SEG_NAMES,
+    SEG_NET,
+    SEG_SHAPES,
+    SEG_STRIDE,
+)
+from training.train import log, train_det, train_seg
+
+PROG = "python -m training.build"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="pipeline/models")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="scene generation processes")
+    ap.add_argument("--det-scenes", type=int, default=140)
+    ap.add_argument("--seg-shared-scenes", type=int, default=60, help="det scenes reused by seg")
+    ap.add_argument("--seg-scenes", type=int, default=90, help="extra scenes for seg only")
+    ap.add_argument("--det-iters", type=int, default=1800)
+    ap.add_argument("--seg-iters", type=int, default=1000)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument(
+        "--det-loss",
+        choices=["qfl", "focal"],
+        default="focal",
+        help="det score loss: focal loss with binary targets (shipped det.onnx), or IoU-aware "
+        "quality focal loss (experimental: meant to cut duplicate boxes in dense seedbeds)",
+    )
+    ap.add_argument("--seg-batch", type=int, default=12)
+    ap.add_argument("--eval-det-scenes", type=int, default=10)
+    ap.add_argument("--eval-seg-scenes", type=int, default=40)
+    ap.add_argument("--only", choices=["det", "seg", "both"], default="both")
+    ap.add_argument("--eval-only", action="store_true", help="evaluate existing ONNX files")
+    return ap.parse_args(argv)
+
+
+def recorded_command(argv: Sequence[str] | None) -> str:
+    """The command as recorded in the sidecars: relative, no interpreter or checkout path."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return " ".join([PROG, *map(shlex.quote, args)])
+
+
+def train_and_export(
+    args: argparse.Namespace, out: Path, do_det: bool, do_seg: bool
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Generate, train and export the requested models; the report entries and timings."""
+    report: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+    base = args.seed * 1_000_000
+    n_det = args.det_scenes
+    jobs = scene_jobs(base, n_det, args.seg_shared_scenes, args.seg_scenes, do_det, do_seg)
+    t = time.time()
+    log(f"generating {len(jobs)} scenes (seeds {jobs[0][0]}..{jobs[-1][0]})")
+    det_scenes, seg_scenes = split_scenes(
+        jobs, generate(jobs, args.workers), base, args.seg_shared_scenes
+    )
+    timings["generate_s"] = round(time.time() - t, 1)
+    log(f"generated in {timings['generate_s']}s")
+    common = {
+        "author": "plantpipe",
+        "license": "Apache-2.0",
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "version": "plantpipe-synth-1",
+    }
+    if do_det:
+        t = time.time()
+        det = train_det(
+            det_scenes, args.det_iters, args.batch, args.seed, quality=args.det_loss == "qfl"
+        )
+        timings["det_train_s"] = round(time.time() - t, 1)
+        exp = make_det_export(det)
+        desc = "plantpipe plant detector (synthetic-trained, anchor-free)"
+        meta = model_metadata(common, desc, "detect", DET_NAMES, DET_IMGSZ, DET_STRIDE)
+        export_onnx(exp, DET_IMGSZ, out / "det.onnx", ["output0"], meta)
+        report["det_parity_max_abs"] = parity(exp, out / "det.onnx", DET_IMGSZ, args.seed)
+        report["det_params"] = sum(p.numel() for p in det.parameters())
+        report["det_train"] = {
+            "scenes": n_det,
+            "scene_seeds": [base, base + n_det - 1],
+            "iters": args.det_iters,
+            "batch": args.batch,
+            "crop": 256,
+            "score_loss": args.det_loss,
+            "wall_s": timings["det_train_s"],
+        }
+    if do_seg:
+        t = time.time()
+        seg = train_seg(seg_scenes, args.seg_iters, args.seg_batch, args.seed)
+        timings["seg_train_s"] = round(time.time() - t, 1)
+        sexp = make_seg_export(seg)
+        desc = "plantpipe container segmenter (synthetic-trained)"
+        meta = model_metadata(common, desc, "segment", SEG_NAMES, SEG_IMGSZ, SEG_STRIDE)
+        export_onnx(sexp, SEG_IMGSZ, out / "seg.onnx", ["output0", "output1"], meta)
+        report["seg_parity_max_abs"] = parity(sexp, out / "seg.onnx", SEG_IMGSZ, args.seed)
+        report["seg_params"] = sum(p.numel() for p in seg.parameters())
+        extra = base + SEG_EXTRA_OFFSET
+        report["seg_train"] = {
+            "scenes": len(seg_scenes),
+            "scene_seeds": (
+                f"{base}..{base + args.seg_shared_scenes - 1} (2000x1500) + "
+                f"{extra}..{extra + args.seg_scenes - 1}"
+                f" ({', '.join(f'{w}x{h}' for w, h in SEG_SHAPES)})"
+            ),
+            "iters": args.seg_iters,
+            "batch": args.seg_batch,
+            "net_input": SEG_NET,
+            "wall_s": timings["seg_train_s"],
+        }
+    return report, timings
+
+
+def evaluate_models(
+    args: argparse.Namespace, det_path: Path | None, seg_path: Path | None
+) -> dict[str, Any]:
+    """Held-out metrics of the given files (seeds disjoint from every training seed)."""
+    report: dict[str, Any] = {}
+    if det_path is not None:
+        ev = [HELDOUT_BASE + i for i in range(args.eval_det_scenes)]
+        report["det_eval"] = eval_det(det_path, ev, (2000, 1500))
+        log(f"det held-out 2000x1500: {report['det_eval']}")
+        ev4 = [HELDOUT_BASE + 500 + i for i in range(max(1, args.eval_det_scenes // 4))]
+        report["det_eval_4000"] = eval_det(det_path, ev4, (4000, 3000))
+        log(f"det held-out 4000x3000: {report['det_eval_4000']}")
+    if seg_path is not None:
+        shapes = [(2000, 1500), (1500, 2000), (4000, 3000), (2000, 2000), (2400, 1350)]
+        n = args.eval_seg_scenes
+        jobs = [(HELDOUT_BASE + 1000 + i, *shapes[i % len(shapes)]) for i in range(n)]
+        report["seg_eval"] = eval_seg(seg_path, jobs)
+        log(f"seg held-out: {report['seg_eval']}")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    torch.use_deterministic_algorithms(True)
+    os.environ["BUILD_THREADS"] = str(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_all = time.time()
+    command = recorded_command(argv)
+    do_det = args.only in ("det", "both")
+    do_seg = args.only in ("seg", "both")
+    det_path, seg_path = out / "det.onnx", out / "seg.onnx"
+    report_path = out / "build_report.json"
+    report: dict[str, Any] = {}  # this run's entries, merged into build_report.json at the end
+    timings: dict[str, float] = {}
+    if not args.eval_only:
+        report, timings = train_and_export(args, out, do_det, do_seg)
+
+    report["shapes"] = verify_shapes(
+        det_path if det_path.exists() else None, seg_path if seg_path.exists() else None
+    )
+    log(f"onnxruntime shapes ok: {report['shapes']}")
+    t = time.time()
+    report.update(
+        evaluate_models(
+            args,
+            det_path if do_det and det_path.exists() else None,
+            seg_path if do_seg and seg_path.exists() else None,
+        )
+    )
+    timings["eval_s"] = round(time.time() - t, 1)
+    timings["total_s"] = round(time.time() - t_all, 1)
+
+    build_common = {
+        "command": command,
+        "seed": args.seed,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": args.threads,
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    for kind, path, names, imgsz, task, wanted in (
+        ("det", det_path, DET_NAMES, DET_IMGSZ, "detect", do_det),
+        ("seg", seg_path, SEG_NAMES, SEG_IMGSZ, "segment", do_seg),
+    ):
+        if not path.exists() or not wanted:
+            continue
+        build = {
+            **build_common,
+            "sha256": sha256(path),
+            "bytes": path.stat().st_size,
+            "train": report.get(f"{kind}_train"),
+            "heldout": report.get(f"{kind}_eval"),
+        }
+        write_sidecar(out / f"{kind}.json", names, imgsz, task, build)
+        report[f"{kind}_sha256"] = build["sha256"]
+        report[f"{kind}_bytes"] = build["bytes"]
+    merged: dict[str, Any] = json.loads(report_path.read_text()) if report_path.exists() else {}
+    runs = merged.get("runs", [])
+    merged.update(report)
+    merged["runs"] = [*runs, {"command": command, "only": args.only, "timings": timings}]
+    report_path.write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
+    log(f"done in {timings['total_s']}s: {json.dumps(timings)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""Training data: synthetic scenes from :mod:`pipeline.synth`, prepared for each model.
+
+Detection keeps the full-resolution scene (crops are cut at sampling time, see
+:mod:`training.augment`); segmentation keeps the scene letterboxed to 1024 px by the
+runtime's own :func:`pipeline.inference.yolo.letterbox` and average-pooled 4× (as the seg
+graph does), plus one mask per container. No PyTorch here.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageDraw
+
+from pipeline.inference.yolo import LetterboxInfo, letterbox
+from pipeline.synth import Scene, generate_scene
+from training.layout import SEG_EXTRA_OFFSET, SEG_IMGSZ, SEG_NET, SEG_POOL, SEG_SHAPES
+
+U8 = NDArray[np.uint8]
+F32 = NDArray[np.float32]
+SceneJob = tuple[int, int, int, bool]  # (seed, width, height, keep full-res for det)
+
+
+@dataclass
+class DetScene:
+    image: U8  # HxWx3
+    boxes: F32  # (n, 4) xyxy
+    vis: F32  # (n,)
+    containers: F32  # (k, 4) container bboxes
+
+
+@dataclass
+class SegScene:
+    image: U8  # SEG_NET x SEG_NET x 3 (letterboxed to SEG_IMGSZ, pooled SEG_POOL×)
+    masks: NDArray[np.bool_]  # (k, SEG_NET, SEG_NET)
+    classes: NDArray[np.int64]  # (k,)
+
+
+def letterbox_u8(rgb: U8, size: int) -> tuple[U8, LetterboxInfo]:
+    """The runtime's letterbox (PIL bilinear, grey 114, same rounding), as HxWx3 uint8.
+
+    :func:`pipeline.inference.yolo.letterbox` writes ``uint8 / 255`` as float32; multiplying
+    back by 255 and rounding recovers the exact uint8 values.
+    """
+    chw, info = letterbox(rgb, size)
+    u8 = np.rint(chw.transpose(1, 2, 0) * np.float32(255.0)).astype(np.uint8)
+    return np.ascontiguousarray(u8), info
+
+
+def pool_u8(img: U8, k: int) -> U8:
+    """Average-pool an HxWx3 uint8 image by ``k`` (as the seg graph does), uint8 result."""
+    h, w = img.shape[:2]
+    f = img.reshape(h // k, k, w // k, k, 3).astype(np.float32).mean(axis=(1, 3))
+    out: U8 = np.clip(f + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def polygon_mask(poly: Sequence[tuple[float, float]], width: int, height: int) -> NDArray[np.bool_]:
+    """A ground-truth polygon rasterised (PIL, filled) on a ``width × height`` grid."""
+    m = Image.new("L", (width, height), 0)
+    ImageDraw.Draw(m).polygon([(float(x), float(y)) for x, y in poly], fill=255)
+    return np.asarray(m) > 127
+
+
+def seg_scene(scene: Scene) -> SegScene:
+    lb, info = letterbox_u8(np.asarray(scene.image), SEG_IMGSZ)
+    small = pool_u8(lb, SEG_POOL)
+    masks = []
+    for c in scene.containers:
+        poly = [
+            ((x * info.scale + info.pad_x) / SEG_POOL, (y * info.scale + info.pad_y) / SEG_POOL)
+            for x, y in c.polygon
+        ]
+        masks.append(polygon_mask(poly, SEG_NET, SEG_NET))
+    return SegScene(
+        image=small,
+        masks=np.stack(masks),
+        classes=np.array([c.class_id for c in scene.containers], dtype=np.int64),
+    )
+
+
+def det_scene(scene: Scene) -> DetScene:
+    return DetScene(
+        image=np.array(scene.image),
+        boxes=np.array([p.box for p in scene.plants], dtype=np.float32).reshape(-1, 4),
+        vis=np.array([p.visibility for p in scene.plants], dtype=np.float32),
+        containers=np.array([c.bbox for c in scene.containers], dtype=np.float32),
+    )
+
+
+def _job(args: SceneJob) -> tuple[DetScene | None, SegScene]:
+    seed, w, h, want_det = args
+    scene = generate_scene(seed, w, h)
+    return (det_scene(scene) if want_det else None), seg_scene(scene)
+
+
+def scene_jobs(
+    base: int, n_det: int, n_seg_shared: int, n_seg_extra: int, det: bool, seg: bool
+) -> list[SceneJob]:
+    """Scene jobs ``(seed, width, height, keep full-res for det)``.
+
+    Detection uses seeds ``base + i`` (2000×1500, ``i < n_det``); segmentation uses the first
+    ``n_seg_shared`` of those plus ``n_seg_extra`` scenes of varied aspect ratios at seeds
+    ``base + SEG_EXTRA_OFFSET + j``. Which models are built does not change any model's data.
+    """
+    n_first = max(n_det if det else 0, n_seg_shared if seg else 0)
+    jobs = [(base + i, 2000, 1500, det and i < n_det) for i in range(n_first)]
+    if seg:
+        for j in range(n_seg_extra):
+            w, h = SEG_SHAPES[j % len(SEG_SHAPES)]
+            jobs.append((base + SEG_EXTRA_OFFSET + j, w, h, False))
+    return jobs
+
+
+def generate(jobs: list[SceneJob], workers: int) -> list[tuple[DetScene | None, SegScene]]:
+    """Run the scene jobs, in order (``workers`` spawned processes when more than one)."""
+    if workers <= 1:
+        return [_job(j) for j in jobs]
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers) as pool:
+        return list(pool.imap(_job, jobs, chunksize=2))
+
+
+def split_scenes(
+    jobs: list[SceneJob],
+    results: list[tuple[DetScene | None, SegScene]],
+    base: int,
+    n_seg_shared: int,
+) -> tuple[list[DetScene], list[SegScene]]:
+    """The detection scenes and the segmentation scenes of :func:`generate`'s results."""
+    det = [d for d, _ in results if d is not None]
+    seg = [
+        s
+        for (seed, _, _, _), (_, s) in zip(jobs, results, strict=True)
+        if seed - base < n_seg_shared or seed - base >= SEG_EXTRA_OFFSET
+    ]
+    return det, seg
