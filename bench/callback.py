@@ -18,14 +18,16 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import boto3  # type: ignore[import-untyped]
 import redis as sync_redis
 from arq.jobs import Job
 from botocore.config import Config
 
+from bench.cluster import fixture_models, jpeg, start_cluster, submit_and_wait
 from bench.common import Stat
+from bench.harness import Harness, SectionOutput, settings_for
 from pipeline.client import PipelineClient
 from pipeline.runtime.serialization import deserialize
 from pipeline.schemas import SessionResult
@@ -35,15 +37,11 @@ from pipeline.vision.decode import decode_image
 from pipeline.vision.render import AVIF_CONTENT_TYPE, JPEG_CONTENT_TYPE, make_thumbnail
 from workers.rendering import render_outputs
 
-if TYPE_CHECKING:
-    from bench.__main__ import Harness, SectionOutput
-
 LATENCY_MS: Final = 2000.0
 
 
 def small_photos(count: int) -> list[bytes]:
     """640×480 nursery photos (two trays) as in the slow-S3 end-to-end test, as JPEG."""
-    from bench.endtoend import jpeg
     from pipeline.testing.onnx_fixtures import make_nursery_photo
 
     trays = ((30, 40, 300, 440), (340, 40, 610, 440))
@@ -108,9 +106,6 @@ async def _job_info(client: PipelineClient, job_id: str) -> Any:
 
 
 async def run(h: Harness) -> SectionOutput:
-    from bench.endtoend import fixture_models, start_cluster, submit_and_wait
-    from bench.io_throughput import settings_for
-
     reps = 5
     count = 1 if h.quick else 2
     photos = small_photos(count)

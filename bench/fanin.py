@@ -1,6 +1,6 @@
 """Section 3: fan-out / fan-in overhead — N no-op children, submit → callback latency.
 
-* **plantpipe**: ``pipeline.state.joins.JoinStore`` with arq jobs. This module is also the arq
+* **plantpipe**: ``pipeline.runtime.joins.JoinStore`` with arq jobs. This module is also the arq
   worker of the benchmark (``arq bench.fanin.WorkerSettings``): ``noop_child`` reports into the
   join, the report that completes it enqueues ``fanin_callback``, which reads every child's
   report, completes the join and records the time. Options are plantpipe's common worker
@@ -20,15 +20,18 @@ import asyncio
 import os
 import random
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from arq import func
 from arq.connections import ArqRedis, create_pool
 
+from bench.cluster import celery_produce, start_celery_worker
 from bench.common import Stat
+from bench.harness import Harness, SectionOutput, settings_for
 from pipeline.runtime.connection import redis_settings
 from pipeline.runtime.context import RoleContext, role_context
 from pipeline.runtime.enqueue import enqueue
+from pipeline.runtime.joins import Callback, JoinStore
 from pipeline.runtime.roles import (
     common_worker_options,
     role_shutdown,
@@ -39,10 +42,6 @@ from pipeline.runtime.roles import (
 from pipeline.runtime.serialization import deserialize, serialize
 from pipeline.schemas import ChildReport
 from pipeline.settings import Settings, get_settings
-from pipeline.state.joins import Callback, JoinStore
-
-if TYPE_CHECKING:
-    from bench.__main__ import Harness, SectionOutput
 
 MAX_JOBS: Final = 50
 #: Celery workers the chord runs on: the default pool (prefork, one process per core) and the
@@ -151,8 +150,6 @@ async def ours_once(redis: ArqRedis, settings: Settings, children: int, tag: str
 
 
 async def run(h: Harness) -> SectionOutput:
-    from bench.io_throughput import celery_produce, settings_for, start_celery_worker
-
     reps = 5
     sizes = (1, 10, 100) if h.quick else (1, 10, 100, 1000)
     prefix = h.prefix("fanin")

@@ -18,22 +18,19 @@ The physical limit is concurrency / latency = 50 / 0.05 s = 1000 objects/s.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import aioboto3
 from botocore.config import Config
 
+from bench.cluster import celery_produce, start_celery_worker
 from bench.common import Stat
+from bench.harness import Harness, Proc, SectionOutput, settings_for
 from pipeline.client import PipelineClient
-from pipeline.settings import Settings
-
-if TYPE_CHECKING:
-    from bench.__main__ import Harness, Proc, SectionOutput
 
 LATENCY_MS: Final = 50.0
 CONCURRENCY: Final = 50
@@ -102,21 +99,6 @@ def s3_config() -> Config:
     )
 
 
-def settings_for(h: Harness, prefix: str, **overrides: Any) -> Settings:
-    """In-process settings matching ``h.env(prefix)`` (what the worker processes read)."""
-    values: dict[str, Any] = {
-        "redis_url": h.redis_url,
-        "key_prefix": prefix,
-        "storage": "s3",
-        "s3_endpoint_url": h.stub_url,
-        "s3_bucket": prefix,
-        "s3_create_bucket": True,
-        "log_level": "WARNING",
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
 # --------------------------------------------------------------------------- plantpipe
 
 
@@ -162,54 +144,6 @@ async def raw_rep(s3: Any, bucket: str, keys: list[str], data: list[bytes]) -> S
 
 
 # --------------------------------------------------------------------------- Celery
-
-
-async def start_celery_worker(
-    h: Harness,
-    queue: str,
-    pool: tuple[str, ...] = ("--pool=gevent", f"--concurrency={CONCURRENCY}"),
-) -> Proc | None:
-    """``celery worker`` of the baseline (gevent pool of 50 unless ``pool`` says otherwise),
-    ready; None when the Celery venv is not available (``h.celery_problem`` says why)."""
-    python = await h.celery_python()
-    if python is None:
-        return None
-    env = h.celery_env(queue)
-    proc = h.spawn(
-        f"celery-{queue.rsplit('-', 1)[-1]}",
-        [
-            str(python), "-m", "celery", "-A", "bench.celery_baseline.tasks", "worker",
-            *pool, "-Q", queue,
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "--loglevel=WARNING", "-n", f"{queue}@%h",
-        ],
-        env,
-    )  # fmt: skip
-    from redis.asyncio import Redis
-
-    celery_db = Redis.from_url(h.celery_redis_url)
-    try:
-
-        async def ready() -> bool:
-            return bool(await celery_db.exists(f"{queue}:ready"))
-
-        await h.wait_until(ready, "celery worker ready", 60, [proc])
-    finally:
-        await celery_db.aclose()
-    return proc
-
-
-async def celery_produce(h: Harness, queue: str, *args: str, timeout: float) -> dict[str, Any]:
-    """Run ``bench.celery_baseline.produce`` in the Celery venv; its JSON line."""
-    python = await h.celery_python()
-    if python is None:
-        raise RuntimeError(h.celery_problem or "no Celery venv")
-    argv = [str(python), "-m", "bench.celery_baseline.produce", *args]
-    rc, out, err = await h.command(argv, h.celery_env(queue), timeout)
-    if rc != 0:
-        raise RuntimeError(f"celery producer failed ({rc}): {err.strip()[-1500:]}")
-    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return result
 
 
 async def celery_rep(h: Harness, queue: str, worker: Proc, case: Case) -> Sample:

@@ -24,20 +24,18 @@ import asyncio
 import random
 import time
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from arq import func
 from arq.connections import create_pool
 
 from bench.common import Stat
+from bench.harness import Harness, SectionOutput, settings_for
 from pipeline.runtime.connection import redis_settings
 from pipeline.runtime.enqueue import enqueue
 from pipeline.runtime.roles import common_worker_options, worker_settings_class
 from pipeline.runtime.serialization import deserialize, serialize
 from pipeline.settings import Settings, get_settings
-
-if TYPE_CHECKING:
-    from bench.__main__ import Harness, SectionOutput
 
 MAX_JOBS: Final = 10
 CONFIGS: Final = ("ours", "default")
@@ -171,8 +169,6 @@ async def throughput_rep(redis: Any, settings: Settings, config: str, jobs: int,
 
 
 async def run(h: Harness) -> SectionOutput:
-    from bench.io_throughput import settings_for
-
     reps = 5
     latency_jobs = 40 if h.quick else 100
     throughput_jobs = 300 if h.quick else 1000
