@@ -24,7 +24,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
+try:
+    import torch
+except ImportError as exc:  # the runtime's venv: no PyTorch
+    raise SystemExit(
+        "python -m training.build needs PyTorch: pip install -e '.[dev,train]' "
+        "(see pipeline/models/README_MODELS.md)"
+    ) from exc
 
 from training.data import generate, scene_jobs, split_scenes
 from training.evaluate import eval_det, eval_seg, verify_shapes
@@ -225,14 +231,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         if not path.exists() or not wanted:
             continue
+        train = report.get(f"{kind}_train")
+        side = out / f"{kind}.json"
+        if train is None and side.is_file():  # --eval-only: keep how the file was trained
+            train = json.loads(side.read_text(encoding="utf-8")).get("build", {}).get("train")
         build = {
             **build_common,
             "sha256": sha256(path),
             "bytes": path.stat().st_size,
-            "train": report.get(f"{kind}_train"),
+            "train": train,
             "heldout": report.get(f"{kind}_eval"),
         }
-        write_sidecar(out / f"{kind}.json", names, imgsz, task, build)
+        write_sidecar(side, names, imgsz, task, build)
         report[f"{kind}_sha256"] = build["sha256"]
         report[f"{kind}_bytes"] = build["bytes"]
     merged: dict[str, Any] = json.loads(report_path.read_text()) if report_path.exists() else {}
