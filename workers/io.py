@@ -110,11 +110,11 @@ async def record(ctx: IoContext, job: UploadJob, result: PutResult) -> None:
     )
 
 
-@role_job(UploadJob)
-async def upload(ctx: IoContext, run: JobRun, job: UploadJob) -> dict[str, Any]:
-    """Copy one blob to its key. Idempotent: an already-uploaded artifact is not re-sent."""
-    # While S3 is healthy one round trip reads the artifact's state and the bytes (wasted only
-    # for a re-run job); otherwise the bytes are read only once the breaker lets the call go.
+async def read_state(ctx: IoContext, job: UploadJob) -> tuple[bool, list[Any]]:
+    """Whether the artifact is uploaded already, and the raw reply for its bytes when they
+    were read in the same round trip (checked in the guarded work). While S3 is healthy one
+    round trip reads both (the bytes are wasted only for a re-run job); otherwise the bytes
+    are read only once the breaker lets the call go."""
     prefetch = ctx.breaker.trusted_closed()
     async with ctx.redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(ctx.artifacts.key(job.artifact_id))
@@ -122,7 +122,14 @@ async def upload(ctx: IoContext, run: JobRun, job: UploadJob) -> dict[str, Any]:
             pipe.get(ctx.blobs.key(job.blob))
         replies = await pipe.execute()
     current = ctx.artifacts.parse(replies[0])
-    if current is not None and current.state == "uploaded":
+    return current is not None and current.state == "uploaded", replies[1:]
+
+
+@role_job(UploadJob)
+async def upload(ctx: IoContext, run: JobRun, job: UploadJob) -> dict[str, Any]:
+    """Copy one blob to its key. Idempotent: an already-uploaded artifact is not re-sent."""
+    uploaded, prefetched = await read_state(ctx, job)
+    if uploaded:
         await ctx.blobs.release(job.blob, upload_holder(job.artifact_id))
         log.info("upload.already_done", key=job.key)
         return {"ok": True, "key": job.key, "skipped": True}
@@ -132,11 +139,12 @@ async def upload(ctx: IoContext, run: JobRun, job: UploadJob) -> dict[str, Any]:
         return await defer(ctx, job, permit)
 
     async def put() -> PutResult:
-        data = (
-            ctx.blobs.checked(job.blob, replies[1]) if prefetch else await ctx.blobs.get(job.blob)
-        )
+        if prefetched:
+            body = ctx.blobs.checked(job.blob, prefetched[0])
+        else:
+            body = await ctx.blobs.get(job.blob)
         return await ctx.store.put(
-            job.key, data, content_type=job.content_type, metadata=job.metadata
+            job.key, body, content_type=job.content_type, metadata=job.metadata
         )
 
     async def on_error(exc: Exception) -> None:
@@ -148,12 +156,8 @@ async def upload(ctx: IoContext, run: JobRun, job: UploadJob) -> dict[str, Any]:
             job.artifact_id, "failed", session_id=job.session_id, error_code=code, reason=reason
         )
 
-    result = await run.guard(
-        put,
-        budget_s=time_budget(ctx.settings.io_job_timeout_s),
-        on_error=on_error,
-        on_give_up=give_up,
-    )
+    budget_s = time_budget(ctx.settings.io_job_timeout_s)
+    result = await run.guard(put, budget_s=budget_s, on_error=on_error, on_give_up=give_up)
     if isinstance(result, GaveUp):
         return result.summary()
     await record(ctx, job, result)

@@ -17,12 +17,12 @@ from arq.connections import ArqRedis
 
 from pipeline.runtime.deadletter import DeadLetters
 from pipeline.runtime.enqueue import QueueNames
+from pipeline.runtime.joins import JoinStore
 from pipeline.runtime.uploads import Output, enqueue_uploads, stage
 from pipeline.schemas import UploadJob
 from pipeline.settings import Settings
 from pipeline.state.artifacts import ArtifactStore
 from pipeline.state.blobs import BlobStore
-from pipeline.state.joins import JoinStore
 from pipeline.state.sessions import SessionStore
 
 ROLE_CONTEXT: Final = "role_context"

@@ -14,9 +14,9 @@ from botocore.config import Config
 from PIL import Image
 from redis.asyncio import Redis
 
+from pipeline.runtime.joins import JoinStore
 from pipeline.schemas import InferJob
 from pipeline.state.ids import child_id, infer_job_id, session_join_id
-from pipeline.state.joins import JoinStore
 from pipeline.testing.onnx_fixtures import encode_png, make_nursery_photo
 from tests.conftest import REDIS_URL
 

@@ -4,7 +4,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, UploadFile
 
-from pipeline.client import PipelineClient
+from pipeline import PipelineClient
 
 
 @asynccontextmanager

@@ -3,7 +3,7 @@ import io
 import pytest
 from PIL import Image, ImageDraw
 
-from pipeline.client import PipelineClient
+from pipeline import PipelineClient
 
 pytestmark = pytest.mark.asyncio
 

@@ -1,25 +1,23 @@
 """Fault-and-abuse suite: shared helpers, private Redis servers and the summary table.
 
 Every test here is marked ``faults`` (``pytest -m faults tests/faults``). The numbers each test
-observes go into :data:`REPORT`; at the end of the session the table is printed and written to
-``bench/FAULTS.md`` (only when at least one faults test ran).
+observes go into :data:`REPORT` (a :class:`~pipeline.testing.faultreport.FaultReport`); at the
+end of the session the table is printed, and with ``--faults-report PATH`` the report is
+written to PATH as JSON. No test writes into ``bench/``: ``python -m bench.faults`` runs this
+suite with ``--faults-report`` and writes ``bench/FAULTS.md`` from the JSON.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import functools
 import json
-import os
 import re
-import shlex
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,16 +32,17 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from pipeline.client import PipelineClient
+from pipeline.runtime.joins import JoinStore
 from pipeline.schemas import SessionRecord
 from pipeline.state.ids import session_join_id
-from pipeline.state.joins import JoinStore
+from pipeline.testing.faultreport import FaultReport
 from pipeline.testing.onnx_fixtures import (
     build_detect_model,
     build_segment_model,
     encode_png,
     make_nursery_photo,
 )
-from tests.conftest import REDIS_URL, REPO, WorkerProcess
+from tests.conftest import REDIS_URL, WorkerProcess
 from tests.e2e.conftest import Cluster, cluster_settings
 
 SMALL_TRAYS = ((30, 40, 300, 440), (340, 40, 610, 440))
@@ -73,91 +72,6 @@ def key_pattern(session_id: str) -> re.Pattern[str]:
 # ---------------------------------------------------------------- the summary table
 
 
-@dataclass
-class FaultReport:
-    load_sessions: int = 0
-    load_photos: int = 0
-    load_wall_s: float = 0.0
-    photos_total: int = 0
-    sessions_total: int = 0
-    kills: dict[str, int] = field(default_factory=lambda: {"io": 0, "cpu": 0, "gpu": 0})
-    pool_kills: int = 0
-    s3_outage_s: float = 0.0
-    s3_denied_replayed: int = 0
-    redis_restarts: int = 0
-    worker_restarts_after_redis: list[str] = field(default_factory=list)
-    inputs_tried: list[str] = field(default_factory=list)
-    sessions_checked: int = 0
-    sessions_lost: int = 0
-    artifacts_checked: int = 0
-    artifacts_lost: int = 0
-    double_counts: int = 0
-    job_payloads_checked: int = 0
-    pickled_payloads: int = 0
-    permanent_keys: set[str] = field(default_factory=set)
-    notes: list[str] = field(default_factory=list)
-    outcomes: dict[str, str] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
-
-    def count_session(self, photos: int) -> None:
-        self.sessions_total += 1
-        self.photos_total += photos
-
-    def table(self) -> str:
-        kills = ", ".join(f"{r} {n}" for r, n in self.kills.items())
-        inputs = ", ".join(self.inputs_tried) or "—"
-        restarts = (
-            f"{self.redis_restarts} (workers restarted after it: "
-            f"{', '.join(self.worker_restarts_after_redis) or 'none needed'})"
-        )
-        rows = [
-            ("load held", f"{self.load_sessions} sessions, {self.load_photos} photos in "
-             f"{self.load_wall_s:.1f} s (20 concurrent client tasks)"),
-            ("sessions / photos through the suite", f"{self.sessions_total} / {self.photos_total}"),
-            ("worker SIGKILLs per role", kills),
-            ("inference pool process SIGKILLs", str(self.pool_kills)),
-            ("S3 outage", f"{self.s3_outage_s:.1f} s (S3 cut mid-load)"),
-            ("403 AccessDenied / 404 NoSuchBucket uploads dead-lettered, then replayed",
-             str(self.s3_denied_replayed)),
-            ("Redis kill -9 + restart (AOF)", restarts),
-            ("bad inputs tried", f"{len(self.inputs_tried)}: {inputs}"),
-            ("job payloads scanned / pickled", f"{self.job_payloads_checked} / "
-             f"{self.pickled_payloads}"),
-            ("sessions checked / lost", f"{self.sessions_checked} / {self.sessions_lost}"),
-            ("artifacts checked / lost", f"{self.artifacts_checked} / {self.artifacts_lost}"),
-            ("double counts", str(self.double_counts)),
-            ("permanent keys (no TTL) seen", ", ".join(sorted(self.permanent_keys)) or "none"),
-        ]  # fmt: skip
-        lines = ["| measure | observed |", "|---|---|"]
-        lines += [f"| {a} | {b} |" for a, b in rows]
-        return "\n".join(lines)
-
-    def markdown(self, command: str, elapsed_s: float) -> str:
-        passed = sum(1 for o in self.outcomes.values() if o == "passed")
-        failed = {n: o for n, o in self.outcomes.items() if o != "passed"}
-        out = [
-            "# plantpipe fault-and-abuse suite",
-            "",
-            f"Produced by `{command}` on {dt.date.today().isoformat()} "
-            f"({os.cpu_count()} cores, CPU ONNX Runtime, fixture models, avif_speed 10); "
-            f"{elapsed_s:.0f} s wall, {passed} of {len(self.outcomes)} tests passed.",
-            "Every number below was observed by the tests in `tests/faults/`; nothing is "
-            "typed in by hand. This file is overwritten on each run.",
-            "",
-            self.table(),
-            "",
-        ]
-        if failed:
-            out += ["## Tests that did not pass", ""]
-            out += [f"- `{name}`: {outcome}" for name, outcome in sorted(failed.items())]
-            out.append("")
-        if self.notes:
-            out += ["## Notes", ""]
-            out += [f"- {n}" for n in self.notes]
-            out.append("")
-        return "\n".join(out)
-
-
 REPORT = FaultReport()
 
 
@@ -176,9 +90,14 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             REPORT.outcomes[name] = report.outcome
 
 
-def _command() -> str:
-    args = [a for a in sys.argv[1:]]
-    return " ".join([".venv/bin/pytest", *map(shlex.quote, args)])
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--faults-report",
+        metavar="PATH",
+        default=None,
+        help="write what the fault suite observed to PATH as JSON (python -m bench.faults "
+        "renders bench/FAULTS.md from it)",
+    )
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -188,22 +107,13 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.write_line(REPORT.table())
     for note in REPORT.notes:
         terminalreporter.write_line(f"- {note}")
-    if not _complete_run():
-        terminalreporter.write_line("(partial run: bench/FAULTS.md left as it was)")
-
-
-def _complete_run() -> bool:
-    """Every test module of the suite ran (a partial run must not overwrite the table)."""
-    ran = {name.split("::", 1)[0] for name in REPORT.outcomes}
-    return ran >= {p.name for p in Path(__file__).parent.glob("test_*.py")}
+    terminalreporter.write_line("(bench/FAULTS.md is written by `python -m bench.faults`)")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if not REPORT.outcomes or not _complete_run():
-        return
-    text = REPORT.markdown(_command(), time.monotonic() - REPORT.started)
-    with contextlib.suppress(OSError):
-        (REPO / "bench" / "FAULTS.md").write_text(text)
+    path = session.config.getoption("--faults-report")
+    if path:
+        REPORT.write(Path(path))
 
 
 # ---------------------------------------------------------------- photos

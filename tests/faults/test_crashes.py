@@ -22,6 +22,7 @@ from pipeline.client import PipelineClient
 from pipeline.inference.config import InferenceConfig
 from pipeline.inference.pool import InferencePool
 from pipeline.runtime.context import ROLE_CONTEXT, RoleContext
+from pipeline.runtime.joins import JoinStore
 from pipeline.runtime.retry import arq_max_tries
 from pipeline.runtime.uploads import upload_job_id
 from pipeline.schemas import ChildReport, InferJob, PhotoProgress, RenderJob
@@ -35,7 +36,6 @@ from pipeline.state.ids import (
     render_job_id,
     session_join_id,
 )
-from pipeline.state.joins import JoinStore
 from pipeline.testing.onnx_fixtures import make_nursery_photo
 from pipeline.vision.types import Detection, PhotoAnalysis
 from tests.conftest import REDIS_URL, SettingsFactory, WorkerProcess, in_process_worker

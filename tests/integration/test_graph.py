@@ -11,9 +11,9 @@ from arq import func
 from redis.asyncio import Redis
 
 from pipeline.client import PipelineClient
+from pipeline.runtime.joins import Callback, JoinStore
 from pipeline.runtime.roles import common_worker_options
 from pipeline.schemas import ChildReport
-from pipeline.state.joins import Callback, JoinStore
 from pipeline.state.sessions import InvalidTransition, SessionStore
 from tests.conftest import SettingsFactory, in_process_worker
 

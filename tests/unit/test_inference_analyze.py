@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from pipeline.inference import analyze as analyze_mod
+from pipeline.inference import counting as counting_mod
 from pipeline.inference.analyze import PhotoAnalyzer
-from pipeline.inference.slicing import Region, region_detections
 from pipeline.inference.config import BUNDLED_SEG_MODEL, InferenceConfig
+from pipeline.inference.slicing import Region, region_detections
 from pipeline.inference.yolo import SegInstance
 from pipeline.settings import Settings
 from pipeline.testing.onnx_fixtures import (
@@ -99,12 +99,15 @@ def test_analyze_two_trays(analyzer: PhotoAnalyzer) -> None:
         "total_cpu",
     }
     assert out.thumbnail_jpeg[:3] == b"\xff\xd8\xff"
-    assert out.slices == 8  # 2 trays × 2×2 slices of 512 with 0.25 overlap
+    # 2 trays × 2×2 slices of 512 with 0.25 overlap, then the 24-px squares (below
+    # rescale_min_px) once more in smaller slices: no more plants found, first pass kept
+    assert out.slices > 8
     assert len(pickle.dumps(out)) < 64 * 1024  # small enough to cross the pool boundary
 
 
 def test_batched_and_one_at_a_time_are_identical(model_dir: Path) -> None:
-    a = PhotoAnalyzer.load(_config(model_dir, det_batch_size=3))  # 8 slices = 3 + 3 + 2
+    # 8 slices = 3 + 3 + 2 (no second pass at another scale)
+    a = PhotoAnalyzer.load(_config(model_dir, det_batch_size=3, rescale_slices=False))
     photo = make_nursery_photo(skip=0.3, seed=5)
     rgb = photo.rgb
     h, w = rgb.shape[:2]
@@ -184,7 +187,7 @@ def test_estimation_gets_segment_local_inputs(
         estimation = SegmentEstimation(segment_index=index, bands=[], estimated=index + 1)
         return estimation, np.zeros(mask.shape, dtype=bool)
 
-    monkeypatch.setattr(analyze_mod, "estimate_segment_and_mask", spy)
+    monkeypatch.setattr(counting_mod, "estimate_segment_and_mask", spy)
     photo = make_nursery_photo()
     a = analyzer.analyze(encode_png(photo.rgb)).analysis
     assert a.total_estimated == 1 + 2
@@ -248,6 +251,13 @@ def test_config_from_settings_and_missing_models(tmp_path: Path) -> None:
     missing = InferenceConfig(seg_model_path=tmp_path / "x.onnx")
     with pytest.raises(FileNotFoundError, match=r"x\.onnx.*PLANTPIPE_SEG_MODEL_PATH"):
         missing.model_file("segment")
+
+
+def test_slice_count_without_rescale(model_dir: Path) -> None:
+    a = PhotoAnalyzer.load(_config(model_dir, rescale_slices=False))
+    out = a.analyze(encode_png(make_nursery_photo().rgb))
+    assert out.slices == 8  # 2 trays × 2×2 slices of 512 with 0.25 overlap
+    assert len(out.analysis.detections) == 80
 
 
 def test_undetected_vegetation_is_estimated(analyzer: PhotoAnalyzer) -> None:

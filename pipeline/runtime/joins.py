@@ -36,7 +36,7 @@ from pipeline.settings import Settings
 from pipeline.state.keys import Keys
 from pipeline.state.redisio import run_lua, text
 
-log = get_logger("pipeline.state.joins")
+log = get_logger("pipeline.runtime.joins")
 
 _REPORT = """
 local join, results, open = KEYS[1], KEYS[2], KEYS[3]
