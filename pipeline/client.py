@@ -27,6 +27,7 @@ from pipeline.errors import UploadFailed
 from pipeline.runtime.connection import fail_fast, redis_settings
 from pipeline.runtime.deadletter import DeadLetters
 from pipeline.runtime.enqueue import QueueNames, enqueue
+from pipeline.runtime.joins import Callback, JoinStore
 from pipeline.runtime.serialization import deserialize, serialize
 from pipeline.runtime.uploads import Output, enqueue_uploads, stage
 from pipeline.schemas import (
@@ -54,7 +55,6 @@ from pipeline.state.ids import (
 from pipeline.state.ids import (
     artifact_id as make_artifact_id,
 )
-from pipeline.state.joins import Callback, JoinStore
 from pipeline.state.keys import Keys
 from pipeline.state.sessions import SessionStore
 from pipeline.storage.base import check_key
