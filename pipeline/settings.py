@@ -1,14 +1,18 @@
 """Every tunable of plantpipe, read from the environment (prefix ``PLANTPIPE_``).
 
 This is the only place configuration is read. Each field has a ``PLANTPIPE_<NAME>`` variable;
-lists are given as JSON (``PLANTPIPE_RETRY_DELAYS_S='[2, 4, 8]'``).
+lists are given as JSON (``PLANTPIPE_RETRY_DELAYS_S='[2, 4, 8]'``). A process that starts
+others (``plantpipe run``, ``plantpipe workers``) hands them its configuration with
+:meth:`Settings.to_env`, never by copying variables itself.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.metadata
+import json
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -84,7 +88,7 @@ class Settings(BaseSettings):
     poll_delay_s: float = Field(
         0.05,
         description="arq poll delay: an idle worker polls this often; jobs enqueued with "
-        "pipeline.queue.enqueue wake it at once",
+        "pipeline.runtime.enqueue.enqueue wake it at once",
     )
     cpu_max_jobs: int = Field(
         0,
@@ -254,6 +258,28 @@ class Settings(BaseSettings):
     @property
     def uses_s3(self) -> bool:
         return self.storage.strip().lower() == "s3"
+
+    def to_env(self, inherit: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment of a child process whose ``Settings()`` is this configuration.
+
+        ``inherit`` (e.g. ``os.environ``) passes through, less every variable a field reads
+        (any case); then each field this object was given — by the environment or as an
+        argument, ``model_fields_set`` — is written as ``PLANTPIPE_<NAME>`` the way the
+        environment gives it (JSON for lists and numbers, ``true``/``false``). Fields not
+        given stay out, so the child resolves "0 = auto" itself, as here. A ``None`` that
+        the environment cannot express (the field's default is not ``None``) raises
+        ``ValueError``."""
+        prefix = str(self.model_config.get("env_prefix", ""))
+        names = {name: f"{prefix}{name}".upper() for name in type(self).model_fields}
+        taken = set(names.values())
+        env = {k: v for k, v in (inherit or {}).items() if k.upper() not in taken}
+        for name, value in self.model_dump(mode="json", include=self.model_fields_set).items():
+            if value is None:
+                if type(self).model_fields[name].default is not None:
+                    raise ValueError(f"{names[name]}: None cannot be passed in the environment")
+                continue
+            env[names[name]] = value if isinstance(value, str) else json.dumps(value)
+        return env
 
 
 def _installed(distribution: str) -> bool:

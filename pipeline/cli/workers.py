@@ -1,0 +1,102 @@
+"""Role processes: ``plantpipe workers`` runs them in the foreground (or lists the live
+ones); :func:`start_roles` and :func:`wait_for_workers` also serve ``plantpipe run``."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from pipeline.cli.connect import client_call
+from pipeline.cli.errors import EXIT_FAILED, fail
+from pipeline.cli.output import console, out, say
+from pipeline.client import PipelineClient
+from pipeline.embedded import ROLES, RoleProcesses, child_env
+from pipeline.settings import Settings, get_settings
+
+STOP_GRACE_S = 15.0  # workers get this long to finish or hand back their jobs, then SIGKILL
+
+
+def start_roles(settings: Settings, log_dir: Path, roles: tuple[str, ...] = ROLES) -> RoleProcesses:
+    """Start ``roles`` as child processes configured by ``settings`` (and nothing else)."""
+    procs = RoleProcesses(child_env(settings), log_dir)
+    procs.start(roles)
+    return procs
+
+
+async def wait_for_workers(client: PipelineClient, workers: RoleProcesses, timeout: float) -> None:
+    from pipeline.runtime.registry import list_workers
+
+    deadline = time.monotonic() + timeout
+    with console.status("starting io, cpu and gpu workers (models load and warm up)…"):
+        while True:
+            dead = workers.dead()
+            if dead:
+                role = next(iter(dead))
+                raise fail(
+                    f"{role} worker exited at start (exit {dead[role]}): "
+                    f"{workers.cause(role) or 'no cause logged'}; log: {workers.log_path(role)}",
+                    EXIT_FAILED,
+                )
+            roles = {w.role for w in await list_workers(client.redis, client.settings)}
+            if set(ROLES) <= roles:
+                return
+            if time.monotonic() > deadline:
+                missing = ", ".join(sorted(set(ROLES) - roles))
+                raise fail(f"{missing} workers did not start in {timeout:.0f} s; logs in "
+                           f"{workers.log_dir}/", EXIT_FAILED)  # fmt: skip
+            await asyncio.sleep(0.2)
+
+
+def list_live_workers() -> None:
+    from pipeline.runtime.registry import list_workers
+
+    found = client_call(lambda c: list_workers(c.redis, c.settings))
+    table = Table(title=f"{len(found)} live workers", title_justify="left")
+    for column in ("role", "host", "pid", "up", "id"):
+        table.add_column(column, no_wrap=column == "id")
+    for w in found:
+        table.add_row(w.role, w.host, str(w.pid), f"{time.time() - w.started_at:.0f}s",
+                      w.worker_id)  # fmt: skip
+    out.print(table)
+
+
+def workers(
+    roles: Annotated[str, typer.Option(help="comma-separated roles to run")] = "io,cpu,gpu",
+    list_only: Annotated[bool, typer.Option("--list", help="list live workers")] = False,
+) -> None:
+    """Run worker roles in the foreground (or --list the live ones)."""
+    if list_only:
+        list_live_workers()
+        return
+    chosen = tuple(r.strip() for r in roles.split(",") if r.strip())
+    unknown = [r for r in chosen if r not in ROLES]
+    if unknown or not chosen:
+        raise fail(f"unknown roles {unknown}; choose from {', '.join(ROLES)}")
+    procs = start_roles(get_settings(), Path(".plantpipe-logs"), chosen)
+    say(f"running {', '.join(chosen)} (logs in {procs.log_dir}/); Ctrl-C stops")
+    stop = False
+
+    def on_signal(*_: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop and not procs.dead():
+        time.sleep(0.5)
+    dead = procs.dead()
+    if stop:
+        say(f"stopping: waiting up to {STOP_GRACE_S:.0f} s for the workers to finish or hand "
+            "back their jobs")  # fmt: skip
+    procs.stop(STOP_GRACE_S)
+    if dead and not stop:
+        role = next(iter(dead))
+        raise fail(f"{role} worker exited (exit {dead[role]}): "
+                   f"{procs.cause(role) or 'no cause logged'}; log: {procs.log_path(role)}",
+                   EXIT_FAILED)  # fmt: skip
