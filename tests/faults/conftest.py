@@ -32,9 +32,9 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from pipeline.client import PipelineClient
+from pipeline.runtime.joins import JoinStore
 from pipeline.schemas import SessionRecord
 from pipeline.state.ids import session_join_id
-from pipeline.state.joins import JoinStore
 from pipeline.testing.faultreport import FaultReport
 from pipeline.testing.onnx_fixtures import (
     build_detect_model,
