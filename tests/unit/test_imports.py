@@ -29,7 +29,8 @@ MAX_LINES = 400
 #: Lowest first; a module may import its own layer or a lower one. A pattern ``x.*`` matches
 #: ``x`` and everything under it; ``x*`` matches every module whose name starts with ``x``.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("pipeline.settings", "pipeline.errors"),
+    # pipeline.models: the bundled model files' paths (data only, imports nothing of the tree)
+    ("pipeline.settings", "pipeline.errors", "pipeline.models"),
     ("pipeline.logs", "pipeline.vision.*", "pipeline.synth.*"),
     ("pipeline.schemas", "pipeline.inference.*"),
     ("pipeline.state.*", "pipeline.storage.*"),
