@@ -20,6 +20,15 @@ Where the services are: ``PLANTPIPE_TEST_REDIS_URL`` (default
 Outside pytest, the same pieces: :func:`isolated_settings`, :func:`running_pipeline`
 (``async with running_pipeline(settings) as client``), :func:`in_process_worker`,
 :func:`drop_keys` and :func:`remove_bucket`.
+
+The project's own test and benchmark infrastructure lives here too, one place that both
+``tests/`` and ``bench/`` import (import each module where it is needed; none is loaded by
+this package): :mod:`pipeline.testing.s3stub` (an in-memory S3 endpoint with latency, stats
+and fault injection; ``python -m pipeline.testing.s3stub``), :mod:`pipeline.testing.tcp_proxy`
+(a TCP proxy a test can cut), :mod:`pipeline.testing.onnx_fixtures` (tiny YOLO-layout ONNX
+models and matching photos; needs ``onnx``, in the ``dev`` extra) and
+:mod:`pipeline.testing.faultreport` (what the fault suite observed; ``python -m bench.faults``
+renders it).
 """
 
 from pipeline.testing.kit import (
