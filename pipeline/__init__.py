@@ -2,8 +2,8 @@
 
 The public API, re-exported here (``from pipeline import PipelineClient, Settings``):
 
-- :class:`PipelineClient` — submit photos, follow sessions, upload objects, replay failures;
-  :class:`UploadHandle` follows one upload;
+- :class:`PipelineClient` — submit photos, follow sessions, upload objects (one, or many as
+  :class:`UploadItem`), replay failures; :class:`UploadHandle` follows one upload;
 - :class:`Settings` / :func:`get_settings` — every tunable, from ``PLANTPIPE_*``;
 - :class:`JoinStore`, :class:`Callback`, :func:`enqueue` — fan-out / fan-in for your own
   jobs (``enqueue`` is arq's ``enqueue_job`` plus a wake-up for plantpipe's workers);
@@ -31,7 +31,13 @@ if TYPE_CHECKING:
     )
     from pipeline.runtime.enqueue import enqueue
     from pipeline.runtime.joins import Callback, JoinStore
-    from pipeline.schemas import ChildReport, SessionEvent, SessionRecord, SessionResult
+    from pipeline.schemas import (
+        ChildReport,
+        SessionEvent,
+        SessionRecord,
+        SessionResult,
+        UploadItem,
+    )
     from pipeline.settings import Settings, get_settings
     from pipeline.vision.decode import InvalidImage
 
@@ -47,6 +53,7 @@ _WHERE: dict[str, str] = {
     "SessionEvent": "pipeline.schemas",
     "SessionRecord": "pipeline.schemas",
     "SessionResult": "pipeline.schemas",
+    "UploadItem": "pipeline.schemas",
     "PipelineError": "pipeline.errors",
     "PermanentError": "pipeline.errors",
     "TransientError": "pipeline.errors",
@@ -55,7 +62,26 @@ _WHERE: dict[str, str] = {
     "InvalidImage": "pipeline.vision.decode",
 }
 
-__all__ = sorted(_WHERE)
+__all__ = [
+    "Callback",
+    "ChildReport",
+    "ConfigurationError",
+    "InvalidImage",
+    "JoinStore",
+    "PermanentError",
+    "PipelineClient",
+    "PipelineError",
+    "SessionEvent",
+    "SessionRecord",
+    "SessionResult",
+    "Settings",
+    "TransientError",
+    "UploadFailed",
+    "UploadHandle",
+    "UploadItem",
+    "enqueue",
+    "get_settings",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -38,6 +38,7 @@ from pipeline.schemas import (
     SessionEvent,
     SessionRecord,
     SessionResult,
+    UploadItem,
     UploadJob,
 )
 from pipeline.settings import Settings, get_settings
@@ -83,6 +84,15 @@ def clean_metadata(metadata: dict[str, str] | None, *, ascii_only: bool = False)
             raise ValueError(f"S3 object metadata {key[:40]!r} must be ASCII")
         out[key] = value
     return out
+
+
+def upload_metadata(item: UploadItem) -> dict[str, str]:
+    """An upload's key checked and its S3 object metadata cleaned (ASCII, ≤ 2 KiB)."""
+    check_key(item.key)
+    meta = clean_metadata(item.metadata, ascii_only=True)
+    if sum(len(k) + len(v) for k, v in meta.items()) > 2000:
+        raise ValueError("S3 object metadata is limited to 2 KiB")
+    return meta
 
 
 class UploadHandle:
@@ -201,14 +211,23 @@ class PipelineClient:
         metadata: dict[str, str] | None = None,
     ) -> UploadHandle:
         """Queue ``data`` for upload to ``key`` by the io role; returns at once."""
-        check_key(key)
-        meta = clean_metadata(metadata, ascii_only=True)
-        if sum(len(k) + len(v) for k, v in meta.items()) > 2000:
-            raise ValueError("S3 object metadata is limited to 2 KiB")
-        artifact_id = uuid.uuid4().hex
-        output = Output(artifact_id, key, content_type, data, metadata=meta)
-        await enqueue_uploads(self.redis, self.settings, await self._stage([output]))
-        return UploadHandle(self, artifact_id, key)
+        item = UploadItem(key=key, data=data, content_type=content_type, metadata=metadata or {})
+        [handle] = await self.upload_many([item])
+        return handle
+
+    async def upload_many(self, items: Sequence[UploadItem]) -> list[UploadHandle]:
+        """Queue several uploads at once; returns a handle per item, in order, at once.
+
+        They travel to the io role in batches of ``PLANTPIPE_IO_BATCH_MAX`` (one job's
+        bookkeeping per batch) while each keeps its own state, retries and dead letter: one
+        item's failure never fails another. Every item is checked (key, metadata) before
+        anything is stored."""
+        outputs = [
+            Output(uuid.uuid4().hex, item.key, item.content_type, item.data, metadata=meta)
+            for item, meta in ((item, upload_metadata(item)) for item in items)
+        ]
+        await enqueue_uploads(self.redis, self.settings, await self._stage(outputs))
+        return [UploadHandle(self, out.artifact_id, out.key) for out in outputs]
 
     # --- sessions ---------------------------------------------------------------------
 

@@ -44,6 +44,32 @@ class UploadJob(_Model):
     deferrals: int = 0
 
 
+class UploadItem(_Model):
+    """One object for ``PipelineClient.upload_many``: its key, bytes, type and metadata."""
+
+    key: str
+    data: bytes
+    content_type: str
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class UploadBatch(_Model):
+    """Payload of the io ``upload_batch`` job: uploads produced together (a photo's outputs,
+    a session's originals, ``PipelineClient.upload_many``). Each keeps its own artifact state,
+    retries and dead letter; ``attempt`` is the try these uploads are on (a retry is a new
+    batch of what failed), ``deferrals`` how often the circuit breaker put them off."""
+
+    uploads: list[UploadJob] = Field(min_length=1)
+    attempt: int = Field(1, ge=1)
+    deferrals: int = Field(0, ge=0)
+
+    @property
+    def session_id(self) -> str | None:
+        """The session of every upload in the batch, or None when they differ (or have none)."""
+        sessions = {u.session_id for u in self.uploads}
+        return sessions.pop() if len(sessions) == 1 else None
+
+
 class InferJob(_Model):
     """Payload of the gpu ``infer_photo`` job (one child of a session's fan-out)."""
 

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     # --- io role -----------------------------------------------------------------------
     io_concurrency: int = Field(50, ge=1, description="S3 requests in flight per io process")
     io_job_timeout_s: int = Field(45, description="upload job timeout (re-run after +10 s)")
+    io_batch_max: int = Field(
+        50,
+        ge=1,
+        description="most uploads per io job: uploads produced together (a photo's outputs, "
+        "a session's originals, client.upload_many) share one job's bookkeeping",
+    )
     retry_delays_s: list[float] = Field(
         default_factory=lambda: [2.0, 4.0, 8.0],
         description="backoff before retry 1, 2, 3 of a transient failure",
@@ -158,6 +164,33 @@ class Settings(BaseSettings):
         2.0,
         description="a box ending this close to an internal slice edge, held whole by the "
         "neighbour slice, is a fragment and dropped (None = keep every box, as SAHI)",
+    )
+    rescale_slices: bool = Field(
+        True,
+        description="after a first detection pass, a region whose median plant (as the "
+        "detector saw it) is outside rescale_min_px..rescale_max_px is detected again with "
+        "slices sized to bring it in range (pipeline/vision/scale.py)",
+    )
+    rescale_min_px: float = Field(
+        26.0, description="median plant side (detector input px) below which slices shrink"
+    )
+    rescale_max_px: float = Field(
+        80.0, description="median plant side (detector input px) above which slices grow"
+    )
+    rescale_small_target_px: float = Field(
+        30.0, description="median plant side that shrunk slices aim at (input px)"
+    )
+    rescale_large_target_px: float = Field(
+        60.0, description="median plant side that grown slices aim at (input px)"
+    )
+    rescale_min_detections: int = Field(
+        8, ge=1, description="detections needed to measure a region's plant size"
+    )
+    rescale_small_gain: float = Field(
+        1.1,
+        ge=1.0,
+        description="a region detected again in smaller slices keeps that pass only when it "
+        "finds at least this many times the plants of the first",
     )
     segment_merge_overlap: float | None = Field(
         0.3,

@@ -5,15 +5,20 @@ Run with ``arq workers.io.WorkerSettings``.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from pipeline.errors import PermanentError
 from pipeline.logs import get_logger
 from pipeline.runtime import metrics
 from pipeline.runtime.context import RoleContext
 from pipeline.runtime.enqueue import QueueNames
-from pipeline.runtime.job import GaveUp, JobRun, role_job, time_budget
-from pipeline.runtime.retry import classify
+from pipeline.runtime.job import GaveUp, JobRun, dead_letter, role_job, time_budget
+from pipeline.runtime.retry import classify, retry_delay
 from pipeline.runtime.roles import (
     role_shutdown,
     role_started,
@@ -21,8 +26,8 @@ from pipeline.runtime.roles import (
     role_worker_options,
     worker_settings_class,
 )
-from pipeline.runtime.uploads import upload_holder, upload_job_id
-from pipeline.schemas import UploadJob
+from pipeline.runtime.uploads import enqueue_batch, upload_holder, upload_job_id
+from pipeline.schemas import UploadBatch, UploadJob
 from pipeline.settings import Settings, get_settings
 from pipeline.state.redisio import run_lua_batch
 from pipeline.storage import ObjectStore, PutResult, make_store
@@ -86,49 +91,82 @@ async def defer(ctx: IoContext, job: UploadJob, permit: Permit) -> dict[str, Any
     return {"ok": False, "deferred_s": wait_s}
 
 
-async def record(ctx: IoContext, job: UploadJob, result: PutResult) -> None:
-    """One round trip: the artifact is uploaded, the upload lets go of its bytes."""
+async def record(ctx: IoContext, done: Sequence[tuple[UploadJob, PutResult]]) -> None:
+    """One round trip for every finished upload: its artifact is uploaded, its upload lets go
+    of the bytes."""
+    if not done:
+        return
     if await ctx.breaker.record_success() != "closed":
         log.info("breaker.closed", store=ctx.store.description)
-    moved, _left = await run_lua_batch(
-        ctx.redis,
-        [
+    calls = []
+    for job, result in done:
+        calls.append(
             ctx.artifacts.transition_call(
                 job.artifact_id, "uploaded", session_id=job.session_id, etag=result.etag
-            ),
-            ctx.blobs.release_call(job.blob, upload_holder(job.artifact_id)),
-        ],
-    )
-    _, ready = ctx.artifacts.transition_result(moved)
-    metrics.UPLOAD_BYTES.inc(result.size)
-    log.info(
-        "upload.done",
-        key=job.key,
-        bytes=result.size,
-        multipart=result.multipart,
-        artifacts_ready=ready,
-    )
+            )
+        )
+        calls.append(ctx.blobs.release_call(job.blob, upload_holder(job.artifact_id)))
+    replies = await run_lua_batch(ctx.redis, calls)
+    for (job, result), moved in zip(done, replies[::2], strict=True):
+        _, ready = ctx.artifacts.transition_result(moved)
+        metrics.UPLOAD_BYTES.inc(result.size)
+        log.info(
+            "upload.done",
+            key=job.key,
+            bytes=result.size,
+            multipart=result.multipart,
+            artifacts_ready=ready,
+        )
 
 
-async def read_state(ctx: IoContext, job: UploadJob) -> tuple[bool, list[Any]]:
-    """Whether the artifact is uploaded already, and the raw reply for its bytes when they
-    were read in the same round trip (checked in the guarded work). While S3 is healthy one
-    round trip reads both (the bytes are wasted only for a re-run job); otherwise the bytes
-    are read only once the breaker lets the call go."""
+async def read_states(ctx: IoContext, jobs: Sequence[UploadJob]) -> list[tuple[bool, list[Any]]]:
+    """For each upload: whether its artifact is uploaded already, and the raw reply for its
+    bytes when they were read in the same round trip (checked in the guarded work). While S3
+    is healthy one round trip reads both for every upload (the bytes are wasted only for a
+    re-run job); otherwise the bytes are read only once the breaker lets the call go."""
     prefetch = ctx.breaker.trusted_closed()
     async with ctx.redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(ctx.artifacts.key(job.artifact_id))
-        if prefetch:
-            pipe.get(ctx.blobs.key(job.blob))
+        for job in jobs:
+            pipe.hgetall(ctx.artifacts.key(job.artifact_id))
+            if prefetch:
+                pipe.get(ctx.blobs.key(job.blob))
         replies = await pipe.execute()
-    current = ctx.artifacts.parse(replies[0])
-    return current is not None and current.state == "uploaded", replies[1:]
+    step = 2 if prefetch else 1
+    states: list[tuple[bool, list[Any]]] = []
+    for i in range(len(jobs)):
+        current = ctx.artifacts.parse(replies[i * step])
+        uploaded = current is not None and current.state == "uploaded"
+        states.append((uploaded, replies[i * step + 1 : i * step + step]))
+    return states
+
+
+async def put_blob(ctx: IoContext, job: UploadJob, prefetched: list[Any]) -> PutResult:
+    """The S3 request: the blob's bytes (read now unless prefetched) to the upload's key."""
+    if prefetched:
+        body = ctx.blobs.checked(job.blob, prefetched[0])
+    else:
+        body = await ctx.blobs.get(job.blob)
+    return await ctx.store.put(
+        job.key, body, content_type=job.content_type, metadata=job.metadata, sha256=job.blob.sha256
+    )
+
+
+async def breaker_saw(ctx: IoContext, exc: BaseException) -> None:
+    """A transient S3 failure counts against the shared circuit breaker."""
+    if classify(exc).transient and await ctx.breaker.record_failure() == "open":
+        log.warning("breaker.open", store=ctx.store.description)
+
+
+async def mark_failed(ctx: IoContext, job: UploadJob, code: str, reason: str) -> None:
+    await ctx.artifacts.transition(
+        job.artifact_id, "failed", session_id=job.session_id, error_code=code, reason=reason
+    )
 
 
 @role_job(UploadJob)
 async def upload(ctx: IoContext, run: JobRun, job: UploadJob) -> dict[str, Any]:
     """Copy one blob to its key. Idempotent: an already-uploaded artifact is not re-sent."""
-    uploaded, prefetched = await read_state(ctx, job)
+    [(uploaded, prefetched)] = await read_states(ctx, [job])
     if uploaded:
         await ctx.blobs.release(job.blob, upload_holder(job.artifact_id))
         log.info("upload.already_done", key=job.key)
@@ -138,37 +176,125 @@ async def upload(ctx: IoContext, run: JobRun, job: UploadJob) -> dict[str, Any]:
         run.outcome = "deferred"
         return await defer(ctx, job, permit)
 
-    async def put() -> PutResult:
-        if prefetched:
-            body = ctx.blobs.checked(job.blob, prefetched[0])
-        else:
-            body = await ctx.blobs.get(job.blob)
-        return await ctx.store.put(
-            job.key, body, content_type=job.content_type, metadata=job.metadata
-        )
-
-    async def on_error(exc: Exception) -> None:
-        if classify(exc).transient and await ctx.breaker.record_failure() == "open":
-            log.warning("breaker.open", store=ctx.store.description)
-
     async def give_up(code: str, reason: str) -> None:
-        await ctx.artifacts.transition(
-            job.artifact_id, "failed", session_id=job.session_id, error_code=code, reason=reason
-        )
+        await mark_failed(ctx, job, code, reason)
 
-    budget_s = time_budget(ctx.settings.io_job_timeout_s)
-    result = await run.guard(put, budget_s=budget_s, on_error=on_error, on_give_up=give_up)
+    result = await run.guard(
+        functools.partial(put_blob, ctx, job, prefetched),
+        budget_s=time_budget(ctx.settings.io_job_timeout_s),
+        on_error=functools.partial(breaker_saw, ctx),
+        on_give_up=give_up,
+    )
     if isinstance(result, GaveUp):
         return result.summary()
-    await record(ctx, job, result)
+    await record(ctx, [(job, result)])
     return {"ok": True, "key": job.key, "etag": result.etag, "size": result.size}
+
+
+@dataclass(frozen=True)
+class Settled:
+    """How one upload of a batch ended this time: done (with its result), skipped (done
+    before), retry or deferred (after ``wait_s``, in a follow-up batch), or failed (its dead
+    letter written, its artifact failed)."""
+
+    kind: Literal["done", "skipped", "retry", "deferred", "failed"]
+    result: PutResult | None = None
+    wait_s: float = 0.0
+
+
+async def settle(
+    ctx: IoContext,
+    job: UploadJob,
+    state: tuple[bool, list[Any]],
+    attempt: int,
+    crash: PermanentError | None,
+) -> Settled:
+    """One upload of a batch, on its own: nothing it does touches its siblings."""
+    uploaded, prefetched = state
+    if uploaded:
+        await ctx.blobs.release(job.blob, upload_holder(job.artifact_id))
+        return Settled("skipped")
+    permit = await ctx.breaker.allow()
+    if crash is None and not permit.allowed:
+        return Settled("deferred", wait_s=permit.wait_s)
+    try:
+        if crash is not None:
+            raise crash
+        async with asyncio.timeout(time_budget(ctx.settings.io_job_timeout_s)):
+            return Settled("done", await put_blob(ctx, job, prefetched))
+    except Exception as exc:
+        await breaker_saw(ctx, exc)
+        verdict = classify(exc)
+        delay = retry_delay(ctx.settings, attempt) if verdict.transient else None
+        if delay is not None:
+            log.warning(
+                "upload.retry", key=job.key, error_code=verdict.code, reason=verdict.reason,
+                retry_in_s=delay, next_try=attempt + 1,
+            )  # fmt: skip
+            return Settled("retry", wait_s=delay)
+        log.error(
+            "upload.gave_up", key=job.key, error_code=verdict.code, reason=verdict.reason,
+            tries=attempt,
+        )  # fmt: skip
+        await dead_letter(
+            ctx, function="upload", job_id=upload_job_id(job.artifact_id),
+            payload=job.model_dump(mode="json"), verdict=verdict, attempts=attempt,
+            session_id=job.session_id,
+        )  # fmt: skip
+        await mark_failed(ctx, job, verdict.code, verdict.reason)
+        return Settled("failed")
+
+
+async def follow_up(ctx: IoContext, batch: UploadBatch, settled: Sequence[Settled]) -> None:
+    """What must run again does, as a batch of its own: retried uploads on their next try
+    after the retry delay; deferred ones when the breaker may let them through (at least every
+    breaker_defer_s). Deterministic job ids: a re-run of this batch enqueues nothing twice."""
+    pairs = list(zip(batch.uploads, settled, strict=True))
+    retry = [(job, s) for job, s in pairs if s.kind == "retry"]
+    if retry:
+        again = UploadBatch(
+            uploads=[job for job, _ in retry], attempt=batch.attempt + 1, deferrals=batch.deferrals
+        )
+        await enqueue_batch(ctx.redis, ctx.queue, again, defer_s=max(s.wait_s for _, s in retry))
+    deferred = [(job, s) for job, s in pairs if s.kind == "deferred"]
+    if deferred:
+        wait_s = max(0.2, min(min(s.wait_s for _, s in deferred), ctx.settings.breaker_defer_s))
+        later = UploadBatch(
+            uploads=[job for job, _ in deferred],
+            attempt=batch.attempt,
+            deferrals=batch.deferrals + 1,
+        )
+        await enqueue_batch(ctx.redis, ctx.queue, later, defer_s=wait_s)
+        log.warning("upload.deferred", uploads=len(deferred), retry_in_s=round(wait_s, 2))
+
+
+@role_job(UploadBatch)
+async def upload_batch(ctx: IoContext, run: JobRun, batch: UploadBatch) -> dict[str, Any]:
+    """Uploads produced together, in one job: its bookkeeping (claim, payload, finish, state
+    reads, records) is paid once for all of them, while each upload keeps its own artifact
+    state, retries and dead letter — one upload's failure never fails or repeats another."""
+    states = await read_states(ctx, batch.uploads)
+    crash = run.crash_loop()
+    settled = await asyncio.gather(
+        *(
+            settle(ctx, job, state, batch.attempt, crash)
+            for job, state in zip(batch.uploads, states, strict=True)
+        )
+    )
+    done = [(job, s.result) for job, s in zip(batch.uploads, settled, strict=True) if s.result]
+    await record(ctx, done)
+    await follow_up(ctx, batch, settled)
+    counts: Counter[str] = Counter(s.kind for s in settled)
+    if counts["failed"] or counts["retry"] or counts["deferred"]:
+        run.outcome = "failed" if counts["failed"] else "retried" if counts["retry"] else "deferred"
+    return {"ok": not counts["failed"], **counts}
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:
     return role_worker_options(
         settings,
         queue=QueueNames.from_settings(settings).io,
-        jobs=[upload],
+        jobs=[upload, upload_batch],
         timeout_s=settings.io_job_timeout_s,
         # More jobs than S3 slots: Redis bookkeeping of some overlaps the S3 requests of others;
         # the store's semaphore keeps S3 requests in flight at io_concurrency.

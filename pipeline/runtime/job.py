@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from pipeline.errors import PermanentError
 from pipeline.logs import get_logger
 from pipeline.runtime.context import RoleContext, role_context
-from pipeline.runtime.retry import arq_max_tries, classify, retry_delay
+from pipeline.runtime.retry import Classified, arq_max_tries, classify, retry_delay
 from pipeline.schemas import DeadLetter
 
 log = get_logger("pipeline.job")
@@ -55,6 +55,35 @@ def time_budget(timeout_s: float) -> float:
     return max(0.5, timeout_s - max(0.5, timeout_s * 0.1))
 
 
+async def dead_letter(
+    ctx: RoleContext,
+    *,
+    function: str,
+    job_id: str,
+    payload: dict[str, Any],
+    verdict: Classified,
+    attempts: int,
+    session_id: str | None,
+    replayable: bool = True,
+) -> None:
+    """Keep a job that gave up, with its reason, so it can be listed and replayed as
+    ``function(payload=payload)`` on the role's queue."""
+    await ctx.deadletters.add(
+        DeadLetter(
+            id=f"{job_id}:{int(time.time() * 1000)}",
+            function=function,
+            queue=ctx.queue,
+            job_id=job_id,
+            kwargs={"payload": payload},
+            error_code=verdict.code,
+            reason=verdict.reason,
+            attempts=attempts,
+            session_id=session_id,
+            replayable=replayable,
+        )
+    )
+
+
 @dataclass
 class JobRun:
     """One run of one job: who it is, which try, how it ended."""
@@ -68,16 +97,23 @@ class JobRun:
     outcome: Outcome = "ok"
     replayable: bool = True
 
-    def check_crash_loop(self) -> None:
+    def crash_loop(self) -> PermanentError | None:
         """Give up before arq does: a job re-run this often was interrupted by its worker
         dying (our own retries stop earlier). On arq's last allowed try we fail it ourselves,
         so the failure is dead-lettered and reported instead of arq dropping it silently."""
-        if self.job_try >= arq_max_tries(self.ctx.settings):
-            raise PermanentError(
-                f"the worker running this job stopped {self.job_try - 1} times while it ran "
-                "(killed, out of memory or timed out); giving up — see the worker logs",
-                code="crash_loop",
-            )
+        if self.job_try < arq_max_tries(self.ctx.settings):
+            return None
+        return PermanentError(
+            f"the worker running this job stopped {self.job_try - 1} times while it ran "
+            "(killed, out of memory or timed out); giving up — see the worker logs",
+            code="crash_loop",
+        )
+
+    def check_crash_loop(self) -> None:
+        """Raise :meth:`crash_loop`'s error on arq's last allowed try."""
+        error = self.crash_loop()
+        if error is not None:
+            raise error
 
     async def guard(
         self,
@@ -126,19 +162,15 @@ class JobRun:
             exc_info=verdict.transient and not verdict.code.startswith(("Client", "Endpoint")),
         )
         self.outcome = "failed"
-        await self.ctx.deadletters.add(
-            DeadLetter(
-                id=f"{self.job_id}:{int(time.time() * 1000)}",
-                function=self.function,
-                queue=self.ctx.queue,
-                job_id=self.job_id,
-                kwargs={"payload": self.payload},
-                error_code=verdict.code,
-                reason=verdict.reason,
-                attempts=self.job_try,
-                session_id=self.session_id,
-                replayable=self.replayable,
-            )
+        await dead_letter(
+            self.ctx,
+            function=self.function,
+            job_id=self.job_id,
+            payload=self.payload,
+            verdict=verdict,
+            attempts=self.job_try,
+            session_id=self.session_id,
+            replayable=self.replayable,
         )
         if on_give_up is not None:
             await on_give_up(verdict.code, verdict.reason)

@@ -10,13 +10,14 @@ artifact).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from arq.connections import ArqRedis
 
 from pipeline.runtime.enqueue import QueueNames, enqueue
-from pipeline.schemas import ArtifactRecord, UploadJob
+from pipeline.schemas import ArtifactRecord, UploadBatch, UploadJob
 from pipeline.settings import Settings
 from pipeline.state.artifacts import ArtifactStore
 from pipeline.state.blobs import BlobStore
@@ -81,18 +82,47 @@ async def stage(
     return jobs
 
 
+def batch_job_id(batch: UploadBatch) -> str:
+    """Deterministic arq job id of a batch: the same uploads on the same try get the same id
+    (a re-run producer enqueues nothing twice); a retry or deferral gets its own."""
+    digest = hashlib.sha256("\n".join(u.artifact_id for u in batch.uploads).encode())
+    suffix = "" if (batch.attempt, batch.deferrals) == (1, 0) else f":{batch.attempt}"
+    suffix += f":defer:{batch.deferrals}" if batch.deferrals else ""
+    return f"upload_batch:{digest.hexdigest()[:24]}{suffix}"
+
+
+async def enqueue_batch(
+    redis: ArqRedis, queue: str, batch: UploadBatch, *, defer_s: float | None = None
+) -> None:
+    """Queue one ``upload_batch`` job (``defer_s``: not before then)."""
+    defer = {} if defer_s is None else {"_defer_by": defer_s}
+    await enqueue(
+        redis,
+        "upload_batch",
+        payload=batch.model_dump(mode="json"),
+        _job_id=batch_job_id(batch),
+        _queue_name=queue,
+        **defer,
+    )
+
+
 async def enqueue_uploads(redis: ArqRedis, settings: Settings, jobs: Sequence[UploadJob]) -> None:
-    """Hand uploads to the io role (idempotent per artifact id and deferral)."""
+    """Hand uploads to the io role: one ``upload`` job for a lone upload, ``upload_batch``
+    jobs of at most ``io_batch_max`` for uploads produced together (idempotent either way)."""
     queue = QueueNames.from_settings(settings).io
+    size = settings.io_batch_max
+    chunks = [list(jobs[i : i + size]) for i in range(0, len(jobs), size)]
     await asyncio.gather(
         *(
             enqueue(
                 redis,
                 "upload",
-                payload=job.model_dump(mode="json"),
-                _job_id=upload_job_id(job.artifact_id, job.deferrals),
+                payload=chunk[0].model_dump(mode="json"),
+                _job_id=upload_job_id(chunk[0].artifact_id, chunk[0].deferrals),
                 _queue_name=queue,
             )
-            for job in jobs
+            if len(chunk) == 1
+            else enqueue_batch(redis, queue, UploadBatch(uploads=chunk))
+            for chunk in chunks
         )
     )

@@ -67,7 +67,11 @@ class ObjectStore(Protocol):
         *,
         content_type: str,
         metadata: dict[str, str] | None = None,
-    ) -> PutResult: ...
+        sha256: str | None = None,
+    ) -> PutResult:
+        """Store ``data`` at ``key``. ``sha256``: the hex SHA-256 of ``data`` when the caller
+        knows it (a blob's id), so the store need not hash the bytes again."""
+        ...
 
     async def get(self, key: str) -> bytes: ...
 

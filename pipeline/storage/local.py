@@ -66,9 +66,10 @@ class LocalObjectStore:
         *,
         content_type: str,
         metadata: dict[str, str] | None = None,
+        sha256: str | None = None,
     ) -> PutResult:
         path = self._path(key)
-        sha = hashlib.sha256(data).hexdigest()
+        sha = sha256 or hashlib.sha256(data).hexdigest()
         meta = {"content_type": content_type, "metadata": metadata or {}, "sha256": sha}
 
         def write() -> None:

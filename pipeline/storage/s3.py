@@ -152,9 +152,15 @@ class S3ObjectStore:
         *,
         content_type: str,
         metadata: dict[str, str] | None = None,
+        sha256: str | None = None,
     ) -> PutResult:
+        """One hash per object at most: the object's SHA-256 (the blob's id when the caller
+        passes it, computed here otherwise) goes into its metadata and, for a single PUT, into
+        ``x-amz-checksum-sha256``, so S3 verifies the body against it — end-to-end integrity
+        from the client's hash, with no MD5 and no second pass over the bytes. A multipart
+        upload's parts carry their own Content-MD5 (S3 verifies each part)."""
         check_key(key)
-        sha = hashlib.sha256(data).hexdigest()
+        sha = sha256 or hashlib.sha256(data).hexdigest()
         extra = self._extra(content_type, metadata, sha)
         if len(data) > self._settings.s3_multipart_threshold_bytes:
             etag = await self._put_multipart(key, data, extra)
@@ -164,7 +170,7 @@ class S3ObjectStore:
             Bucket=self.bucket,
             Key=key,
             Body=data,
-            ContentMD5=_md5_b64(data),
+            ChecksumSHA256=base64.b64encode(bytes.fromhex(sha)).decode(),
             **extra,
         )
         return PutResult(key=key, size=len(data), etag=resp.get("ETag"), sha256=sha)

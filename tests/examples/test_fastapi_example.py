@@ -9,8 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from pipeline import PipelineClient
-from pipeline import Settings, get_settings
+from pipeline import PipelineClient, Settings, get_settings
 from tests.examples.test_kit_example import nursery_photo
 
 pytestmark = pytest.mark.asyncio

@@ -1,0 +1,124 @@
+"""Several uploads per io job (``upload_batch``): the job's bookkeeping is shared, each
+upload's fate is its own — against the instrumented S3 endpoint and a real worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from pipeline import PipelineClient, UploadFailed, UploadItem
+from pipeline.runtime.enqueue import QueueNames
+from pipeline.testing.s3stub import S3Stub
+from tests.conftest import SettingsFactory, WorkerProcess, in_process_worker, settings_env
+from workers import io as io_worker
+
+pytestmark = pytest.mark.integration
+
+
+def items(prefix: str, n: int, size: int = 2048) -> list[UploadItem]:
+    return [
+        UploadItem(key=f"{prefix}/{i}", data=bytes([i % 256]) * size, content_type="x/y")
+        for i in range(n)
+    ]
+
+
+async def test_a_batch_with_one_forbidden_object_lands_the_others(
+    make_settings: SettingsFactory, redis: Redis
+) -> None:
+    """One 403 in a batch of 12: the other 11 land once, that one is dead-lettered with S3's
+    code (tried once: a permanent error is not retried) and lands when replayed."""
+    stub = S3Stub()
+    endpoint = await stub.start()
+    try:
+        settings = make_settings(s3_endpoint_url=endpoint, retry_delays_s=[0.05, 0.05, 0.05])
+        async with (
+            in_process_worker(io_worker.worker_options(settings), settings),
+            PipelineClient(settings) as client,
+        ):
+            stub.fail_next(1, 403, "AccessDenied", ops=["PutObject"])
+            handles = await client.upload_many(items("b403", 12))
+            outcomes = await asyncio.gather(
+                *(h.wait(timeout=30) for h in handles), return_exceptions=True
+            )
+            failed = [h for h, o in zip(handles, outcomes, strict=True) if isinstance(o, Exception)]
+            assert len(failed) == 1, outcomes
+            assert isinstance(outcomes[handles.index(failed[0])], UploadFailed)
+            assert "AccessDenied" in str(outcomes[handles.index(failed[0])])
+            landed = {k for _, k in stub.objects if k.startswith("b403/")}
+            assert landed == {h.key for h in handles} - {failed[0].key}
+            assert stub.stats.by_op["PutObject"] == 12  # no sibling sent twice
+            letters = await client.failed()
+            assert [(d.function, d.error_code, d.attempts, d.replayable) for d in letters] == [
+                ("upload", "AccessDenied", 1, True)
+            ]
+            assert letters[0].kwargs["payload"]["key"] == failed[0].key
+            await client.retry_failed()
+            assert (await failed[0].wait(timeout=30)).state == "uploaded"
+            assert {k for _, k in stub.objects if k.startswith("b403/")} == {h.key for h in handles}
+    finally:
+        await stub.stop()
+
+
+async def test_transient_failures_in_a_batch_retry_only_those_uploads(
+    make_settings: SettingsFactory, redis: Redis
+) -> None:
+    stub = S3Stub()
+    endpoint = await stub.start()
+    try:
+        settings = make_settings(
+            s3_endpoint_url=endpoint, retry_delays_s=[0.05, 0.05, 0.05], breaker_fail_max=100
+        )
+        async with (
+            in_process_worker(io_worker.worker_options(settings), settings),
+            PipelineClient(settings) as client,
+        ):
+            stub.fail_next(3, 503, "SlowDown", ops=["PutObject"])
+            handles = await client.upload_many(items("b503", 20))
+            records = await asyncio.gather(*(h.wait(timeout=30) for h in handles))
+            assert {r.state for r in records} == {"uploaded"}
+            assert await client.failed() == []
+            assert stub.stats.by_op["PutObject"] == 20 + 3  # the three, once more each
+    finally:
+        await stub.stop()
+
+
+async def test_a_batch_rerun_after_sigkill_uploads_nothing_twice_and_loses_nothing(
+    make_settings: SettingsFactory,
+    redis: Redis,
+    worker_processes: Callable[[str, dict[str, str]], WorkerProcess],
+) -> None:
+    """The io worker is SIGKILLed while a batch of 40 is half uploaded; arq re-runs the batch
+    on a new worker: every object lands, and each artifact records one upload."""
+    stub = S3Stub(latency_s=0.4)
+    endpoint = await stub.start()
+    try:
+        settings = make_settings(s3_endpoint_url=endpoint, io_job_timeout_s=4, io_concurrency=8)
+        env = settings_env(settings)
+        worker = worker_processes("io", env)
+        async with PipelineClient(settings) as client:
+            handles = await client.upload_many(items("bkill", 40))
+            deadline = time.monotonic() + 60
+            while len([k for _, k in stub.objects if k.startswith("bkill/")]) < 8:
+                assert time.monotonic() < deadline, worker.output()[-2000:]
+                await asyncio.sleep(0.02)
+            worker.kill()  # SIGKILL mid-batch: some uploaded and recorded, some in flight
+            partial = len([k for _, k in stub.objects if k.startswith("bkill/")])
+            assert partial < 40
+            worker_processes("io", env)
+            records = await asyncio.gather(*(h.wait(timeout=90) for h in handles))
+            assert {r.state for r in records} == {"uploaded"}
+            assert await client.failed() == []
+            for handle in handles:
+                stream = client.keys.artifact_events(handle.artifact_id)
+                entries = await client.redis.xrange(stream)
+                kinds = [fields[b"type"].decode() for _, fields in entries]
+                assert kinds.count("artifact.uploaded") == 1, (handle.key, kinds)
+            queued = await redis.zcard(QueueNames.from_settings(settings).io)
+            assert queued == 0
+        assert {k for _, k in stub.objects if k.startswith("bkill/")} == {h.key for h in handles}
+    finally:
+        await stub.stop()
