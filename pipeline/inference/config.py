@@ -39,6 +39,14 @@ class InferenceConfig(BaseModel):
     merge_ios_large: float = 0.5
     det_batch_size: int = Field(16, ge=1)
     slice_edge_margin_px: float | None = 2.0
+    # slice size from the measured plant size (pipeline.vision.scale)
+    rescale_slices: bool = True
+    rescale_min_px: float = 26.0
+    rescale_max_px: float = 80.0
+    rescale_small_target_px: float = 30.0
+    rescale_large_target_px: float = 60.0
+    rescale_min_detections: int = Field(8, ge=1)
+    rescale_small_gain: float = Field(1.1, ge=1.0)
     # container segments / detections outside them
     segment_merge_overlap: float | None = 0.3
     count_unassigned: bool = True
