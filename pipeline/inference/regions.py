@@ -16,7 +16,8 @@ import numpy as np
 
 from pipeline.inference.config import InferenceConfig
 from pipeline.inference.slicing import Region
-from pipeline.inference.yolo import SegInstance, mask_polygon
+from pipeline.inference.yolo import SegInstance
+from pipeline.vision.contours import mask_polygon
 from pipeline.vision.segments import MaskInstance, ResolvedSegment, resolve_segments
 from pipeline.vision.types import ContainerType, Segment
 

@@ -18,15 +18,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from pipeline.inference.yolo import (
-    NUM_MASK_COEFFS,
-    PAD_VALUE,
-    FloatArray,
-    ModelKind,
-    ModelSpec,
-    ModelSpecError,
-    resolve_model_spec,
-)
+from pipeline.inference.modelspec import ModelKind, ModelSpec, ModelSpecError, resolve_model_spec
+from pipeline.inference.yolo import NUM_MASK_COEFFS, PAD_VALUE, FloatArray
 
 logger = logging.getLogger("pipeline.inference")
 

@@ -18,25 +18,20 @@ memory proportional to the instance, and it is what the pipeline needs (a segmen
 
 from __future__ import annotations
 
-import ast
-import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
-from scipy import ndimage
 
+from pipeline.vision.contours import mask_polygon
 from pipeline.vision.merge import batched_nms
 
 logger = logging.getLogger("pipeline.inference")
 
-ModelKind = Literal["detect", "segment"]
 PAD_VALUE = 114.0 / 255.0
 NUM_MASK_COEFFS = 32
 
@@ -44,10 +39,6 @@ FloatArray = NDArray[np.float32]
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
 Box = tuple[float, float, float, float]
-
-
-class ModelSpecError(ValueError):
-    """A model cannot be described: class names, input size or task are missing or wrong."""
 
 
 # --------------------------------------------------------------------------------------
@@ -363,250 +354,3 @@ def decode_segment(
             )
         )
     return out
-
-
-# --------------------------------------------------------------------------------------
-# Polygons
-# --------------------------------------------------------------------------------------
-
-# 8 neighbours, clockwise on screen (y down), starting West.
-_DIRS: tuple[tuple[int, int], ...] = (
-    (0, -1),
-    (-1, -1),
-    (-1, 0),
-    (-1, 1),
-    (0, 1),
-    (1, 1),
-    (1, 0),
-    (1, -1),
-)
-_DIR_INDEX = {d: i for i, d in enumerate(_DIRS)}
-
-
-def largest_component(mask: BoolArray) -> BoolArray:
-    """The largest 8-connected component of ``mask`` (empty mask in, empty mask out)."""
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
-    if n <= 1:
-        return mask.astype(bool, copy=False)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return np.asarray(labels == int(sizes.argmax()))
-
-
-def trace_outer_contour(mask: BoolArray) -> list[tuple[int, int]]:
-    """Moore-neighbour trace of the outer boundary of the component holding the first
-    foreground pixel in raster order. Returns ``(row, col)`` pixel positions, clockwise."""
-    count = int(np.count_nonzero(mask))
-    if count == 0:
-        return []
-    h, w = mask.shape
-    first = int(np.argmax(mask.reshape(-1)))  # first foreground pixel in raster order
-    start = (first // w, first % w)
-    padded = np.zeros((h + 2, w + 2), dtype=bool)
-    padded[1:-1, 1:-1] = mask
-
-    def on(r: int, c: int) -> bool:
-        return bool(padded[r + 1, c + 1])
-
-    contour = [start]
-    cur = start
-    back = 0  # direction from cur to the backtrack pixel (West of start is background)
-    second: tuple[int, int] | None = None
-    limit = 4 * count + 16
-    for _ in range(limit):
-        nxt: tuple[int, int] | None = None
-        prev_dir = back
-        for k in range(1, 9):
-            d = (back + k) % 8
-            dr, dc = _DIRS[d]
-            if on(cur[0] + dr, cur[1] + dc):
-                nxt = (cur[0] + dr, cur[1] + dc)
-                pr, pc = _DIRS[prev_dir]
-                b_abs = (cur[0] + pr, cur[1] + pc)
-                back = _DIR_INDEX[(b_abs[0] - nxt[0], b_abs[1] - nxt[1])]
-                break
-            prev_dir = d
-        if nxt is None:  # isolated pixel
-            return contour
-        if second is None:
-            second = nxt
-        elif cur == start and nxt == second:
-            contour.pop()  # the start appended again on arrival
-            return contour
-        contour.append(nxt)
-        cur = nxt
-    return contour
-
-
-def simplify_closed(points: NDArray[np.float64], epsilon: float) -> NDArray[np.float64]:
-    """Douglas-Peucker simplification of a closed polygon (first point not repeated)."""
-    n = points.shape[0]
-    if n <= 3 or epsilon <= 0:
-        return points
-    far = int(np.argmax(np.hypot(*(points - points[0]).T)))
-    keep = np.zeros(n, dtype=bool)
-    keep[0] = keep[far] = True
-    ring = np.concatenate([points, points[:1]], axis=0)
-    stack = [(0, far), (far, n)]
-    while stack:
-        i, j = stack.pop()
-        if j - i < 2:
-            continue
-        a, b = ring[i], ring[j]
-        seg = ring[i + 1 : j]
-        ab = b - a
-        norm = math.hypot(ab[0], ab[1])
-        if norm == 0:
-            dist = np.hypot(*(seg - a).T)
-        else:
-            dist = np.abs(ab[0] * (seg[:, 1] - a[1]) - ab[1] * (seg[:, 0] - a[0])) / norm
-        k = int(np.argmax(dist))
-        if dist[k] > epsilon:
-            m = i + 1 + k
-            keep[m % n] = True
-            stack.append((i, m))
-            stack.append((m, j))
-    return points[keep]
-
-
-def mask_polygon(
-    mask: BoolArray, origin_x: int = 0, origin_y: int = 0, *, epsilon: float = 1.5
-) -> list[tuple[float, float]]:
-    """Simplified outer contour (source px, ``(x, y)`` of pixel centres) of the largest
-    component of a crop-resolution mask placed at ``(origin_x, origin_y)``; [] if empty."""
-    if not mask.any():
-        return []
-    contour = trace_outer_contour(largest_component(mask))
-    pts = np.asarray([(c + origin_x + 0.5, r + origin_y + 0.5) for r, c in contour], np.float64)
-    pts = simplify_closed(pts, epsilon)
-    return [(round(float(x), 2), round(float(y), 2)) for x, y in pts]
-
-
-# --------------------------------------------------------------------------------------
-# Model description
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSpec:
-    """What the decoders need to know about an exported model."""
-
-    path: Path
-    class_names: list[str]
-    input_size: int
-    kind: ModelKind
-
-    @property
-    def nc(self) -> int:
-        return len(self.class_names)
-
-
-def parse_names(value: Any) -> list[str]:
-    """Class names from a sidecar/metadata value: a list, a ``{index: name}`` dict, or the
-    python-literal string Ultralytics writes (``"{0: 'plant', 1: 'weed'}"``) — parsed with
-    ``ast.literal_eval``, never ``eval``."""
-    if isinstance(value, str):
-        try:
-            value = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError) as exc:
-            raise ModelSpecError(f"cannot parse class names {value[:80]!r}: {exc}") from None
-    if isinstance(value, Mapping):
-        try:
-            items = sorted((int(k), str(v)) for k, v in value.items())
-        except (TypeError, ValueError) as exc:
-            raise ModelSpecError(f"class-name keys must be integers: {exc}") from None
-        if [k for k, _ in items] != list(range(len(items))):
-            raise ModelSpecError(f"class-name keys must be 0..n-1, got {[k for k, _ in items]}")
-        return [v for _, v in items]
-    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-        return list(value)
-    raise ModelSpecError(f"class names must be a list or {{index: name}} dict, got {value!r:.80}")
-
-
-def _parse_imgsz(value: Any) -> int | None:
-    if isinstance(value, str):
-        try:
-            value = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            return None
-    if isinstance(value, int) and value > 0:
-        return value
-    if isinstance(value, list | tuple) and value and all(isinstance(v, int) for v in value):
-        if len(set(value)) != 1:
-            raise ModelSpecError(f"only square inputs are supported, got imgsz {list(value)}")
-        return int(value[0])
-    return None
-
-
-def sidecar_path(model_path: Path) -> Path:
-    """``model.onnx`` → ``model.json`` (the sidecar describing names, imgsz and task)."""
-    return model_path.with_suffix(".json")
-
-
-def resolve_model_spec(
-    path: Path,
-    *,
-    kind: ModelKind,
-    class_names: Sequence[str] | None = None,
-    input_size: int | None = None,
-    metadata: Mapping[str, str] | None = None,
-    input_shape: Sequence[Any] | None = None,
-) -> ModelSpec:
-    """Describe a model.
-
-    Class names, first found wins: ``class_names`` (settings), the JSON sidecar
-    ``<model>.json`` (``{"names": [...], "imgsz": N, "task": "detect"|"segment"}``), the ONNX
-    metadata props Ultralytics writes (``names`` as a python-literal dict string).
-    Input size: a static spatial size in ``input_shape`` (the model accepts nothing else),
-    else the sidecar's or metadata's ``imgsz`` (what the model was exported for), else
-    ``input_size`` (settings). A ``task`` in sidecar/metadata must equal ``kind``.
-    """
-    sidecar: dict[str, Any] = {}
-    side = sidecar_path(path)
-    if side.is_file():
-        try:
-            loaded = json.loads(side.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ModelSpecError(f"cannot read model sidecar {side}: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ModelSpecError(f"model sidecar {side} must hold a JSON object")
-        sidecar = loaded
-    meta = dict(metadata or {})
-
-    task = sidecar.get("task") or meta.get("task")
-    if task is not None and task != kind:
-        raise ModelSpecError(f"{path} is a {task!r} model, expected {kind!r}")
-
-    names: list[str] | None = None
-    if class_names:
-        names = list(class_names)
-    elif "names" in sidecar:
-        names = parse_names(sidecar["names"])
-    elif "names" in meta:
-        names = parse_names(meta["names"])
-    if not names:
-        raise ModelSpecError(
-            f"no class names for {kind} model {path}: set PLANTPIPE_"
-            f"{'SEG' if kind == 'segment' else 'DET'}_CLASS_NAMES, write a sidecar {side} "
-            "with {\"names\": [...]}, or export with Ultralytics (metadata 'names')"
-        )
-
-    size: int | None = None
-    if input_shape is not None and len(input_shape) == 4:
-        h, w = input_shape[2], input_shape[3]
-        if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0:
-            if h != w:
-                raise ModelSpecError(f"{path}: only square inputs are supported, got {h}x{w}")
-            size = h
-            if input_size is not None and input_size != size:
-                logger.warning(
-                    "model %s has a fixed %dpx input; configured input size %d ignored",
-                    path,
-                    size,
-                    input_size,
-                )
-    if size is None:
-        size = _parse_imgsz(sidecar.get("imgsz")) or _parse_imgsz(meta.get("imgsz")) or input_size
-    if size is None:
-        raise ModelSpecError(f"no input size for {kind} model {path}")
-    return ModelSpec(path=path, class_names=names, input_size=int(size), kind=kind)

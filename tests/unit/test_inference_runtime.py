@@ -176,7 +176,7 @@ def test_segment_fixture_finds_two_trays(models: dict[str, Path]) -> None:
 
 
 def test_class_names_must_match_the_model(models: dict[str, Path]) -> None:
-    from pipeline.inference.yolo import ModelSpecError
+    from pipeline.inference.modelspec import ModelSpecError
 
     with pytest.raises(ModelSpecError, match="class names do not match"):
         YoloModel.load(models["det"], kind="detect", providers=[CPU], class_names=["only-one"])

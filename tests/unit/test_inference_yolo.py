@@ -10,22 +10,18 @@ import pytest
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from pipeline.inference.modelspec import ModelSpecError, parse_names, resolve_model_spec
 from pipeline.inference.yolo import (
     PAD_VALUE,
     LetterboxInfo,
-    ModelSpecError,
     boxes_to_input,
     boxes_to_source,
     decode_detect,
     decode_segment,
     letterbox,
     letterbox_info,
-    mask_polygon,
-    parse_names,
-    resolve_model_spec,
-    simplify_closed,
-    trace_outer_contour,
 )
+from pipeline.vision.contours import mask_polygon, simplify_closed, trace_outer_contour
 
 # ----------------------------------------------------------------------------- letterbox
 
