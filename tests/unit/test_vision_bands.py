@@ -15,6 +15,8 @@ from pipeline.vision.bands import (
     counted_vegetation,
     detection_mask,
     estimate_segment,
+)
+from pipeline.vision.vegetation import (
     floor_mask,
     otsu_threshold,
     rgb_to_hsv,
