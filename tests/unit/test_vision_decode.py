@@ -341,7 +341,7 @@ def test_every_mode_decodes_to_rgb8() -> None:
 
 
 def test_high_bit_depth_and_float_modes_are_scaled() -> None:
-    from pipeline.vision.decode import to_rgb_array
+    from pipeline.vision.pixels import to_rgb_array
 
     wide = Image.fromarray(np.asarray([[0, 257, 65535, 70000]], dtype=np.int32), "I")
     assert to_rgb_array(wide)[0, :, 0].tolist() == [0, 1, 255, 255]
