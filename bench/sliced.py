@@ -255,7 +255,7 @@ def _ours_full_image(
 ) -> tuple[list[float], NDArray[np.float64], Path, int, float, float, str]:
     """plantpipe's batched sliced detection over the whole photo (one region, no segments),
     to compare with SAHI on the same input."""
-    from pipeline.inference.analyze import Region
+    from pipeline.inference.slicing import Region
 
     analyzer, rgb, source = analyzer_and_photo(width, height, 11)
     h, w = rgb.shape[:2]
