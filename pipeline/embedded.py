@@ -162,18 +162,24 @@ class RoleProcesses:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
 
-    def start(self, roles: tuple[str, ...] = ROLES) -> None:
+    def start(self, roles: tuple[str, ...] = ROLES, processes: int = 1) -> None:
+        """Start ``processes`` workers of each role: named after the role (``io``), or
+        ``io-1``, ``io-2``… with several (each its own process, log and semaphores)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for role in roles:
-            log = (self.log_dir / f"{role}.log").open("ab")
-            self._logs.append(log)
-            self.processes[role] = subprocess.Popen(
-                [sys.executable, "-m", "arq", f"workers.{role}.WorkerSettings"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
-            )
+            for i in range(1, processes + 1):
+                self._start_one(role, role if processes == 1 else f"{role}-{i}")
+
+    def _start_one(self, role: str, name: str) -> None:
+        log = (self.log_dir / f"{name}.log").open("ab")
+        self._logs.append(log)
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "arq", f"workers.{role}.WorkerSettings"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
+        )
 
     def dead(self) -> dict[str, int]:
         return {r: p.returncode for r, p in self.processes.items() if p.poll() is not None}

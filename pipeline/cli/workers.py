@@ -22,10 +22,13 @@ from pipeline.settings import Settings, get_settings
 STOP_GRACE_S = 15.0  # workers get this long to finish or hand back their jobs, then SIGKILL
 
 
-def start_roles(settings: Settings, log_dir: Path, roles: tuple[str, ...] = ROLES) -> RoleProcesses:
-    """Start ``roles`` as child processes configured by ``settings`` (and nothing else)."""
+def start_roles(
+    settings: Settings, log_dir: Path, roles: tuple[str, ...] = ROLES, processes: int = 1
+) -> RoleProcesses:
+    """Start ``processes`` child processes of each of ``roles``, configured by ``settings``
+    (and nothing else)."""
     procs = RoleProcesses(child_env(settings), log_dir)
-    procs.start(roles)
+    procs.start(roles, processes)
     return procs
 
 
@@ -69,6 +72,15 @@ def list_live_workers() -> None:
 def workers(
     roles: Annotated[str, typer.Option(help="comma-separated roles to run")] = "io,cpu,gpu",
     list_only: Annotated[bool, typer.Option("--list", help="list live workers")] = False,
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="processes per role (each its own event loop and semaphores: "
+            "PLANTPIPE_IO_CONCURRENCY S3 requests per io process)",
+        ),
+    ] = 1,
 ) -> None:
     """Run worker roles in the foreground (or --list the live ones)."""
     if list_only:
@@ -78,8 +90,9 @@ def workers(
     unknown = [r for r in chosen if r not in ROLES]
     if unknown or not chosen:
         raise fail(f"unknown roles {unknown}; choose from {', '.join(ROLES)}")
-    procs = start_roles(get_settings(), Path(".plantpipe-logs"), chosen)
-    say(f"running {', '.join(chosen)} (logs in {procs.log_dir}/); Ctrl-C stops")
+    procs = start_roles(get_settings(), Path(".plantpipe-logs"), chosen, processes)
+    names = ", ".join(procs.processes)
+    say(f"running {names} (logs in {procs.log_dir}/); Ctrl-C stops")
     stop = False
 
     def on_signal(*_: Any) -> None:
