@@ -192,33 +192,6 @@ class Settings(BaseSettings):
         description="a region detected again in smaller slices keeps that pass only when it "
         "finds at least this many times the plants of the first",
     )
-    rescale_slices: bool = Field(
-        True,
-        description="after a first detection pass, a region whose median plant (as the "
-        "detector saw it) is outside rescale_min_px..rescale_max_px is detected again with "
-        "slices sized to bring it in range (pipeline/vision/scale.py)",
-    )
-    rescale_min_px: float = Field(
-        26.0, description="median plant side (detector input px) below which slices shrink"
-    )
-    rescale_max_px: float = Field(
-        80.0, description="median plant side (detector input px) above which slices grow"
-    )
-    rescale_small_target_px: float = Field(
-        30.0, description="median plant side that shrunk slices aim at (input px)"
-    )
-    rescale_large_target_px: float = Field(
-        60.0, description="median plant side that grown slices aim at (input px)"
-    )
-    rescale_min_detections: int = Field(
-        8, ge=1, description="detections needed to measure a region's plant size"
-    )
-    rescale_small_gain: float = Field(
-        1.1,
-        ge=1.0,
-        description="a region detected again in smaller slices keeps that pass only when it "
-        "finds at least this many times the plants of the first",
-    )
     segment_merge_overlap: float | None = Field(
         0.3,
         description="container masks overlapping by this share of the smaller one are one "
