@@ -15,7 +15,7 @@ traceback.
 #   workers    ``plantpipe workers``: role processes (also started by ``run``)
 #   sessions   ``submit``, ``status``, ``watch``
 #   failed     ``failed list|retry``: dead letters
-#   evaluate   ``plantpipe evaluate``: glue to pipeline.evaluate
+#   evaluate   ``plantpipe evaluate``: glue to pipeline.evaluation
 # Configuration is read only through pipeline.settings; child processes get theirs from
 # Settings.to_env (pipeline.embedded.child_env).
 

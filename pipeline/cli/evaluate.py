@@ -1,4 +1,4 @@
-"""``plantpipe evaluate``: the command-line glue of :mod:`pipeline.evaluate` (options,
+"""``plantpipe evaluate``: the command-line glue of :mod:`pipeline.evaluation` (options,
 progress lines, the Markdown result and the optional report file)."""
 
 from __future__ import annotations
@@ -44,14 +44,9 @@ def evaluate(
 ) -> None:
     """Accuracy of the configured models on held-out synthetic scenes (AP50, count MAPE,
     worst scene, duplicates), per generator variant and photo size."""
-    from pipeline.evaluate import (
-        EvalSet,
-        SceneScore,
-        default_analyzer,
-        report_document,
-        resolve_sets,
-        run_sets,
-    )
+    from pipeline.evaluation.metrics import SceneScore
+    from pipeline.evaluation.report import EvalSet, report_document, resolve_sets, run_sets
+    from pipeline.evaluation.scenes import default_analyzer
     from pipeline.inference.config import InferenceConfig
 
     try:

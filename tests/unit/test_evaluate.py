@@ -5,15 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.evaluate import (
-    EvalSet,
-    average_precision,
-    count_duplicates,
-    match_detections,
-    parse_set,
-    parse_size,
-    resolve_sets,
-)
+from pipeline.evaluation.metrics import average_precision, count_duplicates, match_detections
+from pipeline.evaluation.report import EvalSet, parse_set, parse_size, resolve_sets
 
 
 def test_perfect_detections_have_ap_one() -> None:
