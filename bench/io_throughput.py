@@ -418,6 +418,11 @@ def report(
         "the artifact's state (read and record) and, for `upload` per object, arq's job "
         "bookkeeping (claim, fetch, finish), which `upload_many` pays once per batch. A second "
         "io process adds an event loop and 50 S3 slots, which pays only where one process's "
-        "CPU is the limit (its rows show whether that holds on this machine).",
+        "CPU is the limit (its rows show whether that holds on this machine). A profile of "
+        "one io worker under `upload_many` load, split by where its CPU goes (the SDK and "
+        "HTTP against plantpipe's own code, arq and the Redis client), is in "
+        "[IO_PROFILE.md](IO_PROFILE.md) (`python -m bench.io_profile`). At 4 MiB the bytes "
+        "also cross Redis twice (client SET, worker GET) and the stub verifies the SHA-256 "
+        "checksum plantpipe sends (S3 does that on its side), which the raw loop skips.",
     ]
     return "\n".join(lines), headlines
