@@ -31,6 +31,16 @@ _TRANSIENT_S3_CODES: Final = frozenset(
 )
 
 
+PROGRAMMING_ERRORS: Final = (
+    AttributeError,
+    NameError,
+    ImportError,
+    AssertionError,
+    NotImplementedError,
+    ArithmeticError,
+)
+
+
 @dataclass(frozen=True)
 class Classified:
     transient: bool
@@ -83,8 +93,11 @@ def classify(exc: BaseException) -> Classified:
     if module.startswith(("botocore", "aiobotocore", "aiohttp", "redis")):
         # Endpoint/connection/read-timeout errors of the S3 and Redis clients.
         return Classified(True, name, describe(exc))
-    if isinstance(exc, (ValueError, TypeError, KeyError)):
+    if isinstance(exc, (ValueError, TypeError, LookupError)):
         return Classified(False, name, describe(exc))
+    if isinstance(exc, PROGRAMMING_ERRORS):
+        # A bug (ours, or a user's model or plugin) fails the same way on every try.
+        return Classified(False, name, f"{describe(exc)} (a bug, not a passing fault: report it)")
     return Classified(True, name, describe(exc))
 
 
