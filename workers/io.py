@@ -17,8 +17,8 @@ from pipeline.logs import get_logger
 from pipeline.runtime import metrics
 from pipeline.runtime.context import RoleContext
 from pipeline.runtime.enqueue import QueueNames
-from pipeline.runtime.job import GaveUp, JobRun, dead_letter, role_job, time_budget
-from pipeline.runtime.retry import classify, retry_delay
+from pipeline.runtime.job import GaveUp, JobRun, retry_or_give_up, role_job, time_budget
+from pipeline.runtime.retry import classify
 from pipeline.runtime.roles import (
     role_shutdown,
     role_started,
@@ -224,23 +224,18 @@ async def settle(
             return Settled("done", await put_blob(ctx, job, prefetched))
     except Exception as exc:
         await breaker_saw(ctx, exc)
-        verdict = classify(exc)
-        delay = retry_delay(ctx.settings, attempt) if verdict.transient else None
-        if delay is not None:
-            log.warning(
-                "upload.retry", key=job.key, error_code=verdict.code, reason=verdict.reason,
-                retry_in_s=delay, next_try=attempt + 1,
-            )  # fmt: skip
-            return Settled("retry", wait_s=delay)
-        log.error(
-            "upload.gave_up", key=job.key, error_code=verdict.code, reason=verdict.reason,
-            tries=attempt,
-        )  # fmt: skip
-        await dead_letter(
-            ctx, function="upload", job_id=upload_job_id(job.artifact_id),
-            payload=job.model_dump(mode="json"), verdict=verdict, attempts=attempt,
+        verdict, delay = await retry_or_give_up(
+            ctx,
+            exc,
+            function="upload",
+            job_id=upload_job_id(job.artifact_id),
+            payload=job.model_dump(mode="json"),
+            attempt=attempt,
             session_id=job.session_id,
-        )  # fmt: skip
+            key=job.key,
+        )
+        if delay is not None:
+            return Settled("retry", wait_s=delay)
         await mark_failed(ctx, job, verdict.code, verdict.reason)
         return Settled("failed")
 

@@ -138,43 +138,74 @@ class JobRun:
 
     async def fail(self, exc: Exception, on_give_up: GiveUp | None = None) -> GaveUp:
         """Retry ``exc`` (raises ``Retry``) or give up: dead letter, then ``on_give_up``."""
-        verdict = classify(exc)
-        if verdict.transient:
-            delay = retry_delay(self.ctx.settings, self.job_try)
-            if delay is not None:
-                log.warning(
-                    "job.retry",
-                    function=self.function,
-                    error_code=verdict.code,
-                    reason=verdict.reason,
-                    retry_in_s=delay,
-                    next_try=self.job_try + 1,
-                )
-                self.outcome = "retried"
-                raise Retry(defer=delay) from exc
-        log.error(
-            "job.gave_up",
-            function=self.function,
-            error_code=verdict.code,
-            reason=verdict.reason,
-            transient=verdict.transient,
-            tries=self.job_try,
-            exc_info=verdict.transient and not verdict.code.startswith(("Client", "Endpoint")),
-        )
-        self.outcome = "failed"
-        await dead_letter(
+        verdict, delay = await retry_or_give_up(
             self.ctx,
+            exc,
             function=self.function,
             job_id=self.job_id,
             payload=self.payload,
-            verdict=verdict,
-            attempts=self.job_try,
+            attempt=self.job_try,
             session_id=self.session_id,
             replayable=self.replayable,
         )
+        if delay is not None:
+            self.outcome = "retried"
+            raise Retry(defer=delay) from exc
+        self.outcome = "failed"
         if on_give_up is not None:
             await on_give_up(verdict.code, verdict.reason)
         return GaveUp(verdict.code, verdict.reason)
+
+
+async def retry_or_give_up(
+    ctx: RoleContext,
+    exc: BaseException,
+    *,
+    function: str,
+    job_id: str,
+    payload: dict[str, Any],
+    attempt: int,
+    session_id: str | None,
+    replayable: bool = True,
+    **fields: Any,
+) -> tuple[Classified, float | None]:
+    """The retry policy applied to one failure on try ``attempt``: returns its verdict and
+    the delay before the next try, or None once it gave up (logged, dead letter written:
+    replayable as ``function(payload=payload)``). ``fields`` go on the log line."""
+    verdict = classify(exc)
+    delay = retry_delay(ctx.settings, attempt) if verdict.transient else None
+    if delay is not None:
+        log.warning(
+            "job.retry",
+            function=function,
+            error_code=verdict.code,
+            reason=verdict.reason,
+            retry_in_s=delay,
+            next_try=attempt + 1,
+            **fields,
+        )
+        return verdict, delay
+    log.error(
+        "job.gave_up",
+        function=function,
+        error_code=verdict.code,
+        reason=verdict.reason,
+        transient=verdict.transient,
+        tries=attempt,
+        exc_info=verdict.transient and not verdict.code.startswith(("Client", "Endpoint")),
+        **fields,
+    )
+    await dead_letter(
+        ctx,
+        function=function,
+        job_id=job_id,
+        payload=payload,
+        verdict=verdict,
+        attempts=attempt,
+        session_id=session_id,
+        replayable=replayable,
+    )
+    return verdict, None
 
 
 Handler = Callable[[C, JobRun, M], Awaitable[dict[str, Any]]]
