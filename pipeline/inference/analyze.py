@@ -21,7 +21,9 @@ Steps of ``analyze(data)``:
    larger slices resized down, one box per plant instead of several). Detections are kept
    for the segment whose mask holds their centre (at most one) and merged per segment with
    GREEDYNMM; those in no segment are merged the same way (``segment_index`` None).
-4. Band estimation per segment (``counting``), with the plant-area fallback.
+4. Band estimation per segment (``counting``), with the plant-area fallback. A region with
+   an alternative pass (small plants in smaller slices) keeps the pass that counts more
+   plants, detected + estimated.
 5. Thumbnail of the oriented photo.
 
 ``AnalysisOutput`` stays small: the only mask sent is the counted vegetation as one 1-bit PNG
@@ -40,7 +42,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.inference.config import InferenceConfig
-from pipeline.inference.counting import detections_of, estimate_regions
+from pipeline.inference.counting import detections_of, estimate_regions, weigh_alternatives
 from pipeline.inference.detection import SlicedDetector
 from pipeline.inference.outputs import AnalysisOutput
 from pipeline.inference.regions import segments_and_regions
@@ -222,25 +224,34 @@ class PhotoAnalyzer:
         segments, regions = self.segments_and_regions(self.segment(rgb), width, height)
         lap("segment")
 
-        per_region, n_slices = self.detect_sliced(rgb, regions, batched=batched)
-        unassigned = per_region[len(regions)] if len(per_region) > len(regions) else None
-        per_region = per_region[: len(regions)]
+        result = self.detector.detect(rgb, regions, batched=batched)
+        n_slices = result.slices
+        per_region = result.found[: len(regions)]
+        unassigned = result.found[len(regions)] if len(result.found) > len(regions) else None
+        lap("detect")
+
+        photo_boxes = [found.boxes for found in result.found]
+        fallback = self.config.plant_area_fallback
+        estimated = estimate_regions(
+            rgb, regions, per_region, photo_boxes, self.band_params, fallback=fallback
+        )
+        weigh_alternatives(
+            rgb,
+            regions,
+            per_region,
+            result.alternatives,
+            estimated,
+            photo_boxes,
+            self.band_params,
+            fallback=fallback,
+        )
+        estimations, counted = estimated
         owners: list[tuple[int | None, RegionDetections]] = [
             (region.segment_index, found) for region, found in zip(regions, per_region, strict=True)
         ]
         if unassigned is not None:
             owners.append((None, unassigned))
         detections = detections_of(owners, self.det.spec.class_names)
-        lap("detect")
-
-        estimations, counted = estimate_regions(
-            rgb,
-            regions,
-            per_region,
-            [found.boxes for _, found in owners],
-            self.band_params,
-            fallback=self.config.plant_area_fallback,
-        )
         lap("estimate")
         # the renderer draws this instead of estimating the bands all over again
         vegetation_png = vegetation_overlay_png(counted, width, height)

@@ -11,7 +11,7 @@ plant area calibrated on the segment's detections, else on the photo's, and only
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,7 +22,7 @@ from pipeline.inference.yolo import BoolArray, FloatArray
 from pipeline.vision.bands import BandParams, calibrated_plant_area, estimate_segment_and_mask
 from pipeline.vision.types import Detection, SegmentEstimation
 
-__all__ = ["detections_of", "estimate_regions", "plant_area"]
+__all__ = ["detections_of", "estimate_regions", "plant_area", "weigh_alternatives"]
 
 
 def plant_area(boxes: Sequence[FloatArray], params: BandParams) -> float | None:
@@ -90,3 +90,29 @@ def estimate_regions(
         estimations.append(estimation)
         counted.append((region.x0, region.y0, vegetation))
     return estimations, counted
+
+
+def weigh_alternatives(
+    rgb: NDArray[np.uint8],
+    regions: Sequence[Region],
+    per_region: list[RegionDetections],
+    alternatives: Mapping[int, RegionDetections],
+    estimated: tuple[list[SegmentEstimation], list[tuple[int, int, BoolArray]]],
+    photo_boxes: Sequence[FloatArray],
+    params: BandParams,
+    *,
+    fallback: bool,
+) -> None:
+    """For each region with an alternative detection pass, keep the pass that counts more
+    plants, detected + estimated (a pass that misses plants leaves their vegetation to the
+    estimate; one whose boxes only cover that vegetation counts no more). Updates
+    ``per_region`` and ``estimated`` (estimations, counted vegetation) in place."""
+    estimations, counted = estimated
+    for r, alternative in alternatives.items():
+        est, veg = estimate_regions(
+            rgb, [regions[r]], [alternative], photo_boxes, params, fallback=fallback
+        )
+        now = len(per_region[r].boxes) + estimations[r].estimated
+        if len(alternative.boxes) + est[0].estimated > now:
+            per_region[r] = alternative
+            estimations[r], counted[r] = est[0], veg[0]

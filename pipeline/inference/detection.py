@@ -17,6 +17,7 @@ photo's measurement; regions in range keep their first pass (no extra cost).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -38,13 +39,24 @@ from pipeline.inference.yolo import FloatArray, LetterboxInfo, decode_detect, le
 from pipeline.vision.scale import ScaleRule, choose_slice_size, longest_sides
 from pipeline.vision.tiling import whole_elsewhere
 
-__all__ = ["SlicedDetector"]
+__all__ = ["SlicedDetector", "SlicedResult"]
 
 
 def _sides(boxes: Sequence[FloatArray]) -> NDArray[np.float64]:
     if not boxes:
         return np.zeros(0, np.float64)
     return longest_sides(np.concatenate([b.reshape(-1, 4) for b in boxes], axis=0))
+
+
+@dataclass(frozen=True, slots=True)
+class SlicedResult:
+    """``found``: merged detections per region (then, with ``count_unassigned``, those in no
+    region); ``alternatives``: region index → the detections of its second pass in smaller
+    slices, for the caller to weigh; ``slices``: slices run, both passes."""
+
+    found: list[RegionDetections]
+    alternatives: dict[int, RegionDetections]
+    slices: int
 
 
 class SlicedDetector:
@@ -158,16 +170,30 @@ class SlicedDetector:
     ) -> tuple[list[RegionDetections], int]:
         """Sliced detection over all regions; returns (per-region detections, slice count).
 
+        ``detect`` with every alternative pass taken (nothing here to weigh them with; the
+        photo analysis weighs them with band estimation). With ``count_unassigned`` the list
+        has one more entry, last: the detections whose centre lies in no region.
+        """
+        result = self.detect(rgb, regions, batched=batched)
+        found = list(result.found)
+        for r, alternative in result.alternatives.items():
+            found[r] = alternative
+        return found, result.slices
+
+    def detect(
+        self, rgb: NDArray[np.uint8], regions: Sequence[Region], *, batched: bool = True
+    ) -> SlicedResult:
+        """Sliced detection over all regions, with the second passes at the plants' scale.
+
         A first pass at ``slice_size`` measures the plants; regions whose median plant lies
         outside the detector's range (``rescale_*``) are detected again at the slice size
-        that brings it in range (the count covers both passes). A region of large plants
-        takes the second pass; a region of small plants takes it only when it finds more
-        at least ``rescale_small_gain`` times the plants of the first (enlarging a dense bed
-        does not always separate its plants; a few more boxes then only cover vegetation the
-        band estimation would have counted).
-        With ``count_unassigned`` the list has one more entry, last: the detections whose
-        centre lies in no region (from every slice kept, including those over uncovered
-        areas).
+        that brings it in range (``slices`` counts both passes). A region of large plants
+        takes the second pass. A region of small plants whose second pass finds at least
+        ``rescale_small_gain`` times the plants of the first gets it as an alternative
+        (``alternatives``): enlarging a dense bed does not always separate its plants, and
+        more boxes may only cover vegetation the band estimation would have counted, so the
+        caller chooses with the estimate. With ``count_unassigned``, ``found`` has one more
+        entry, last: the detections whose centre lies in no region (from the slices kept).
         """
         height, width = rgb.shape[:2]
         jobs = self.slice_jobs(regions, width, height)
@@ -189,6 +215,7 @@ class SlicedDetector:
         sizes, photo = self.rescaled_sizes(found, first_outside)
         changed = False
         gain = self.config.rescale_small_gain
+        alternatives: dict[int, RegionDetections] = {}
         for r, size in enumerate(sizes):
             if size == base:
                 continue
@@ -196,9 +223,11 @@ class SlicedDetector:
             second = self.detect_slices(rgb, again, batched=batched)
             n_slices += len(again)
             merged = region_detections(regions[r], second, self.config)
-            if size > base or len(merged.boxes) >= gain * max(len(found[r].boxes), 1):
+            if size > base:
                 per_region[r], found[r] = second, merged
                 changed = True
+            elif len(merged.boxes) >= gain * max(len(found[r].boxes), 1):
+                alternatives[r] = merged
         if first_outside is not None:
             if photo > base and outside:
                 again = self.uncovered_slices(regions, width, height, photo)
@@ -209,4 +238,4 @@ class SlicedDetector:
             found.append(
                 unassigned_detections(regions, every, self.config) if changed else first_outside
             )
-        return found, n_slices
+        return SlicedResult(found, alternatives, n_slices)
