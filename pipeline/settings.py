@@ -167,9 +167,9 @@ class Settings(BaseSettings):
     )
     rescale_slices: bool = Field(
         True,
-        description="after a first detection pass, a region whose median plant (as the "
-        "detector saw it) is outside rescale_min_px..rescale_max_px is detected again with "
-        "slices sized to bring it in range (pipeline/vision/scale.py)",
+        description="a measuring pass over a quarter of each region's slices gives its median "
+        "plant (as the detector sees it); outside rescale_min_px..rescale_max_px the region "
+        "is detected in slices sized to bring it in range (pipeline/vision/scale.py)",
     )
     rescale_min_px: float = Field(
         26.0, description="median plant side (detector input px) below which slices shrink"

@@ -15,10 +15,11 @@ Steps of ``analyze(data)``:
    of their own. All slices go through the detection model together, in device batches
    (``det_batch_size``), each letterboxed to the detection input. A box cut by an internal
    slice edge that the neighbour slice holds whole is dropped (``whole_elsewhere``). With
-   ``rescale_slices``, this first pass measures the plants (``pipeline.vision.scale``): a
-   region whose median plant lies outside ``[rescale_min_px, rescale_max_px]`` of the
-   detector input is detected again with slices sized to bring it in range (large plants:
-   larger slices resized down, one box per plant instead of several). Detections are kept
+   ``rescale_slices``, a measuring pass over a quarter of each region's slices measures
+   the plants first (``detection``, ``pipeline.vision.scale``): a region whose median plant
+   lies above ``rescale_max_px`` of the detector input is detected in larger slices resized
+   down (one box per plant instead of several), one below ``rescale_min_px`` also in
+   smaller slices (an alternative weighed in step 4). Detections are kept
    for the segment whose mask holds their centre (at most one) and merged per segment with
    GREEDYNMM; those in no segment are merged the same way (``segment_index`` None).
 4. Band estimation per segment (``counting``), with the plant-area fallback. A region with

@@ -4,19 +4,21 @@
 (``pipeline.inference.slicing``), in device batches of ``det_batch_size``; a box cut by an
 internal slice edge that the neighbour slice holds whole is dropped (``whole_elsewhere``).
 
-With ``rescale_slices`` the first pass, at ``slice_size``, also measures the plants: a
-region whose median plant, as the detector saw it, lies outside ``[rescale_min_px,
-rescale_max_px]`` is detected again at the slice size ``choose_slice_size`` gives
-(``pipeline.vision.scale``), and its first-pass detections are replaced. Plants far larger
-than the detector's training range (a 135-px plant came out as two or three leaf-cluster
-boxes) are then seen whole in larger slices resized down, which is also cheaper; small
-plants of dense beds are enlarged. A region with too few detections to measure follows the
-photo's measurement; regions in range keep their first pass (no extra cost).
+With ``rescale_slices`` a measuring pass runs first: every other slice both ways of each
+region (no two overlap, a quarter of the grid), whose boxes give the region's median plant.
+A region whose median plant, as the detector saw it, lies in ``[rescale_min_px,
+rescale_max_px]`` then gets the rest of its grid (no extra slice). A region of larger plants
+is detected again in the larger slices ``choose_slice_size`` gives
+(``pipeline.vision.scale``), resized down to the detector input: a 135-px plant that came out
+as two or three leaf-cluster boxes is seen whole, and the grid is smaller. A region of small
+plants gets its whole grid and, as an alternative the caller weighs, a pass in smaller
+slices (plants enlarged). A region with too few detections to measure follows the photo's
+measurement.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +27,6 @@ from numpy.typing import NDArray
 from pipeline.inference.config import InferenceConfig
 from pipeline.inference.runtime import YoloModel
 from pipeline.inference.slicing import (
-    UNASSIGNED,
     RawDetections,
     Region,
     RegionDetections,
@@ -40,6 +41,32 @@ from pipeline.vision.scale import ScaleRule, choose_slice_size, longest_sides
 from pipeline.vision.tiling import whole_elsewhere
 
 __all__ = ["SlicedDetector", "SlicedResult"]
+
+
+def _spaced(ranges: Iterable[tuple[int, int]]) -> set[int]:
+    """Starts of the ranges taken greedily from the first so that none overlaps the last
+    taken (about every other slice of a grid)."""
+    taken: set[int] = set()
+    end: int | None = None
+    for start, stop in sorted(ranges):
+        if end is None or start >= end:
+            taken.add(start)
+            end = stop
+    return taken
+
+
+def measuring_slices(grid: Sequence[SliceJob]) -> list[bool]:
+    """Which slices of one region's grid the measuring pass runs: about every other column
+    and every other row, no two of them overlapping (a quarter of the grid)."""
+    cols = _spaced({(job.x0, job.x1) for job in grid})
+    rows = _spaced({(job.y0, job.y1) for job in grid})
+    return [job.x0 in cols and job.y0 in rows for job in grid]
+
+
+def _boxes(raw: Sequence[RawDetections]) -> FloatArray:
+    if not raw:
+        return np.zeros((0, 4), np.float32)
+    return np.concatenate([r[0] for r in raw], axis=0)
 
 
 def _sides(boxes: Sequence[FloatArray]) -> NDArray[np.float64]:
@@ -65,23 +92,6 @@ class SlicedDetector:
     def __init__(self, det: YoloModel, config: InferenceConfig) -> None:
         self.det = det
         self.config = config
-
-    def slice_jobs(
-        self,
-        regions: Sequence[Region],
-        width: int = 0,
-        height: int = 0,
-    ) -> list[SliceJob]:
-        """Every slice (``slice_size``) of every region, in photo pixels; with
-        ``count_unassigned`` and the photo size given, then the slices over photo areas
-        outside every region's crop."""
-        base, overlap = self.config.slice_size, self.config.slice_overlap
-        jobs: list[SliceJob] = []
-        for r, region in enumerate(regions):
-            jobs.extend(region_slices(r, region, base, overlap))
-        if self.config.count_unassigned and width > 0 and height > 0 and regions:
-            jobs.extend(self.uncovered_slices(regions, width, height))
-        return jobs
 
     def uncovered_slices(
         self, regions: Sequence[Region], width: int, height: int, size: int | None = None
@@ -149,20 +159,20 @@ class SlicedDetector:
         )
 
     def rescaled_sizes(
-        self, found: Sequence[RegionDetections], outside: RegionDetections | None = None
+        self, boxes: Sequence[FloatArray], outside: FloatArray | None = None
     ) -> tuple[list[int], int]:
         """Slice size per region and for the unassigned slices, from the plants a first pass
-        at ``slice_size`` found (merged, per region; ``outside``: those in no region): a
-        region's own median plant when it has enough detections, else the photo's
-        (``choose_slice_size``)."""
+        at ``slice_size`` found (``boxes``: per region; ``outside``: those of the slices
+        over uncovered areas): a region's own median plant when it has enough detections,
+        else the photo's (``choose_slice_size``)."""
         base = self.config.slice_size
         rule = self.scale_rule
         if rule is None:
-            return [base] * len(found), base
+            return [base] * len(boxes), base
         size_in = self.det.spec.input_size
-        every = [f.boxes for f in found] + ([outside.boxes] if outside is not None else [])
+        every = [*boxes, *([outside] if outside is not None else [])]
         photo = choose_slice_size(_sides(every), base, size_in, rule) or base
-        sizes = [choose_slice_size(_sides([f.boxes]), base, size_in, rule) or photo for f in found]
+        sizes = [choose_slice_size(_sides([b]), base, size_in, rule) or photo for b in boxes]
         return sizes, photo
 
     def detect_sliced(
@@ -185,57 +195,75 @@ class SlicedDetector:
     ) -> SlicedResult:
         """Sliced detection over all regions, with the second passes at the plants' scale.
 
-        A first pass at ``slice_size`` measures the plants; regions whose median plant lies
-        outside the detector's range (``rescale_*``) are detected again at the slice size
-        that brings it in range (``slices`` counts both passes). A region of large plants
-        takes the second pass. A region of small plants whose second pass finds at least
-        ``rescale_small_gain`` times the plants of the first gets it as an alternative
-        (``alternatives``): enlarging a dense bed does not always separate its plants, and
-        more boxes may only cover vegetation the band estimation would have counted, so the
-        caller chooses with the estimate. With ``count_unassigned``, ``found`` has one more
-        entry, last: the detections whose centre lies in no region (from the slices kept).
+        A measuring pass (every other slice of each region's ``slice_size`` grid) measures
+        the plants; a region in range gets the rest of its grid, a region of large plants is
+        detected again in larger slices instead (``slices`` counts every slice run). A region
+        of small plants whose pass in smaller slices finds at least ``rescale_small_gain``
+        times the plants of its grid gets that pass as an alternative (``alternatives``):
+        enlarging a dense bed does not always separate its plants, and more boxes may only
+        cover vegetation the band estimation would have counted, so the caller chooses
+        with the estimate. With ``count_unassigned``, ``found`` has one more entry, last:
+        the detections whose centre lies in no region (from the slices kept).
         """
         height, width = rgb.shape[:2]
-        jobs = self.slice_jobs(regions, width, height)
-        raw = self.detect_slices(rgb, jobs, batched=batched)
-        n_slices = len(jobs)
         base, overlap = self.config.slice_size, self.config.slice_overlap
+        grids = [region_slices(r, region, base, overlap) for r, region in enumerate(regions)]
+        outside_jobs: list[SliceJob] = []
+        if self.config.count_unassigned and regions:
+            outside_jobs = self.uncovered_slices(regions, width, height)
+        # the measuring pass: every other slice both ways of each region (no two overlap),
+        # the rest only where the plants are in range
+        rescale = self.scale_rule is not None
+        picked = [measuring_slices(grid) if rescale else [True] * len(grid) for grid in grids]
+        first = [
+            j for g, m in zip(grids, picked, strict=True) for j, p in zip(g, m, strict=True) if p
+        ]
+        first_raw = self.detect_slices(rgb, first + outside_jobs, batched=batched)
+        n_slices = len(first) + len(outside_jobs)
         per_region: list[list[RawDetections]] = [[] for _ in regions]
-        outside: list[RawDetections] = []
-        for job, res in zip(jobs, raw, strict=True):
-            (outside if job.region == UNASSIGNED else per_region[job.region]).append(res)
+        for job, res in zip(first, first_raw[: len(first)], strict=True):
+            per_region[job.region].append(res)
+        outside = first_raw[len(first) :]
+        sizes, photo = self.rescaled_sizes(
+            [_boxes(r) for r in per_region], _boxes(outside) if outside_jobs else None
+        )
+        second: list[SliceJob] = []
+        for r, size in enumerate(sizes):
+            if size > base:  # large plants: the region once more in larger slices
+                per_region[r] = []
+                second.extend(region_slices(r, regions[r], size, overlap))
+            else:
+                second.extend(j for j, p in zip(grids[r], picked[r], strict=True) if not p)
+        for job, res in zip(second, self.detect_slices(rgb, second, batched=batched), strict=True):
+            per_region[job.region].append(res)
+        n_slices += len(second)
         found = [
             region_detections(reg, per_region[i], self.config) for i, reg in enumerate(regions)
         ]
-        first_outside = (
-            unassigned_detections(regions, raw, self.config)
-            if self.config.count_unassigned
-            else None
-        )
-        sizes, photo = self.rescaled_sizes(found, first_outside)
-        changed = False
-        gain = self.config.rescale_small_gain
+        # small plants: an alternative pass in smaller slices
+        smaller = [
+            job
+            for r, size in enumerate(sizes)
+            if size < base
+            for job in region_slices(r, regions[r], size, overlap)
+        ]
         alternatives: dict[int, RegionDetections] = {}
-        for r, size in enumerate(sizes):
-            if size == base:
-                continue
-            again = region_slices(r, regions[r], size, overlap)
-            second = self.detect_slices(rgb, again, batched=batched)
-            n_slices += len(again)
-            merged = region_detections(regions[r], second, self.config)
-            if size > base:
-                per_region[r], found[r] = second, merged
-                changed = True
-            elif len(merged.boxes) >= gain * max(len(found[r].boxes), 1):
-                alternatives[r] = merged
-        if first_outside is not None:
+        if smaller:
+            by_region: dict[int, list[RawDetections]] = {}
+            raw = self.detect_slices(rgb, smaller, batched=batched)
+            for job, res in zip(smaller, raw, strict=True):
+                by_region.setdefault(job.region, []).append(res)
+            n_slices += len(smaller)
+            gain = self.config.rescale_small_gain
+            for r, raw_r in by_region.items():
+                merged = region_detections(regions[r], raw_r, self.config)
+                if len(merged.boxes) >= gain * max(len(found[r].boxes), 1):
+                    alternatives[r] = merged
+        if self.config.count_unassigned:
             if photo > base and outside:
                 again = self.uncovered_slices(regions, width, height, photo)
                 outside = self.detect_slices(rgb, again, batched=batched)
                 n_slices += len(again)
-                changed = True
-            every = [res for r in per_region for res in r] + outside
-            found.append(
-                unassigned_detections(regions, every, self.config) if changed else first_outside
-            )
+            every = [res for r in per_region for res in r] + list(outside)
+            found.append(unassigned_detections(regions, every, self.config))
         return SlicedResult(found, alternatives, n_slices)
