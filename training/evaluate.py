@@ -89,7 +89,7 @@ def match(
 ) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
     """Greedy by score at IoU ≥ ``thr``, each truth matched once.
 
-    The rule of :func:`pipeline.evaluate.match_detections`, which returns only the hits in
+    The rule of :func:`pipeline.evaluation.metrics.match_detections`, which returns only the hits in
     score order; here the recall of a subset of the truths (the clearly visible plants) needs
     *which* truths were matched. Returns ``(prediction matched, truth matched)``.
     """

@@ -35,7 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("pipeline.schemas", "pipeline.inference.*"),
     ("pipeline.state.*", "pipeline.storage.*"),
     ("pipeline.runtime.*",),
-    ("pipeline.client", "pipeline.embedded", "pipeline.evaluate", "pipeline.evaluation.*"),
+    ("pipeline.client", "pipeline.embedded", "pipeline.evaluation.*"),
     ("pipeline.cli*", "pipeline.testing.*", "pipeline"),
     ("workers.*",),
     ("bench.*",),
