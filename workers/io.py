@@ -69,10 +69,22 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     log.info("io.stopped")
 
 
+def deferral_s(ctx: IoContext, wait_s: float) -> float:
+    """How long to put off uploads the breaker refused: until it may allow the call, but at
+    least every breaker_defer_s (a half-open trial usually settles in milliseconds)."""
+    return max(0.2, min(wait_s, ctx.settings.breaker_defer_s))
+
+
+async def already_uploaded(ctx: IoContext, job: UploadJob) -> None:
+    """A re-run found the artifact uploaded: only the upload's hold on the bytes is left."""
+    await ctx.blobs.release(job.blob, upload_holder(job.artifact_id))
+    log.info("upload.already_done", key=job.key)
+
+
 async def defer(ctx: IoContext, job: UploadJob, permit: Permit) -> dict[str, Any]:
     """The breaker is open: ask again when it may allow the call, but at least every
-    breaker_defer_s (a half-open trial usually settles in milliseconds), as a deferred job."""
-    wait_s = max(0.2, min(permit.wait_s, ctx.settings.breaker_defer_s))
+    breaker_defer_s, as a deferred job of its own."""
+    wait_s = deferral_s(ctx, permit.wait_s)
     deferred = job.model_copy(update={"deferrals": job.deferrals + 1})
     await ctx.redis.enqueue_job(
         "upload",
@@ -168,8 +180,7 @@ async def upload(ctx: IoContext, run: JobRun, job: UploadJob) -> dict[str, Any]:
     """Copy one blob to its key. Idempotent: an already-uploaded artifact is not re-sent."""
     [(uploaded, prefetched)] = await read_states(ctx, [job])
     if uploaded:
-        await ctx.blobs.release(job.blob, upload_holder(job.artifact_id))
-        log.info("upload.already_done", key=job.key)
+        await already_uploaded(ctx, job)
         return {"ok": True, "key": job.key, "skipped": True}
     permit = await ctx.breaker.allow()
     if not permit.allowed:
@@ -212,7 +223,7 @@ async def settle(
     """One upload of a batch, on its own: nothing it does touches its siblings."""
     uploaded, prefetched = state
     if uploaded:
-        await ctx.blobs.release(job.blob, upload_holder(job.artifact_id))
+        await already_uploaded(ctx, job)
         return Settled("skipped")
     permit = await ctx.breaker.allow()
     if crash is None and not permit.allowed:
@@ -253,7 +264,7 @@ async def follow_up(ctx: IoContext, batch: UploadBatch, settled: Sequence[Settle
         await enqueue_batch(ctx.redis, ctx.queue, again, defer_s=max(s.wait_s for _, s in retry))
     deferred = [(job, s) for job, s in pairs if s.kind == "deferred"]
     if deferred:
-        wait_s = max(0.2, min(min(s.wait_s for _, s in deferred), ctx.settings.breaker_defer_s))
+        wait_s = deferral_s(ctx, min(s.wait_s for _, s in deferred))
         later = UploadBatch(
             uploads=[job for job, _ in deferred],
             attempt=batch.attempt,
