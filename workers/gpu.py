@@ -15,7 +15,7 @@ from pipeline.inference.config import InferenceConfig
 from pipeline.inference.outputs import AnalysisOutput
 from pipeline.inference.pool import InferencePool
 from pipeline.logs import get_logger
-from pipeline.runtime.context import RoleContext
+from pipeline.runtime.context import ROLE_CONTEXT, RoleContext
 from pipeline.runtime.enqueue import QueueNames, enqueue
 from pipeline.runtime.job import GaveUp, JobRun, role_job, time_budget
 from pipeline.runtime.roles import (
@@ -58,7 +58,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    context = ctx.get("role_context")
+    context = ctx.get(ROLE_CONTEXT)
     if isinstance(context, GpuContext):
         await context.pool.close()
     await role_shutdown(ctx)

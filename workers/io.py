@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pipeline.errors import PermanentError
 from pipeline.logs import get_logger
 from pipeline.runtime import metrics
-from pipeline.runtime.context import RoleContext
+from pipeline.runtime.context import ROLE_CONTEXT, RoleContext
 from pipeline.runtime.enqueue import QueueNames
 from pipeline.runtime.job import GaveUp, JobRun, retry_or_give_up, role_job, time_budget
 from pipeline.runtime.retry import classify
@@ -60,7 +60,7 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     store: ObjectStore | None = ctx.get("store")
-    context = ctx.get("role_context")
+    context = ctx.get(ROLE_CONTEXT)
     if isinstance(context, IoContext):
         store = context.store
     if store is not None:
