@@ -17,7 +17,14 @@ from pipeline.logs import get_logger
 from pipeline.runtime import metrics
 from pipeline.runtime.context import ROLE_CONTEXT, RoleContext
 from pipeline.runtime.enqueue import QueueNames
-from pipeline.runtime.job import GaveUp, JobRun, retry_or_give_up, role_job, time_budget
+from pipeline.runtime.job import (
+    GaveUp,
+    JobRun,
+    TakenOver,
+    retry_or_give_up,
+    role_job,
+    time_budget,
+)
 from pipeline.runtime.retry import classify
 from pipeline.runtime.roles import (
     role_shutdown,
@@ -163,10 +170,24 @@ async def put_blob(ctx: IoContext, job: UploadJob, prefetched: list[Any]) -> Put
     )
 
 
-async def breaker_saw(ctx: IoContext, exc: BaseException) -> None:
-    """A transient S3 failure counts against the shared circuit breaker."""
-    if classify(exc).transient and await ctx.breaker.record_failure() == "open":
-        log.warning("breaker.open", store=ctx.store.description)
+async def breaker_saw(ctx: IoContext, exc: BaseException) -> bool:
+    """A transient S3 failure counts against the shared circuit breaker. Returns True when the
+    breaker is open after it (this failure opened it, or it was a failed half-open trial, or
+    the request was under way when another opened it): S3 is out, and the failure says
+    nothing about this upload, which is then deferred like one the breaker refused, using up
+    none of its tries. (Otherwise the upload that is first in line at every half-open trial
+    would run out of tries during a long outage and be dead-lettered.)"""
+    if not classify(exc).transient:
+        return False
+    if await ctx.breaker.record_failure() != "open":
+        return False
+    log.warning("breaker.open", store=ctx.store.description, error=type(exc).__name__)
+    return True
+
+
+def outage_wait_s(ctx: IoContext) -> float:
+    """How long an upload that failed with the breaker open waits before asking again."""
+    return ctx.settings.breaker_reset_s
 
 
 async def mark_failed(ctx: IoContext, job: UploadJob, code: str, reason: str) -> None:
@@ -198,6 +219,9 @@ async def upload(ctx: IoContext, run: JobRun, job: UploadJob) -> dict[str, Any]:
     )
     if isinstance(result, GaveUp):
         return result.summary()
+    if isinstance(result, TakenOver):
+        run.outcome = "deferred"
+        return await defer(ctx, job, Permit(False, "open", outage_wait_s(ctx)))
     await record(ctx, [(job, result)])
     return {"ok": True, "key": job.key, "etag": result.etag, "size": result.size}
 
@@ -234,7 +258,8 @@ async def settle(
         async with asyncio.timeout(time_budget(ctx.settings.io_job_timeout_s)):
             return Settled("done", await put_blob(ctx, job, prefetched))
     except Exception as exc:
-        await breaker_saw(ctx, exc)
+        if await breaker_saw(ctx, exc):
+            return Settled("deferred", wait_s=outage_wait_s(ctx))
         verdict, delay = await retry_or_give_up(
             ctx,
             exc,

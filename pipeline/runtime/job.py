@@ -16,7 +16,7 @@ import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import structlog
 from arq.worker import Retry
@@ -32,10 +32,18 @@ log = get_logger("pipeline.job")
 
 Outcome = Literal["ok", "failed", "retried", "deferred", "error"]
 GiveUp = Callable[[str, str], Awaitable[None]]
-OnError = Callable[[Exception], Awaitable[None]]
+OnError = Callable[[Exception], Awaitable[bool]]
 M = TypeVar("M", bound=BaseModel)
 C = TypeVar("C", bound=RoleContext)
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TakenOver:
+    """What :meth:`JobRun.guard` returns when its ``on_error`` took the failure over (e.g.
+    the io role deferring an upload while S3 is out): no retry used up, no dead letter."""
+
+    error: Exception
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,25 @@ class JobRun:
         if error is not None:
             raise error
 
+    @overload
+    async def guard(
+        self,
+        work: Callable[[], Awaitable[T]],
+        *,
+        budget_s: float | None,
+        on_give_up: GiveUp | None = None,
+    ) -> T | GaveUp: ...
+
+    @overload
+    async def guard(
+        self,
+        work: Callable[[], Awaitable[T]],
+        *,
+        budget_s: float | None,
+        on_give_up: GiveUp | None = None,
+        on_error: OnError,
+    ) -> T | GaveUp | TakenOver: ...
+
     async def guard(
         self,
         work: Callable[[], Awaitable[T]],
@@ -122,18 +149,19 @@ class JobRun:
         budget_s: float | None,
         on_give_up: GiveUp | None = None,
         on_error: OnError | None = None,
-    ) -> T | GaveUp:
+    ) -> T | GaveUp | TakenOver:
         """Run ``work`` within ``budget_s`` (None: no budget of its own). Returns its result,
         or :class:`GaveUp` once the failure is recorded; raises arq ``Retry`` for a transient
         failure with tries left.
-        ``on_error`` sees every failure first (e.g. the io role's circuit breaker)."""
+        ``on_error`` sees every failure first (e.g. the io role's circuit breaker); when it
+        returns True it has taken the failure over, and guard returns :class:`TakenOver`."""
         try:
             self.check_crash_loop()
             async with asyncio.timeout(budget_s):
                 return await work()
         except Exception as exc:
-            if on_error is not None:
-                await on_error(exc)
+            if on_error is not None and await on_error(exc):
+                return TakenOver(exc)
             return await self.fail(exc, on_give_up)
 
     async def fail(self, exc: Exception, on_give_up: GiveUp | None = None) -> GaveUp:

@@ -86,6 +86,48 @@ async def test_transient_failures_in_a_batch_retry_only_those_uploads(
         await stub.stop()
 
 
+@pytest.mark.parametrize("batched", [True, False], ids=["upload_many", "upload"])
+async def test_a_long_outage_defers_uploads_and_dead_letters_none(
+    make_settings: SettingsFactory, redis: Redis, batched: bool
+) -> None:
+    """S3 answers 503 to every PUT for longer than the tries of any one upload would last
+    (a half-open trial every 0.2 s, four tries of 0.05 s): failures the breaker counts as the
+    outage use up no upload's tries, so nothing is dead-lettered and all land once S3 is back.
+    (Before, the upload first in line at each trial ran out of tries.)"""
+    stub = S3Stub()
+    endpoint = await stub.start()
+    try:
+        settings = make_settings(
+            s3_endpoint_url=endpoint,
+            retry_delays_s=[0.05, 0.05, 0.05],
+            breaker_fail_max=2,
+            breaker_reset_s=0.2,
+            breaker_defer_s=0.2,
+        )
+        async with (
+            in_process_worker(io_worker.worker_options(settings), settings),
+            PipelineClient(settings) as client,
+        ):
+            stub.fail_all(503, "ServiceUnavailable", ops=["PutObject"])
+            data = items("outage" + "b" * batched, 6)
+            if batched:
+                handles = await client.upload_many(data)
+            else:
+                handles = [await client.upload(i.key, i.data, content_type="x/y") for i in data]
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline:
+                assert await client.failed() == []
+                await asyncio.sleep(0.1)
+            trials = stub.stats.by_op["PutObject"]
+            assert trials >= 6 + 4, "the outage should have outlasted an upload's four tries"
+            stub.clear_faults()
+            records = await asyncio.gather(*(h.wait(timeout=30) for h in handles))
+            assert {r.state for r in records} == {"uploaded"}
+            assert await client.failed() == []
+    finally:
+        await stub.stop()
+
+
 async def test_a_batch_rerun_after_sigkill_uploads_nothing_twice_and_loses_nothing(
     make_settings: SettingsFactory,
     redis: Redis,
