@@ -19,6 +19,7 @@ rotated) holding plants. Two generators (``variant``):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -57,6 +58,26 @@ from pipeline.synth.types import CONTAINER_CLASSES, Box, Container, Plant, Scene
 
 F32 = NDArray[np.float32]
 REFERENCE_WIDTH = 2000.0
+
+
+@dataclass(frozen=True)
+class GridBed:
+    """How one kind of container plants its grid: the plant diameter range (px at the
+    reference width), the cell pitch as a share of it, the plants' size spread around it, the
+    share of cells planted and the jitter of a plant in its cell (share of the pitch)."""
+
+    diameter: tuple[float, float]
+    pitch: tuple[float, float]
+    size: tuple[float, float]
+    occupancy: tuple[float, float]
+    jitter: float
+
+
+GRID_BEDS: dict[str, GridBed] = {
+    "almacigo": GridBed((22, 45), (0.62, 0.95), (0.8, 1.2), (0.8, 0.97), 0.18),
+    "claro-cajon": GridBed((26, 85), (0.85, 1.3), (0.8, 1.2), (0.75, 0.95), 0.12),
+    "segmento": GridBed((22, 80), (0.75, 1.3), (0.75, 1.25), (0.7, 0.95), 0.2),
+}
 
 
 Variant = Literal["classic", "wide"]
@@ -203,44 +224,19 @@ def generate_scene(
                     px, py = quad_point(inner, (c + 0.5) / cols, (r + 0.5) / rows)
                     jx, jy = lay.normal(0, 0.06 * pitch, size=2)
                     spots.append(PlantSpot(px + jx, py + jy, pitch * lay.uniform(0.75, 1.35)))
-        elif spec.class_name == "almacigo":
-            d0 = lay.uniform(22, 45) * scale
+        elif spec.class_name in GRID_BEDS:
+            bed = GRID_BEDS[spec.class_name]
+            d0 = lay.uniform(*bed.diameter) * scale
             if wide:
                 d0 = d_wide
             spots = grid_spots(
                 lay,
                 inner,
                 quad,
-                d0 * lay.uniform(0.62, 0.95),
-                (0.8 * d0, 1.2 * d0),
-                min(1.0, lay.uniform(0.8, 0.97) * density),
-                0.18,
-            )
-        elif spec.class_name == "claro-cajon":
-            d0 = lay.uniform(26, 85) * scale
-            if wide:
-                d0 = d_wide
-            spots = grid_spots(
-                lay,
-                inner,
-                quad,
-                d0 * lay.uniform(0.85, 1.3),
-                (0.8 * d0, 1.2 * d0),
-                min(1.0, lay.uniform(0.75, 0.95) * density),
-                0.12,
-            )
-        elif spec.class_name == "segmento":
-            d0 = lay.uniform(22, 80) * scale
-            if wide:
-                d0 = d_wide
-            spots = grid_spots(
-                lay,
-                inner,
-                quad,
-                d0 * lay.uniform(0.75, 1.3),
-                (0.75 * d0, 1.25 * d0),
-                min(1.0, lay.uniform(0.7, 0.95) * density),
-                0.2,
+                d0 * lay.uniform(*bed.pitch),
+                (bed.size[0] * d0, bed.size[1] * d0),
+                min(1.0, lay.uniform(*bed.occupancy) * density),
+                bed.jitter,
             )
         else:  # cajon: scattered
             d0 = lay.uniform(24, 90) * scale
