@@ -141,6 +141,11 @@ class Settings(BaseSettings):
         description="detection NMS IoU inside one slice (0.35: fewer shifted double boxes than "
         "0.5, bench/ACCURACY.md)",
     )
+    det_max_per_slice: int = Field(
+        300,
+        ge=1,
+        description="most detections kept per slice after NMS (best score first)",
+    )
     slice_size: int = Field(512, description="slice width and height")
     slice_overlap: float = Field(0.25, ge=0, lt=1, description="slice overlap ratio both ways")
     merge_ios: float = Field(

@@ -90,7 +90,9 @@ def report_document(
             for name in (
                 "slice_size",
                 "slice_overlap",
+                "det_conf",
                 "det_iou",
+                "det_max_per_slice",
                 "merge_ios",
                 "merge_within_slice",
                 "merge_large_px",

@@ -30,6 +30,7 @@ class InferenceConfig(BaseModel):
     det_input_size: int = 512
     det_conf: float = 0.25
     det_iou: float = 0.35
+    det_max_per_slice: int = Field(300, ge=1)
     # slicing / merge
     slice_size: int = Field(512, ge=16)
     slice_overlap: float = Field(0.25, ge=0, lt=1)

@@ -134,6 +134,7 @@ class SlicedDetector:
                     job.x1 - job.x0,
                     job.y1 - job.y0,
                     nc=self.det.spec.nc,
+                    max_det=self.config.det_max_per_slice,
                 )
                 boxes[:, [0, 2]] += job.x0
                 boxes[:, [1, 3]] += job.y0

@@ -369,3 +369,19 @@ def test_bands_without_detections_use_the_segments_plant_area(model_dir: Path) -
     assert (n0, area0) == (0, 2500.0)
     # 2304 px of vegetation: about 4 plants of 576 px², 1 phantom-sized one of 2500 px²
     assert estimated >= 3 * estimated0 >= 3
+
+
+def test_det_max_per_slice_caps_the_boxes_of_every_slice(model_dir: Path) -> None:
+    """The setting reaches the decoder: each slice keeps at most that many boxes, its best."""
+    rgb = make_nursery_photo(skip=0.3, seed=5).rgb
+    h, w = rgb.shape[:2]
+    full = PhotoAnalyzer.load(_config(model_dir))
+    capped = PhotoAnalyzer.load(_config(model_dir, det_max_per_slice=2))
+    jobs = full.detector.uncovered_slices([], w, h)  # the whole photo's grid
+    assert len(jobs) > 1
+    every = full.detector.detect_slices(rgb, jobs)
+    kept = capped.detector.detect_slices(rgb, jobs)
+    assert max(len(scores) for _, scores, _ in every) > 2  # the cap has work to do
+    for (_, all_scores, _), (_, scores, _) in zip(every, kept, strict=True):
+        assert len(scores) == min(2, len(all_scores))
+        np.testing.assert_array_equal(scores, np.sort(all_scores)[::-1][: len(scores)])
