@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     # --- io role -----------------------------------------------------------------------
     io_concurrency: int = Field(50, ge=1, description="S3 requests in flight per io process")
     io_job_timeout_s: int = Field(45, description="upload job timeout (re-run after +10 s)")
+    io_memory_mb: int = Field(
+        256,
+        ge=1,
+        description="payload bytes one io process holds in memory at once (read from Redis, "
+        "not yet sent); uploads wait for room, one larger than this goes alone",
+    )
     io_batch_max: int = Field(
         50,
         ge=1,

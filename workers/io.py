@@ -15,7 +15,8 @@ from typing import Any, Literal
 from pipeline.errors import PermanentError
 from pipeline.logs import get_logger
 from pipeline.runtime import metrics
-from pipeline.runtime.context import ROLE_CONTEXT, RoleContext
+from pipeline.runtime.budget import ByteBudget
+from pipeline.runtime.context import ROLE_CONTEXT
 from pipeline.runtime.enqueue import QueueNames
 from pipeline.runtime.job import (
     GaveUp,
@@ -39,16 +40,9 @@ from pipeline.settings import Settings, get_settings
 from pipeline.state.redisio import run_lua_batch
 from pipeline.storage import ObjectStore, PutResult, make_store
 from pipeline.storage.breaker import Permit, RedisCircuitBreaker
+from workers.payloads import BlobState, IoContext, let_go, put_blob, read_states
 
 log = get_logger("workers.io")
-
-
-@dataclass
-class IoContext(RoleContext):
-    """The io role's context: the object store and the circuit breaker in front of it."""
-
-    store: ObjectStore
-    breaker: RedisCircuitBreaker
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -56,11 +50,14 @@ async def startup(ctx: dict[str, Any]) -> None:
     store: ObjectStore = ctx.get("store") or make_store(settings)
     await store.start()  # bucket reachable (created when PLANTPIPE_S3_CREATE_BUCKET=1)
     breaker = RedisCircuitBreaker(redis, settings)
-    await role_started(ctx, IoContext.build("io", redis, settings, store=store, breaker=breaker))
+    memory = ByteBudget(settings.io_memory_mb * 1024 * 1024)
+    context = IoContext.build("io", redis, settings, store=store, breaker=breaker, memory=memory)
+    await role_started(ctx, context)
     log.info(
         "io.started",
         store=store.description,
         concurrency=settings.io_concurrency,
+        memory_mb=settings.io_memory_mb,
         retry_delays_s=settings.retry_delays_s,
     )
 
@@ -138,38 +135,6 @@ async def record(ctx: IoContext, done: Sequence[tuple[UploadJob, PutResult]]) ->
         )
 
 
-async def read_states(ctx: IoContext, jobs: Sequence[UploadJob]) -> list[tuple[bool, list[Any]]]:
-    """For each upload: whether its artifact is uploaded already, and the raw reply for its
-    bytes when they were read in the same round trip (checked in the guarded work). While S3
-    is healthy one round trip reads both for every upload (the bytes are wasted only for a
-    re-run job); otherwise the bytes are read only once the breaker lets the call go."""
-    prefetch = ctx.breaker.trusted_closed()
-    async with ctx.redis.pipeline(transaction=False) as pipe:
-        for job in jobs:
-            pipe.hgetall(ctx.artifacts.key(job.artifact_id))
-            if prefetch:
-                pipe.get(ctx.blobs.key(job.blob))
-        replies = await pipe.execute()
-    step = 2 if prefetch else 1
-    states: list[tuple[bool, list[Any]]] = []
-    for i in range(len(jobs)):
-        current = ctx.artifacts.parse(replies[i * step])
-        uploaded = current is not None and current.state == "uploaded"
-        states.append((uploaded, replies[i * step + 1 : i * step + step]))
-    return states
-
-
-async def put_blob(ctx: IoContext, job: UploadJob, prefetched: list[Any]) -> PutResult:
-    """The S3 request: the blob's bytes (read now unless prefetched) to the upload's key."""
-    if prefetched:
-        body = ctx.blobs.checked(job.blob, prefetched[0])
-    else:
-        body = await ctx.blobs.get(job.blob)
-    return await ctx.store.put(
-        job.key, body, content_type=job.content_type, metadata=job.metadata, sha256=job.blob.sha256
-    )
-
-
 async def breaker_saw(ctx: IoContext, exc: BaseException) -> bool:
     """A transient S3 failure counts against the shared circuit breaker. Returns True when the
     breaker is open after it (this failure opened it, or it was a failed half-open trial, or
@@ -199,8 +164,14 @@ async def mark_failed(ctx: IoContext, job: UploadJob, code: str, reason: str) ->
 @role_job(UploadJob)
 async def upload(ctx: IoContext, run: JobRun, job: UploadJob) -> dict[str, Any]:
     """Copy one blob to its key. Idempotent: an already-uploaded artifact is not re-sent."""
-    [(uploaded, prefetched)] = await read_states(ctx, [job])
-    if uploaded:
+    async with read_states(ctx, [job]) as [state]:
+        return await upload_one(ctx, run, job, state)
+
+
+async def upload_one(
+    ctx: IoContext, run: JobRun, job: UploadJob, state: BlobState
+) -> dict[str, Any]:
+    if state.uploaded:
         await already_uploaded(ctx, job)
         return {"ok": True, "key": job.key, "skipped": True}
     permit = await ctx.breaker.allow()
@@ -212,8 +183,8 @@ async def upload(ctx: IoContext, run: JobRun, job: UploadJob) -> dict[str, Any]:
         await mark_failed(ctx, job, code, reason)
 
     result = await run.guard(
-        functools.partial(put_blob, ctx, job, prefetched),
-        budget_s=time_budget(ctx.settings.io_job_timeout_s),
+        functools.partial(put_blob, ctx, job, state, time_budget(ctx.settings.io_job_timeout_s)),
+        budget_s=None,  # put_blob's own, which leaves out the wait for the byte budget
         on_error=functools.partial(breaker_saw, ctx),
         on_give_up=give_up,
     )
@@ -240,13 +211,25 @@ class Settled:
 async def settle(
     ctx: IoContext,
     job: UploadJob,
-    state: tuple[bool, list[Any]],
+    state: BlobState,
     attempt: int,
     crash: PermanentError | None,
 ) -> Settled:
     """One upload of a batch, on its own: nothing it does touches its siblings."""
-    uploaded, prefetched = state
-    if uploaded:
+    try:
+        return await settle_one(ctx, job, state, attempt, crash)
+    finally:
+        let_go(ctx, state)
+
+
+async def settle_one(
+    ctx: IoContext,
+    job: UploadJob,
+    state: BlobState,
+    attempt: int,
+    crash: PermanentError | None,
+) -> Settled:
+    if state.uploaded:
         await already_uploaded(ctx, job)
         return Settled("skipped")
     permit = await ctx.breaker.allow()
@@ -255,8 +238,8 @@ async def settle(
     try:
         if crash is not None:
             raise crash
-        async with asyncio.timeout(time_budget(ctx.settings.io_job_timeout_s)):
-            return Settled("done", await put_blob(ctx, job, prefetched))
+        budget_s = time_budget(ctx.settings.io_job_timeout_s)
+        return Settled("done", await put_blob(ctx, job, state, budget_s))
     except Exception as exc:
         if await breaker_saw(ctx, exc):
             return Settled("deferred", wait_s=outage_wait_s(ctx))
@@ -304,14 +287,14 @@ async def upload_batch(ctx: IoContext, run: JobRun, batch: UploadBatch) -> dict[
     """Uploads produced together, in one job: its bookkeeping (claim, payload, finish, state
     reads, records) is paid once for all of them, while each upload keeps its own artifact
     state, retries and dead letter — one upload's failure never fails or repeats another."""
-    states = await read_states(ctx, batch.uploads)
     crash = run.crash_loop()
-    settled = await asyncio.gather(
-        *(
-            settle(ctx, job, state, batch.attempt, crash)
-            for job, state in zip(batch.uploads, states, strict=True)
+    async with read_states(ctx, batch.uploads) as states:
+        settled = await asyncio.gather(
+            *(
+                settle(ctx, job, state, batch.attempt, crash)
+                for job, state in zip(batch.uploads, states, strict=True)
+            )
         )
-    )
     done = [(job, s.result) for job, s in zip(batch.uploads, settled, strict=True) if s.result]
     await record(ctx, done)
     await follow_up(ctx, batch, settled)

@@ -164,3 +164,28 @@ async def test_a_batch_rerun_after_sigkill_uploads_nothing_twice_and_loses_nothi
         assert {k for _, k in stub.objects if k.startswith("bkill/")} == {h.key for h in handles}
     finally:
         await stub.stop()
+
+
+async def test_the_io_memory_budget_bounds_the_payloads_in_flight(
+    make_settings: SettingsFactory, redis: Redis
+) -> None:
+    """PLANTPIPE_IO_MEMORY_MB=1: 300 KiB payloads go at most three at a time (bytes are held
+    from their read until S3 answers), though 50 S3 slots are free; a 2 MiB object, larger than
+    the whole budget, goes alone. All land."""
+    stub = S3Stub(latency_s=0.05)
+    endpoint = await stub.start()
+    try:
+        settings = make_settings(s3_endpoint_url=endpoint, io_memory_mb=1)
+        async with (
+            in_process_worker(io_worker.worker_options(settings), settings),
+            PipelineClient(settings) as client,
+        ):
+            handles = await client.upload_many(items("mem", 20, size=300 * 1024))
+            await asyncio.gather(*(h.wait(timeout=60) for h in handles))
+            assert 1 < stub.stats.max_in_flight <= 3
+            big = await client.upload_many([*items("membig", 1, size=2 << 20), *items("mems", 4)])
+            records = await asyncio.gather(*(h.wait(timeout=20) for h in big))
+            assert {r.state for r in records} == {"uploaded"}
+            assert await client.failed() == []
+    finally:
+        await stub.stop()
