@@ -409,7 +409,9 @@ def report(
         "(SHA-256: its blob id) and stores it once in Redis; the job carries a reference; the "
         "worker sends that SHA-256 as `x-amz-checksum-sha256` (S3 verifies the body) and in "
         "the metadata — no second hash, no MD5 — consults the shared circuit breaker and "
-        "records the artifact's state. An `upload_batch` job carries up to "
+        "records the artifact's state; a payload above 64 KiB is read from Redis when its "
+        "upload goes, under the io process's byte budget (`PLANTPIPE_IO_MEMORY_MB`, 256). An "
+        "`upload_batch` job carries up to "
         f"{batch} uploads: one claim, one payload, one pipeline of state reads and one Lua "
         "batch of records for all of them, while each upload keeps its own state, retries "
         "and dead letter. Celery: the task arguments carry the bytes (kombu JSON → base64, as "
@@ -435,8 +437,13 @@ def report(
         "CPU is the limit (its rows show whether that holds on this machine). A profile of "
         "one io worker under `upload_many` load, split by where its CPU goes (the SDK and "
         "HTTP against plantpipe's own code, arq and the Redis client), is in "
-        "[IO_PROFILE.md](IO_PROFILE.md) (`python -m bench.io_profile`). At 4 MiB the bytes "
-        "also cross Redis twice (client SET, worker GET) and the stub verifies the SHA-256 "
-        "checksum plantpipe sends (S3 does that on its side), which the raw loop skips.",
+        "[IO_PROFILE.md](IO_PROFILE.md) (`python -m bench.io_profile`), at 64 KiB and at 4 MiB. "
+        "At 4 MiB the bytes cross Redis twice (client SET, worker GET: the Redis server's "
+        "CPU and the worker's Redis client are the gap to the raw loop, which sends the "
+        "caller's bytes straight to S3), the client hashes them (SHA-256) and the stub "
+        "verifies that checksum (S3 does that on its side), which the raw loop skips; the "
+        "stub's own CPU, S3's work, competes for the same two cores. Closing the gap would "
+        "mean keeping large payloads out of Redis (the design hands every payload over "
+        "through Redis so any host's io worker can send it).",
     ]
     return "\n".join(lines), headlines
