@@ -217,46 +217,41 @@ async def settle(
 ) -> Settled:
     """One upload of a batch, on its own: nothing it does touches its siblings."""
     try:
-        return await settle_one(ctx, job, state, attempt, crash)
+        if state.uploaded:
+            await already_uploaded(ctx, job)
+            return Settled("skipped")
+        permit = await ctx.breaker.allow()
+        if crash is None and not permit.allowed:
+            return Settled("deferred", wait_s=permit.wait_s)
+        try:
+            if crash is not None:
+                raise crash
+            budget_s = time_budget(ctx.settings.io_job_timeout_s)
+            return Settled("done", await put_blob(ctx, job, state, budget_s))
+        except Exception as exc:
+            return await failed(ctx, job, exc, attempt)
     finally:
         let_go(ctx, state)
 
 
-async def settle_one(
-    ctx: IoContext,
-    job: UploadJob,
-    state: BlobState,
-    attempt: int,
-    crash: PermanentError | None,
-) -> Settled:
-    if state.uploaded:
-        await already_uploaded(ctx, job)
-        return Settled("skipped")
-    permit = await ctx.breaker.allow()
-    if crash is None and not permit.allowed:
-        return Settled("deferred", wait_s=permit.wait_s)
-    try:
-        if crash is not None:
-            raise crash
-        budget_s = time_budget(ctx.settings.io_job_timeout_s)
-        return Settled("done", await put_blob(ctx, job, state, budget_s))
-    except Exception as exc:
-        if await breaker_saw(ctx, exc):
-            return Settled("deferred", wait_s=outage_wait_s(ctx))
-        verdict, delay = await retry_or_give_up(
-            ctx,
-            exc,
-            function="upload",
-            job_id=upload_job_id(job.artifact_id),
-            payload=job.model_dump(mode="json"),
-            attempt=attempt,
-            session_id=job.session_id,
-            key=job.key,
-        )
-        if delay is not None:
-            return Settled("retry", wait_s=delay)
-        await mark_failed(ctx, job, verdict.code, verdict.reason)
-        return Settled("failed")
+async def failed(ctx: IoContext, job: UploadJob, exc: Exception, attempt: int) -> Settled:
+    """Where one upload's failure leads: deferred (S3 is out), a retry, or given up."""
+    if await breaker_saw(ctx, exc):
+        return Settled("deferred", wait_s=outage_wait_s(ctx))
+    verdict, delay = await retry_or_give_up(
+        ctx,
+        exc,
+        function="upload",
+        job_id=upload_job_id(job.artifact_id),
+        payload=job.model_dump(mode="json"),
+        attempt=attempt,
+        session_id=job.session_id,
+        key=job.key,
+    )
+    if delay is not None:
+        return Settled("retry", wait_s=delay)
+    await mark_failed(ctx, job, verdict.code, verdict.reason)
+    return Settled("failed")
 
 
 async def follow_up(ctx: IoContext, batch: UploadBatch, settled: Sequence[Settled]) -> None:
