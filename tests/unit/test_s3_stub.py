@@ -265,6 +265,28 @@ async def test_content_md5_is_checked(stub: S3Stub, s3: Any) -> None:
     assert (BUCKET, "rejected") not in stub.objects
 
 
+async def test_signed_payload_hash_is_checked(stub: S3Stub, s3: Any) -> None:
+    """As S3: a body whose ``x-amz-content-sha256`` is a hash (a signed payload) must match
+    it; UNSIGNED-PAYLOAD is taken as it is."""
+    body = b"seedling" * 500
+    await s3.put_object(Bucket=BUCKET, Key="signed", Body=body)  # botocore signs the payload
+    assert stub.objects[(BUCKET, "signed")].body == body
+
+    url = f"{stub.endpoint}/{BUCKET}"
+    wrong = {"x-amz-content-sha256": hashlib.sha256(b"other").hexdigest()}
+    unsigned = {"x-amz-content-sha256": "UNSIGNED-PAYLOAD"}
+    async with aiohttp.ClientSession() as http:
+        async with http.put(f"{url}/mismatch", data=body, headers=wrong) as resp:
+            assert resp.status == 400
+            root = ElementTree.fromstring(await resp.read())
+        async with http.put(f"{url}/unsigned", data=body, headers=unsigned) as resp:
+            assert resp.status == 200, await resp.text()
+    assert root.findtext("Code") == "XAmzContentSHA256Mismatch"
+    assert root.findtext("S3ComputedContentSHA256") == hashlib.sha256(body).hexdigest()
+    assert (BUCKET, "mismatch") not in stub.objects
+    assert stub.objects[(BUCKET, "unsigned")].body == body
+
+
 async def test_range_get(s3: Any) -> None:
     body = bytes(range(256)) * 4
     await s3.put_object(Bucket=BUCKET, Key="ranged", Body=body)

@@ -17,8 +17,9 @@ Supported operations: ListBuckets, CreateBucket, HeadBucket, DeleteBucket,
 GetBucketLocation, ListObjects (v1), ListObjectsV2, PutObject, GetObject (with a
 single ``Range``), HeadObject, DeleteObject, DeleteObjects, CreateMultipartUpload,
 UploadPart, CompleteMultipartUpload and AbortMultipartUpload.  Anything else answers
-501 NotImplemented.  ``Content-MD5`` and ``x-amz-checksum-{crc32,sha1,sha256}`` are
-verified when sent; ``aws-chunked`` bodies are decoded.
+501 NotImplemented.  ``Content-MD5``, ``x-amz-checksum-{crc32,sha1,sha256}`` and a signed
+payload's hash (``x-amz-content-sha256``) are verified when sent, as S3 does; ``aws-chunked``
+bodies are decoded.
 
 Latency, faults and the in-flight count apply to S3 requests only, never to the control
 API that is served on the same port under ``/_stub/`` (for a stub in another process):

@@ -63,6 +63,8 @@ DEFAULT_MESSAGES: Final[Mapping[str, str]] = {
     "InvalidArgument": "Invalid Argument",
     "InvalidBucketName": "The specified bucket is not valid.",
     "InvalidDigest": "The Content-MD5 or checksum you specified is not valid.",
+    "XAmzContentSHA256Mismatch": "The provided 'x-amz-content-sha256' header does not match "
+    "what was computed.",
     "InvalidPart": "One or more of the specified parts could not be found.  The part may "
     "not have been uploaded, or the specified entity tag may not match the part's "
     "entity tag.",
@@ -289,8 +291,25 @@ def payload(ctx: RequestCtx) -> bytes:
         declared = headers.get("x-amz-decoded-content-length")
         if declared is not None and declared.strip() != str(len(body)):
             raise S3Error(400, "IncompleteBody")
+    else:
+        verify_payload_hash(headers.get("x-amz-content-sha256"), body)
     verify_checksums(ctx.request, body, trailers)
     return body
+
+
+def verify_payload_hash(declared: str | None, body: bytes) -> None:
+    """A signed payload (``x-amz-content-sha256`` is the body's hex SHA-256, not
+    ``UNSIGNED-PAYLOAD``) is checked against the body, as S3 does."""
+    if declared is None or len(declared) != 64:
+        return
+    computed = hashlib.sha256(body).hexdigest()
+    if computed != declared.lower():
+        raise S3Error(
+            400,
+            "XAmzContentSHA256Mismatch",
+            ClientComputedContentSHA256=declared,
+            S3ComputedContentSHA256=computed,
+        )
 
 
 def verify_checksums(request: web.Request, body: bytes, trailers: Mapping[str, str]) -> None:
