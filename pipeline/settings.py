@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     s3_multipart_chunk_bytes: int = Field(8 * MIB, description="multipart part size")
     s3_connect_timeout_s: float = Field(5.0, description="S3 connect timeout")
     s3_read_timeout_s: float = Field(30.0, description="S3 read timeout")
+    s3_sign_payload: bool = Field(
+        False,
+        description="also sign each request body's SHA-256 (SigV4); off, a body is hashed once: "
+        "its SHA-256 goes as x-amz-checksum-sha256, a signed header S3 verifies the body "
+        "against (multipart parts: Content-MD5)",
+    )
     presign_max_expiry_s: int = Field(3600, description="upper bound for presigned URL expiry")
 
     # --- io role -----------------------------------------------------------------------
@@ -70,6 +76,13 @@ class Settings(BaseSettings):
         ge=1,
         description="most uploads per io job: uploads produced together (a photo's outputs, "
         "a session's originals, client.upload_many) share one job's bookkeeping",
+    )
+    io_batch_max_bytes: int = Field(
+        16 * MIB,
+        ge=1,
+        description="most payload bytes per io job: a batch of large objects is cut into jobs "
+        "of about this size, each handed to io as soon as it is stored, so the io role starts "
+        "on the first while the rest are stored",
     )
     retry_delays_s: list[float] = Field(
         default_factory=lambda: [2.0, 4.0, 8.0],

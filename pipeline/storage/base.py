@@ -42,7 +42,8 @@ def check_key(key: str) -> str:
         raise InvalidKey(f"object key must be 1..1024 characters, got {len(key)}")
     if key.startswith("/") or "//" in key:
         raise InvalidKey(f"object key {key!r} must not start with '/' or contain '//'")
-    if any(part in ("..", ".") for part in key.split("/")):
+    parts = key.split("/")
+    if ".." in parts or "." in parts:
         raise InvalidKey(f"object key {key!r} must not contain '.' or '..' segments")
     if not _KEY_OK.match(key):
         raise InvalidKey(f"object key {key!r} has characters outside [A-Za-z0-9!_.*'()/=+-]")

@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 from pipeline.errors import ConfigurationError, PermanentError
 from pipeline.settings import Settings
 from pipeline.storage.base import ObjectInfo, PutResult, check_key
+from pipeline.storage.endpoint_cache import drop_unread_endpoint_params
 
 T = TypeVar("T")
 
@@ -48,7 +49,10 @@ class S3ObjectStore:
         self.description = f"s3://{self.bucket} at {where}"
 
     def _config(self) -> Config:
-        s3_opts: dict[str, Any] = {}
+        # Without payload signing a body is hashed once, by whoever made the blob: its SHA-256
+        # travels as x-amz-checksum-sha256 (a signed header; S3 verifies the body against
+        # it) — with it, botocore hashes every body a second time for the signature.
+        s3_opts: dict[str, Any] = {"payload_signing_enabled": self._settings.s3_sign_payload}
         if self._settings.s3_endpoint_url:
             s3_opts["addressing_style"] = "path"
         return Config(
@@ -78,6 +82,7 @@ class S3ObjectStore:
             )
         )
         self._stack = stack
+        drop_unread_endpoint_params(self._client)  # botocore's endpoint cache hits per key
 
     async def start(self) -> None:
         await self.open()
@@ -157,8 +162,10 @@ class S3ObjectStore:
         """One hash per object at most: the object's SHA-256 (the blob's id when the caller
         passes it, computed here otherwise) goes into its metadata and, for a single PUT, into
         ``x-amz-checksum-sha256``, so S3 verifies the body against it — end-to-end integrity
-        from the client's hash, with no MD5 and no second pass over the bytes. A multipart
-        upload's parts carry their own Content-MD5 (S3 verifies each part)."""
+        from the client's hash, with no MD5 and no second pass over the bytes (the request's
+        signature covers that header, not the body's own hash, unless
+        ``PLANTPIPE_S3_SIGN_PAYLOAD``). A multipart upload's parts carry their own Content-MD5
+        (S3 verifies each part)."""
         check_key(key)
         sha = sha256 or hashlib.sha256(data).hexdigest()
         extra = self._extra(content_type, metadata, sha)
