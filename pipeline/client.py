@@ -29,7 +29,7 @@ from pipeline.runtime.deadletter import DeadLetters
 from pipeline.runtime.enqueue import QueueNames, enqueue
 from pipeline.runtime.joins import Callback, JoinStore
 from pipeline.runtime.serialization import deserialize, serialize
-from pipeline.runtime.uploads import Output, enqueue_uploads, stage
+from pipeline.runtime.uploads import Output, enqueue_uploads, hand_over, stage
 from pipeline.schemas import (
     TERMINAL_STATUSES,
     ArtifactRecord,
@@ -218,15 +218,16 @@ class PipelineClient:
     async def upload_many(self, items: Sequence[UploadItem]) -> list[UploadHandle]:
         """Queue several uploads at once; returns a handle per item, in order, at once.
 
-        They travel to the io role in batches of ``PLANTPIPE_IO_BATCH_MAX`` (one job's
-        bookkeeping per batch) while each keeps its own state, retries and dead letter: one
-        item's failure never fails another. Every item is checked (key, metadata) before
-        anything is stored."""
+        They travel to the io role in batches of at most ``PLANTPIPE_IO_BATCH_MAX`` items and
+        about ``PLANTPIPE_IO_BATCH_MAX_BYTES`` (one job's bookkeeping per batch; each batch is
+        queued as soon as it is stored, so io starts on it while the rest are stored), while
+        each item keeps its own state, retries and dead letter: one item's failure never fails
+        another. Every item is checked (key, metadata) before anything is stored."""
         outputs = [
             Output(uuid.uuid4().hex, item.key, item.content_type, item.data, metadata=meta)
             for item, meta in ((item, upload_metadata(item)) for item in items)
         ]
-        await enqueue_uploads(self.redis, self.settings, await self._stage(outputs))
+        await hand_over(self.blobs, self.artifacts, self.redis, self.settings, outputs)
         return [UploadHandle(self, out.artifact_id, out.key) for out in outputs]
 
     # --- sessions ---------------------------------------------------------------------

@@ -53,7 +53,7 @@ async def read_states(ctx: IoContext, jobs: Sequence[UploadJob]) -> AsyncIterato
     is healthy a small payload (≤ PREFETCH_MAX_BYTES) is read with its state when the budget
     has room at once (wasted only for a re-run job); every other payload is read by
     :func:`put_blob` when its upload goes, under the budget."""
-    prefetch = ctx.breaker.trusted_closed()
+    prefetch = await ctx.breaker.refresh()
     held = [
         job.blob.size
         if prefetch
@@ -66,13 +66,12 @@ async def read_states(ctx: IoContext, jobs: Sequence[UploadJob]) -> AsyncIterato
     try:
         async with ctx.redis.pipeline(transaction=False) as pipe:
             for job, state in zip(jobs, states, strict=True):
-                pipe.hgetall(ctx.artifacts.key(job.artifact_id))
+                pipe.hget(ctx.artifacts.key(job.artifact_id), "state")
                 if state.held:
                     pipe.get(ctx.blobs.key(job.blob))
             replies = iter(await pipe.execute())
         for state in states:
-            current = ctx.artifacts.parse(next(replies))
-            state.uploaded = current is not None and current.state == "uploaded"
+            state.uploaded = next(replies) in (b"uploaded", "uploaded")
             state.prefetched = [next(replies)] if state.held else []
         yield states
     finally:

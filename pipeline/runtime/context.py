@@ -18,7 +18,7 @@ from arq.connections import ArqRedis
 from pipeline.runtime.deadletter import DeadLetters
 from pipeline.runtime.enqueue import QueueNames
 from pipeline.runtime.joins import JoinStore
-from pipeline.runtime.uploads import Output, enqueue_uploads, stage
+from pipeline.runtime.uploads import Output, enqueue_uploads, hand_over, stage
 from pipeline.schemas import UploadJob
 from pipeline.settings import Settings
 from pipeline.state.artifacts import ArtifactStore
@@ -90,12 +90,13 @@ class RoleContext:
         await enqueue_uploads(self.redis, self.settings, jobs)
 
     async def upload(
-        self, outputs: Sequence[Output], session_id: str | None = None, *, final: bool = False
+        self, outputs: Sequence[Output], session_id: str | None = None
     ) -> list[UploadJob]:
-        """Both halves of the one upload path at once. Returns the queued upload jobs."""
-        jobs = await self.stage(outputs, session_id, final=final)
-        await self.enqueue_uploads(jobs)
-        return jobs
+        """Both halves of the one upload path at once (:func:`hand_over`). Returns the queued
+        upload jobs."""
+        return await hand_over(
+            self.blobs, self.artifacts, self.redis, self.settings, outputs, session_id
+        )
 
 
 def role_context(ctx: dict[str, Any]) -> RoleContext:

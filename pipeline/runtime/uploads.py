@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from arq.connections import ArqRedis
 
@@ -54,31 +55,73 @@ async def stage(
     final: bool = False,
 ) -> list[UploadJob]:
     """Store each output's bytes as a blob and register its artifact (pending); ``final``
-    marks the session's last artifact. Returns the upload jobs to ``enqueue``."""
-    jobs: list[UploadJob] = []
-    records: list[ArtifactRecord] = []
-    for out in outputs:
-        blob = await blobs.put(out.body, [upload_holder(out.artifact_id), *out.holders])
-        records.append(
-            ArtifactRecord(
-                artifact_id=out.artifact_id,
-                key=out.key,
-                content_type=out.content_type,
-                size=len(out.body),
-                session_id=session_id,
-            )
+    marks the session's last artifact. Returns the upload jobs to ``enqueue``. Two round
+    trips whatever the number of outputs: the blobs, then the artifacts."""
+    refs = await blobs.put_many(
+        [(out.body, [upload_holder(out.artifact_id), *out.holders]) for out in outputs]
+    )
+    records = [
+        ArtifactRecord(
+            artifact_id=out.artifact_id,
+            key=out.key,
+            content_type=out.content_type,
+            size=len(out.body),
+            session_id=session_id,
         )
-        jobs.append(
-            UploadJob(
-                artifact_id=out.artifact_id,
-                key=out.key,
-                blob=blob,
-                content_type=out.content_type,
-                session_id=session_id,
-                metadata=out.metadata,
-            )
-        )
+        for out in outputs
+    ]
     await artifacts.register(records, session_id=session_id, final=final)
+    return [
+        UploadJob(
+            artifact_id=out.artifact_id,
+            key=out.key,
+            blob=blob,
+            content_type=out.content_type,
+            session_id=session_id,
+            metadata=out.metadata,
+        )
+        for out, blob in zip(outputs, refs, strict=True)
+    ]
+
+
+T = TypeVar("T")
+
+
+def io_batches(items: Sequence[T], size: Callable[[T], int], settings: Settings) -> list[list[T]]:
+    """``items`` in order, cut into io jobs of at most ``io_batch_max`` items and, past the
+    first item of each, ``io_batch_max_bytes`` bytes (a larger item goes alone)."""
+    batches: list[list[T]] = []
+    current: list[T] = []
+    held = 0
+    for item in items:
+        if current and (
+            len(current) >= settings.io_batch_max or held + size(item) > settings.io_batch_max_bytes
+        ):
+            batches.append(current)
+            current, held = [], 0
+        current.append(item)
+        held += size(item)
+    if current:
+        batches.append(current)
+    return batches
+
+
+async def hand_over(
+    blobs: BlobStore,
+    artifacts: ArtifactStore,
+    redis: ArqRedis,
+    settings: Settings,
+    outputs: Sequence[Output],
+    session_id: str | None = None,
+) -> list[UploadJob]:
+    """Both halves of the upload path, one io job's worth at a time: each batch is staged
+    and queued before the next is stored, so the io role starts on the first batch of a large
+    hand-over while the rest are still stored. Returns the queued upload jobs."""
+    jobs: list[UploadJob] = []
+    for batch in io_batches(outputs, lambda out: len(out.body), settings):
+        staged = await stage(blobs, artifacts, batch, session_id)
+        await enqueue_uploads(redis, settings, staged)
+        jobs.extend(staged)
     return jobs
 
 
@@ -108,10 +151,9 @@ async def enqueue_batch(
 
 async def enqueue_uploads(redis: ArqRedis, settings: Settings, jobs: Sequence[UploadJob]) -> None:
     """Hand uploads to the io role: one ``upload`` job for a lone upload, ``upload_batch``
-    jobs of at most ``io_batch_max`` for uploads produced together (idempotent either way)."""
+    jobs (``io_batches``) for uploads produced together (idempotent either way)."""
     queue = QueueNames.from_settings(settings).io
-    size = settings.io_batch_max
-    chunks = [list(jobs[i : i + size]) for i in range(0, len(jobs), size)]
+    chunks = io_batches(jobs, lambda job: job.blob.size, settings)
     await asyncio.gather(
         *(
             enqueue(

@@ -17,6 +17,7 @@ nothing about S3's health.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -116,15 +117,45 @@ class RedisCircuitBreaker:
         trial = trial_timeout_s or settings.s3_read_timeout_s + settings.s3_connect_timeout_s
         self.trial_ms = int(trial * 1000)
         self._clean_until = 0.0  # monotonic time until which "closed, 0 failures" is trusted
+        self._asking: asyncio.Future[Permit] | None = None  # an allow() question on its way
 
     def trusted_closed(self) -> bool:
         """True while this process' recent view is "closed, no failures" (no Redis call)."""
         return time.monotonic() < self._clean_until
 
+    async def refresh(self) -> bool:
+        """Whether the breaker is closed with no failures, re-read from Redis (one HMGET, no
+        trial granted) when this process' view has lapsed."""
+        if not self.trusted_closed():
+            client: Any = self._redis
+            state, failures = await client.hmget(self.key, "state", "failures")
+            if _state(state or b"closed") == "closed" and int(failures or 0) == 0:
+                self._clean_until = time.monotonic() + LOCAL_VIEW_S
+        return self.trusted_closed()
+
     async def allow(self) -> Permit:
-        """May a call go to S3 now? If not, ``wait_s`` says when to ask again."""
+        """May a call go to S3 now? If not, ``wait_s`` says when to ask again.
+
+        Callers that ask while another's question is on its way wait for that answer and
+        share it when it is "closed" (everyone may go): a batch of 50 uploads whose local
+        view lapsed costs one script run, not 50. Any other answer is the asker's own (a
+        half-open breaker grants its one trial call to one caller only)."""
         if self.trusted_closed():
             return Permit(True, "closed", 0.0)
+        pending = self._asking
+        if pending is not None:
+            permit = await asyncio.shield(pending)
+            if permit.state == "closed":
+                return permit
+        task = asyncio.ensure_future(self._ask())
+        self._asking = task
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if self._asking is task:
+                self._asking = None
+
+    async def _ask(self) -> Permit:
         allowed, state, wait_ms, *failures = await run_lua(
             self._redis, _ALLOW, [self.key], [self.reset_ms, self.trial_ms]
         )

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from pipeline import PipelineClient, UploadFailed, UploadItem
 from pipeline.runtime.enqueue import QueueNames
+from pipeline.runtime.serialization import deserialize
 from pipeline.testing.s3stub import S3Stub
 from tests.conftest import SettingsFactory, WorkerProcess, in_process_worker, settings_env
 from workers import io as io_worker
@@ -190,5 +191,37 @@ async def test_the_io_memory_budget_bounds_the_payloads_in_flight(
             records = await asyncio.gather(*(h.wait(timeout=20) for h in big))
             assert {r.state for r in records} == {"uploaded"}
             assert await client.failed() == []
+    finally:
+        await stub.stop()
+
+
+async def test_large_objects_go_to_io_in_jobs_of_about_io_batch_max_bytes(
+    make_settings: SettingsFactory, redis: Redis
+) -> None:
+    """``upload_many`` of ten 300 KiB objects with a 1 MiB job size: four jobs (3, 3, 3 and a
+    lone one) queued in order, each as soon as it is stored; all land once a worker runs."""
+    stub = S3Stub()
+    endpoint = await stub.start()
+    try:
+        settings = make_settings(s3_endpoint_url=endpoint, io_batch_max_bytes=1024 * 1024)
+        async with PipelineClient(settings) as client:
+            handles = await client.upload_many(items("bbytes", 10, size=300 * 1024))
+            queue = QueueNames.from_settings(settings).io
+            job_ids = [k.decode() for k in await redis.zrange(queue, 0, -1)]
+            jobs = [deserialize(await redis.get(f"arq:job:{job_id}") or b"") for job_id in job_ids]
+            keys = sorted(
+                (
+                    [u["key"] for u in job["k"]["payload"]["uploads"]]
+                    if job["f"] == "upload_batch"
+                    else [job["k"]["payload"]["key"]]
+                )
+                for job in jobs
+            )
+            assert sorted(len(k) for k in keys) == [1, 3, 3, 3]
+            assert sorted(key for chunk in keys for key in chunk) == sorted(h.key for h in handles)
+            async with in_process_worker(io_worker.worker_options(settings), settings):
+                records = await asyncio.gather(*(h.wait(timeout=30) for h in handles))
+        assert {r.state for r in records} == {"uploaded"}
+        assert stub.stats.by_op["PutObject"] == 10
     finally:
         await stub.stop()
