@@ -9,7 +9,11 @@ Three ways to put N objects into the S3 stub (a separate process, 50 ms per requ
   stores each payload as a blob in Redis, the io worker copies it to S3 under its semaphore
   of 50 per process and records the artifact's state);
 * **raw aioboto3**: one asyncio loop, ``asyncio.Semaphore(50)`` around ``put_object`` on one
-  client with the same botocore settings — the ceiling for one asyncio process;
+  plain aioboto3 client (the connection, timeout and retry settings of plantpipe's, the SDK's
+  defaults otherwise) — what a developer writes with the SDK, the baseline of the targets;
+* **plantpipe's S3 client in a loop**: ``S3ObjectStore.put`` (its semaphore of 50) called
+  straight from one asyncio loop — the io worker's S3 requests, byte for byte, without Redis
+  or arq: the gap to it is what the job system costs;
 * **Celery gevent** (the original design): ``celery worker --pool=gevent --concurrency=50``
   running boto3 ``put_object``, the bytes carried in the task arguments; time from the first
   ``apply_async`` to the group's results.
@@ -34,6 +38,7 @@ from bench.common import Stat
 from bench.harness import Harness, Proc, SectionOutput, settings_for
 from pipeline.client import PipelineClient, UploadHandle
 from pipeline.schemas import UploadItem
+from pipeline.storage.s3 import S3ObjectStore
 
 LATENCY_MS: Final = 50.0
 CONCURRENCY: Final = 50
@@ -96,7 +101,8 @@ def payloads(count: int, size: int) -> list[bytes]:
 
 
 def s3_config() -> Config:
-    """The botocore settings of plantpipe's S3ObjectStore (pipeline/storage/s3.py)."""
+    """The raw loop's botocore settings: the connection, timeout and retry settings of
+    plantpipe's S3ObjectStore (pipeline/storage/s3.py), the SDK's defaults otherwise."""
     return Config(
         region_name="us-east-1",
         max_pool_connections=CONCURRENCY,
@@ -177,6 +183,25 @@ async def raw_rep(s3: Any, bucket: str, keys: list[str], data: list[bytes]) -> S
     return Sample(wall, used, used, same_process=True)
 
 
+# --------------------------------------------------------------------------- plantpipe's S3 client
+
+
+async def store_rep(store: S3ObjectStore, keys: list[str], data: list[bytes]) -> Sample:
+    """The io worker's S3 requests without the job system: ``S3ObjectStore.put`` (which hashes
+    the body once, as the client does for a blob, and holds the semaphore of 50)."""
+
+    async def one(i: int) -> None:
+        await store.put(keys[i], data[i], content_type=CONTENT_TYPE)
+
+    cpu = time.process_time()
+    t0 = time.perf_counter()
+    async with asyncio.timeout(REP_TIMEOUT_S):
+        await asyncio.gather(*(one(i) for i in range(len(keys))))
+    wall = time.perf_counter() - t0
+    used = time.process_time() - cpu
+    return Sample(wall, used, used, same_process=True)
+
+
 # --------------------------------------------------------------------------- Celery
 
 
@@ -218,7 +243,9 @@ async def heartbeats(h: Harness, prefix: str, role: str) -> int:
 SYSTEMS: Final = {
     "ours": "plantpipe, `upload` per object (one io job each), 1 io process",
     "batch": "plantpipe, `upload_many` of 50 (one `upload_batch` job each), 1 io process",
-    "raw": "raw aioboto3 loop, `Semaphore(50)` (ceiling of one asyncio process)",
+    "raw": "raw aioboto3 loop, `Semaphore(50)` (plain aioboto3 client)",
+    "store": "plantpipe's S3 client in a loop (`S3ObjectStore.put`: the same S3 requests, "
+    "no Redis, no arq)",
     "celery": "Celery `--pool=gevent --concurrency=50` + boto3 (original design)",
     "batch2": "plantpipe, `upload_many` of 50, 2 io processes (50 S3 slots each)",
     "raw2": "raw aioboto3 loop, measured alongside the 2-process rows",
@@ -270,6 +297,12 @@ async def run(h: Harness) -> SectionOutput:
 
     session = aioboto3.Session()
     samples: dict[tuple[str, Case], list[Sample]] = {}
+    # plantpipe's own S3 client in this process, as the io worker builds it (the stub takes
+    # any credentials; the worker processes get the same from h.env)
+    for name, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test")):
+        os.environ.setdefault(name, value)
+    store = S3ObjectStore(settings)
+    await store.start()
     try:
         async with session.client(
             "s3",
@@ -291,7 +324,10 @@ async def run(h: Harness) -> SectionOutput:
                 assert celery_worker is not None
                 return celery_rep(h, queue, celery_worker, c)
 
-            runs = {"ours": ours(1), "batch": ours(batch), "raw": raw}
+            def own_client(k: list[str], d: list[bytes], _c: Case) -> Awaitable[Sample]:
+                return store_rep(store, k, d)
+
+            runs = {"ours": ours(1), "batch": ours(batch), "raw": raw, "store": own_client}
             if celery_worker is not None:
                 runs["celery"] = celery
             # Warm-up, not counted: connections, the worker's first jobs, Celery's imports.
@@ -307,6 +343,7 @@ async def run(h: Harness) -> SectionOutput:
             await measure(h, cases, reps, runs2, samples)
     finally:
         await client.close()
+        await store.close()
         for w in workers:
             h.stop(w)
         if celery_worker is not None:
@@ -392,10 +429,13 @@ def report(
                                                              "redis_cpu_s")  # fmt: skip
         return sum(per_upload_ms(system, a, case) for a in parts)
 
+    def own(a: str, case: Case) -> str:
+        return f"{ratio(a, 'store', case):.2f}×"
+
     lines += [
         "",
         "Worker CPU = user + sys of the worker process(es) from `/proc` over the repetition "
-        "(the arq io worker(s); the Celery worker; for raw aioboto3 the benchmark process, "
+        "(the arq io worker(s); the Celery worker; for the two loops the benchmark process, "
         "which is its own worker). Producer CPU = the side that submits: `PipelineClient` "
         "calls + `handle.wait()` in the benchmark process for plantpipe, "
         "`group(...).apply_async()` + `GroupResult.get()` in a producer process for Celery. "
@@ -405,45 +445,58 @@ def report(
         "stub's highest count of concurrent S3 requests (below 50: the process ran out of CPU "
         "before it ran out of S3 slots).",
         "",
-        "Payloads are distinct random bytes. plantpipe: the client hashes each payload once "
-        "(SHA-256: its blob id) and stores it once in Redis; the job carries a reference; the "
-        "worker sends that SHA-256 as `x-amz-checksum-sha256` (S3 verifies the body) and in "
-        "the metadata — no second hash, no MD5 — consults the shared circuit breaker and "
-        "records the artifact's state; a payload above 64 KiB is read from Redis when its "
-        "upload goes, under the io process's byte budget (`PLANTPIPE_IO_MEMORY_MB`, 256). An "
-        "`upload_batch` job carries up to "
-        f"{batch} uploads: one claim, one payload, one pipeline of state reads and one Lua "
-        "batch of records for all of them, while each upload keeps its own state, retries "
-        "and dead letter. Celery: the task arguments carry the bytes (kombu JSON → base64, as "
-        "the original's `file_bytes` argument did); boto3 `put_object` with the same client "
-        "settings (50 pooled connections, no SDK retries, checksums when required).",
+        "Payloads are distinct random bytes. Each system's body is checked once on S3's side "
+        "(the stub verifies, as S3 does, a signed payload's `x-amz-content-sha256` and an "
+        "`x-amz-checksum-sha256`). plantpipe: the client hashes each payload once (SHA-256: "
+        "its blob id) and stores it once in Redis; the job carries a reference; the worker "
+        "sends that SHA-256 as `x-amz-checksum-sha256` under a signature that covers it — no "
+        "second hash of the body — consults the shared circuit breaker and records the "
+        "artifact's state; a payload above 64 KiB is read from Redis when its upload goes, "
+        "under the io process's byte budget (`PLANTPIPE_IO_MEMORY_MB`, 256). An "
+        f"`upload_batch` job carries up to {batch} uploads and about "
+        "`PLANTPIPE_IO_BATCH_MAX_BYTES` (16 MiB: 4 MiB objects go 4 to a job, each job queued "
+        "as soon as its blobs are stored): one claim, one payload, one pipeline of state "
+        "reads and one Lua batch of records for all of them, while each upload keeps its own "
+        "state, retries and dead letter. plantpipe's S3 client differs from a plain aioboto3 "
+        "client in two ways (`pipeline/storage/sdk_tuning.py`): botocore's endpoint cache "
+        "hits across object keys (the ruleset's unread `Key` parameter dropped, as botocore "
+        "does from a later release on), and a body under 2 MiB is sent with its headers, not "
+        "behind `Expect: 100-continue` (a round trip less per request; from 2 MiB on it still "
+        "waits, as the AWS SDK for Go v2 does). The raw loop is a plain aioboto3 client (the "
+        "SDK's defaults: the body's SHA-256 signed, `Expect: 100-continue` on every body); "
+        "the row `S3ObjectStore.put` in a loop is plantpipe's own client doing the worker's "
+        "requests without Redis or arq. Celery: the task arguments carry the bytes (kombu "
+        "JSON → base64, as the original's `file_bytes` argument did); boto3 `put_object` "
+        "with the same connection settings (50 pooled connections, no SDK retries, checksums "
+        "when required).",
         "",
         "Targets: " + "; ".join(met) + ".",
         "",
+        "Against plantpipe's own S3 client in a loop (what the job system costs: the bytes' "
+        "trip through Redis, the artifact's state, arq): `upload_many` "
+        f"{own('batch', small)} at {small.label} and {own('batch', large)} at {large.label}; "
+        f"`upload` per object {own('ours', small)} at {small.label}.",
+        "",
         f"Where the time goes (CPU per upload, worker + producer + Redis, at {small.label}): "
         f"`upload` per object {total_ms('ours', small):.2f} ms, `upload_many` "
-        f"{total_ms('batch', small):.2f} ms, raw loop {total_ms('raw', small):.2f} ms; at "
+        f"{total_ms('batch', small):.2f} ms, plantpipe's client in a loop "
+        f"{total_ms('store', small):.2f} ms, raw loop {total_ms('raw', small):.2f} ms; at "
         f"{large.label}: `upload_many` {total_ms('batch', large):.2f} ms (Redis "
-        f"{per_upload_ms('batch', 'redis_cpu_s', large):.2f} ms of it), raw loop "
-        f"{total_ms('raw', large):.2f} ms. Every system here is CPU-bound on 2 shared cores "
-        "(the S3 stub, Redis, the producer and the workers share them), not latency-bound: "
-        "none comes near the physical limit, and the raw loop's rate is set by the CPU left "
-        "to the stub. plantpipe pays, per object, what the raw loop pays (aiobotocore's "
-        "`put_object`: endpoint resolution, signing, aiohttp) plus the bytes' trip through "
-        "Redis (client SET, worker GET — at 4 MiB the largest cost after the request itself), "
-        "the artifact's state (read and record) and, for `upload` per object, arq's job "
-        "bookkeeping (claim, fetch, finish), which `upload_many` pays once per batch. A second "
-        "io process adds an event loop and 50 S3 slots, which pays only where one process's "
-        "CPU is the limit (its rows show whether that holds on this machine). A profile of "
-        "one io worker under `upload_many` load, split by where its CPU goes (the SDK and "
-        "HTTP against plantpipe's own code, arq and the Redis client), is in "
-        "[IO_PROFILE.md](IO_PROFILE.md) (`python -m bench.io_profile`), at 64 KiB and at 4 MiB. "
-        "At 4 MiB the bytes cross Redis twice (client SET, worker GET: the Redis server's "
-        "CPU and the worker's Redis client are the gap to the raw loop, which sends the "
-        "caller's bytes straight to S3), the client hashes them (SHA-256) and the stub "
-        "verifies that checksum (S3 does that on its side), which the raw loop skips; the "
-        "stub's own CPU, S3's work, competes for the same two cores. Closing the gap would "
-        "mean keeping large payloads out of Redis (the design hands every payload over "
-        "through Redis so any host's io worker can send it).",
+        f"{per_upload_ms('batch', 'redis_cpu_s', large):.2f} ms of it), plantpipe's client in "
+        f"a loop {total_ms('store', large):.2f} ms, raw loop {total_ms('raw', large):.2f} ms. "
+        "The S3 stub, Redis, the producer and the workers share 2 cores. With 50 requests in "
+        "flight, a request spends much of its time waiting for its turn on a busy event loop "
+        "(the client's and the stub's), not in S3's 50 ms: `Expect: 100-continue` adds one "
+        "more turn on both sides per request, which is why leaving it out for small bodies "
+        "pays more than the CPU it saves. plantpipe pays, per object, what its own client pays "
+        "plus the bytes' trip through Redis (client SET, worker GET — at 4 MiB the largest "
+        "cost after the request itself), the artifact's state (read and record) and, for "
+        "`upload` per object, arq's job bookkeeping (claim, fetch, finish), which "
+        "`upload_many` pays once per batch. A second io process adds an event loop and 50 S3 "
+        "slots, which pays only where one process's CPU is the limit (its rows show whether "
+        "that holds on this machine). A profile of one io worker under `upload_many` load, "
+        "split by where its CPU goes (the SDK and HTTP against plantpipe's own code, arq and "
+        "the Redis client), is in [IO_PROFILE.md](IO_PROFILE.md) "
+        "(`python -m bench.io_profile`), at 64 KiB and at 4 MiB.",
     ]
     return "\n".join(lines), headlines

@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     s3_multipart_chunk_bytes: int = Field(8 * MIB, description="multipart part size")
     s3_connect_timeout_s: float = Field(5.0, description="S3 connect timeout")
     s3_read_timeout_s: float = Field(30.0, description="S3 read timeout")
+    s3_expect_continue_bytes: int = Field(
+        2 * MIB,
+        ge=0,
+        description="a request body from this size on is sent behind 'Expect: 100-continue' "
+        "(its headers first, the body once S3 accepts them); a smaller one at once, saving a "
+        "round trip (0 = every body waits, as botocore does)",
+    )
     s3_sign_payload: bool = Field(
         False,
         description="also sign each request body's SHA-256 (SigV4); off, a body is hashed once: "

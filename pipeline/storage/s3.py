@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 from pipeline.errors import ConfigurationError, PermanentError
 from pipeline.settings import Settings
 from pipeline.storage.base import ObjectInfo, PutResult, check_key
-from pipeline.storage.endpoint_cache import drop_unread_endpoint_params
+from pipeline.storage.sdk_tuning import tune_client
 
 T = TypeVar("T")
 
@@ -82,7 +82,7 @@ class S3ObjectStore:
             )
         )
         self._stack = stack
-        drop_unread_endpoint_params(self._client)  # botocore's endpoint cache hits per key
+        tune_client(self._client, self._settings)  # see pipeline.storage.sdk_tuning
 
     async def start(self) -> None:
         await self.open()

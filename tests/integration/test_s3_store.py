@@ -1,5 +1,6 @@
-"""The S3 object store's requests against the instrumented S3 stub: one hash per body, and an
-endpoint resolution that botocore's cache answers after the first key."""
+"""The S3 object store's requests against the instrumented S3 stub: one hash per body,
+``Expect: 100-continue`` for large bodies only, and an endpoint resolution that botocore's
+cache answers after the first key (pipeline/storage/sdk_tuning.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from pipeline.settings import Settings
-from pipeline.storage.endpoint_cache import UNREAD_CANDIDATES, unread_params
 from pipeline.storage.s3 import S3ObjectStore
+from pipeline.storage.sdk_tuning import UNREAD_CANDIDATES, unread_params
 from pipeline.testing.s3stub import S3Stub
 from tests.conftest import SettingsFactory
 
@@ -90,6 +91,34 @@ async def test_payload_signing_when_asked_for(make_settings: SettingsFactory, st
         assert stub.objects[(store.bucket, "signed/body")].body == body
     finally:
         await store.close()
+
+
+async def test_only_a_large_body_waits_for_100_continue(
+    make_settings: SettingsFactory, stub: S3Stub
+) -> None:
+    """A body under s3_expect_continue_bytes goes with its headers (one round trip less); a
+    larger one is still sent only once S3 accepts the request."""
+    store = store_for(make_settings, stub, s3_expect_continue_bytes=1024 * 1024)
+    await store.start()
+    try:
+        sent = capture_put_headers(store)
+        small, large = os.urandom(64 * 1024), os.urandom(1024 * 1024)
+        await store.put("expect/small", small, content_type="x/y")
+        await store.put("expect/large", large, content_type="x/y")
+        assert [h.get("expect") for h in sent] == [None, "100-continue"]
+        assert stub.objects[(store.bucket, "expect/small")].body == small
+        assert stub.objects[(store.bucket, "expect/large")].body == large
+    finally:
+        await store.close()
+
+    always = store_for(make_settings, stub, s3_expect_continue_bytes=0)
+    await always.start()
+    try:
+        sent = capture_put_headers(always)
+        await always.put("expect/tiny", b"tiny", content_type="x/y")
+        assert sent[0].get("expect") == "100-continue"
+    finally:
+        await always.close()
 
 
 def count_ruleset_evaluations(store: S3ObjectStore) -> Callable[[], int]:
