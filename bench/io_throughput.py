@@ -3,7 +3,8 @@
 Three ways to put N objects into the S3 stub (a separate process, 50 ms per request):
 
 * **plantpipe**: ``arq workers.io.WorkerSettings`` processes fed from this process, either
-  one ``PipelineClient.upload`` per object (one io job each) or ``upload_many`` in batches of
+  one ``PipelineClient.upload`` call per object from up to 32 tasks at once (calls made in
+  the same turn of the event loop share io jobs) or ``upload_many`` in batches of
   ``io_batch_max`` (one ``upload_batch`` job per batch), with one io process and with two;
   time from the first upload call to the return of the last ``handle.wait()`` (the client
   stores each payload as a blob in Redis, the io worker copies it to S3 under its semaphore
@@ -127,8 +128,8 @@ async def ours_rep(
     *,
     batch: int = 1,
 ) -> Sample:
-    """``batch`` 1: one ``upload`` call (one io job) per object; more: ``upload_many`` of
-    that many objects per call (one ``upload_batch`` job each)."""
+    """``batch`` 1: one ``upload`` call per object, up to 32 calls at once (those of one turn
+    of the event loop share io jobs); more: ``upload_many`` of that many objects per call."""
     enqueue_slots = asyncio.Semaphore(max(1, 32 // batch))
     wait_slots = asyncio.Semaphore(256)
 
@@ -241,7 +242,8 @@ async def heartbeats(h: Harness, prefix: str, role: str) -> int:
 
 
 SYSTEMS: Final = {
-    "ours": "plantpipe, `upload` per object (one io job each), 1 io process",
+    "ours": "plantpipe, `upload` per object from 32 tasks (calls made at once share io jobs), "
+    "1 io process",
     "batch": "plantpipe, `upload_many` of 50 (one `upload_batch` job each), 1 io process",
     "raw": "raw aioboto3 loop, `Semaphore(50)` (plain aioboto3 client)",
     "store": "plantpipe's S3 client in a loop (`S3ObjectStore.put`: the same S3 requests, "
@@ -490,9 +492,9 @@ def report(
         "more turn on both sides per request, which is why leaving it out for small bodies "
         "pays more than the CPU it saves. plantpipe pays, per object, what its own client pays "
         "plus the bytes' trip through Redis (client SET, worker GET — at 4 MiB the largest "
-        "cost after the request itself), the artifact's state (read and record) and, for "
-        "`upload` per object, arq's job bookkeeping (claim, fetch, finish), which "
-        "`upload_many` pays once per batch. A second io process adds an event loop and 50 S3 "
+        "cost after the request itself), the artifact's state (read and record) and arq's "
+        "job bookkeeping (claim, fetch, finish), once per io job: `upload_many` and `upload` "
+        "calls made at once share it. A second io process adds an event loop and 50 S3 "
         "slots, which pays only where one process's CPU is the limit (its rows show whether "
         "that holds on this machine). A profile of one io worker under `upload_many` load, "
         "split by where its CPU goes (the SDK and HTTP against plantpipe's own code, arq and "

@@ -24,10 +24,12 @@ from arq import create_pool
 from arq.connections import ArqRedis
 
 from pipeline.errors import UploadFailed
+from pipeline.runtime.coalesce import SameTurnBatcher
 from pipeline.runtime.connection import fail_fast, redis_settings
 from pipeline.runtime.deadletter import DeadLetters
 from pipeline.runtime.enqueue import QueueNames, enqueue
 from pipeline.runtime.joins import Callback, JoinStore
+from pipeline.runtime.metadata import clean_metadata, upload_metadata
 from pipeline.runtime.serialization import deserialize, serialize
 from pipeline.runtime.uploads import Output, enqueue_uploads, hand_over, stage
 from pipeline.schemas import (
@@ -58,41 +60,7 @@ from pipeline.state.ids import (
 )
 from pipeline.state.keys import Keys
 from pipeline.state.sessions import SessionStore
-from pipeline.storage.base import check_key
 from pipeline.vision.decode import SUPPORTED_TYPES, InvalidImage, validate_upload
-
-MAX_METADATA_ITEMS = 64
-MAX_METADATA_CHARS = 1024
-
-
-def clean_metadata(metadata: dict[str, str] | None, *, ascii_only: bool = False) -> dict[str, str]:
-    """Metadata is stored and echoed, never used to build keys: bound its size, refuse
-    control characters (header injection) and, for S3 object metadata, non-ASCII."""
-    items = dict(metadata or {})
-    if len(items) > MAX_METADATA_ITEMS:
-        raise ValueError(f"metadata has {len(items)} entries; at most {MAX_METADATA_ITEMS}")
-    out: dict[str, str] = {}
-    for k, v in items.items():
-        key, value = str(k), str(v)
-        if not key or len(key) > 128 or len(value) > MAX_METADATA_CHARS:
-            raise ValueError(
-                f"metadata entry {key[:40]!r}: keys 1..128 chars, values ≤ {MAX_METADATA_CHARS}"
-            )
-        if any(ord(c) < 32 or ord(c) == 127 for c in key + value):
-            raise ValueError(f"metadata entry {key[:40]!r} holds control characters")
-        if ascii_only and not (key + value).isascii():
-            raise ValueError(f"S3 object metadata {key[:40]!r} must be ASCII")
-        out[key] = value
-    return out
-
-
-def upload_metadata(item: UploadItem) -> dict[str, str]:
-    """An upload's key checked and its S3 object metadata cleaned (ASCII, ≤ 2 KiB)."""
-    check_key(item.key)
-    meta = clean_metadata(item.metadata, ascii_only=True)
-    if sum(len(k) + len(v) for k, v in meta.items()) > 2000:
-        raise ValueError("S3 object metadata is limited to 2 KiB")
-    return meta
 
 
 class UploadHandle:
@@ -141,6 +109,7 @@ class PipelineClient:
         self.queues = QueueNames.from_settings(settings)
         self._redis = redis
         self._owns_redis = redis is None
+        self._uploads: SameTurnBatcher[Output] = SameTurnBatcher(self._hand_over)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> PipelineClient:
@@ -210,10 +179,13 @@ class PipelineClient:
         content_type: str,
         metadata: dict[str, str] | None = None,
     ) -> UploadHandle:
-        """Queue ``data`` for upload to ``key`` by the io role; returns at once."""
+        """Queue ``data`` for upload to ``key`` by the io role; returns at once. Uploads asked
+        for in the same turn of the event loop (many tasks at once) share io jobs, as
+        ``upload_many``'s do; each keeps its own handle, state, retries and dead letter."""
         item = UploadItem(key=key, data=data, content_type=content_type, metadata=metadata or {})
-        [handle] = await self.upload_many([item])
-        return handle
+        [output] = self._outputs([item])
+        await self._uploads.add(output)
+        return UploadHandle(self, output.artifact_id, output.key)
 
     async def upload_many(self, items: Sequence[UploadItem]) -> list[UploadHandle]:
         """Queue several uploads at once; returns a handle per item, in order, at once.
@@ -222,13 +194,23 @@ class PipelineClient:
         about ``PLANTPIPE_IO_BATCH_MAX_BYTES`` (one job's bookkeeping per batch; each batch is
         queued as soon as it is stored, so io starts on it while the rest are stored), while
         each item keeps its own state, retries and dead letter: one item's failure never fails
-        another. Every item is checked (key, metadata) before anything is stored."""
-        outputs = [
-            Output(uuid.uuid4().hex, item.key, item.content_type, item.data, metadata=meta)
-            for item, meta in ((item, upload_metadata(item)) for item in items)
-        ]
-        await hand_over(self.blobs, self.artifacts, self.redis, self.settings, outputs)
+        another. Every item is checked (key, metadata, size) before anything is stored."""
+        outputs = self._outputs(items)
+        await self._hand_over(outputs)
         return [UploadHandle(self, out.artifact_id, out.key) for out in outputs]
+
+    def _outputs(self, items: Sequence[UploadItem]) -> list[Output]:
+        outputs = []
+        for item in items:
+            meta = upload_metadata(item)
+            self.blobs.check_size(item.data)
+            outputs.append(
+                Output(uuid.uuid4().hex, item.key, item.content_type, item.data, metadata=meta)
+            )
+        return outputs
+
+    async def _hand_over(self, outputs: list[Output]) -> None:
+        await hand_over(self.blobs, self.artifacts, self.redis, self.settings, outputs)
 
     # --- sessions ---------------------------------------------------------------------
 

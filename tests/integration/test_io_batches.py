@@ -11,8 +11,10 @@ import pytest
 from redis.asyncio import Redis
 
 from pipeline import PipelineClient, UploadFailed, UploadItem
+from pipeline.client import UploadHandle
 from pipeline.runtime.enqueue import QueueNames
 from pipeline.runtime.serialization import deserialize
+from pipeline.state.blobs import BlobTooLarge
 from pipeline.testing.s3stub import S3Stub
 from tests.conftest import SettingsFactory, WorkerProcess, in_process_worker, settings_env
 from workers import io as io_worker
@@ -206,22 +208,60 @@ async def test_large_objects_go_to_io_in_jobs_of_about_io_batch_max_bytes(
         settings = make_settings(s3_endpoint_url=endpoint, io_batch_max_bytes=1024 * 1024)
         async with PipelineClient(settings) as client:
             handles = await client.upload_many(items("bbytes", 10, size=300 * 1024))
-            queue = QueueNames.from_settings(settings).io
-            job_ids = [k.decode() for k in await redis.zrange(queue, 0, -1)]
-            jobs = [deserialize(await redis.get(f"arq:job:{job_id}") or b"") for job_id in job_ids]
-            keys = sorted(
-                (
-                    [u["key"] for u in job["k"]["payload"]["uploads"]]
-                    if job["f"] == "upload_batch"
-                    else [job["k"]["payload"]["key"]]
-                )
-                for job in jobs
-            )
+            keys = await queued_io_jobs(redis, QueueNames.from_settings(settings).io)
             assert sorted(len(k) for k in keys) == [1, 3, 3, 3]
             assert sorted(key for chunk in keys for key in chunk) == sorted(h.key for h in handles)
             async with in_process_worker(io_worker.worker_options(settings), settings):
                 records = await asyncio.gather(*(h.wait(timeout=30) for h in handles))
         assert {r.state for r in records} == {"uploaded"}
         assert stub.stats.by_op["PutObject"] == 10
+    finally:
+        await stub.stop()
+
+
+async def queued_io_jobs(redis: Redis, queue: str) -> list[list[str]]:
+    """The keys each queued io job carries (one for an ``upload`` job)."""
+    jobs = [
+        deserialize(await redis.get(f"arq:job:{job_id.decode()}") or b"")
+        for job_id in await redis.zrange(queue, 0, -1)
+    ]
+    return [
+        [u["key"] for u in job["k"]["payload"]["uploads"]]
+        if job["f"] == "upload_batch"
+        else [job["k"]["payload"]["key"]]
+        for job in jobs
+    ]
+
+
+async def test_uploads_asked_for_at_once_share_an_io_job(
+    make_settings: SettingsFactory, redis: Redis
+) -> None:
+    """20 ``client.upload`` calls from 20 tasks at once: one io job for all of them; a lone
+    call: a job of its own; an object too large fails alone, before anything is stored."""
+    stub = S3Stub()
+    endpoint = await stub.start()
+    try:
+        settings = make_settings(s3_endpoint_url=endpoint, max_blob_bytes=100_000)
+        queue = QueueNames.from_settings(settings).io
+        async with PipelineClient(settings) as client:
+            calls = [
+                client.upload(f"together/{i}", bytes([i]) * 1000, content_type="x/y")
+                for i in range(20)
+            ]
+            calls.append(client.upload("together/huge", b"h" * 200_000, content_type="x/y"))
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+            assert isinstance(outcomes[-1], BlobTooLarge)
+            handles = [o for o in outcomes if isinstance(o, UploadHandle)]
+            assert len(handles) == 20
+            assert [sorted(job) for job in await queued_io_jobs(redis, queue)] == [
+                sorted(h.key for h in handles)
+            ]
+            lone = await client.upload("alone/1", b"one", content_type="x/y")
+            assert ["alone/1"] in await queued_io_jobs(redis, queue)
+            async with in_process_worker(io_worker.worker_options(settings), settings):
+                records = await asyncio.gather(*(h.wait(timeout=30) for h in [*handles, lone]))
+        assert {r.state for r in records} == {"uploaded"}
+        assert stub.stats.by_op["PutObject"] == 21
+        assert stub.objects[(settings.s3_bucket, "together/7")].body == bytes([7]) * 1000
     finally:
         await stub.stop()
