@@ -168,6 +168,17 @@ async def ours_rep(
 # --------------------------------------------------------------------------- raw aioboto3
 
 
+async def in_this_loop(count: int, one: Callable[[int], Awaitable[None]]) -> Sample:
+    """``one(i)`` for every object at once in this process's loop, which is its own worker."""
+    cpu = time.process_time()
+    t0 = time.perf_counter()
+    async with asyncio.timeout(REP_TIMEOUT_S):
+        await asyncio.gather(*(one(i) for i in range(count)))
+    wall = time.perf_counter() - t0
+    used = time.process_time() - cpu
+    return Sample(wall, used, used, same_process=True)
+
+
 async def raw_rep(s3: Any, bucket: str, keys: list[str], data: list[bytes]) -> Sample:
     slots = asyncio.Semaphore(CONCURRENCY)
 
@@ -175,13 +186,7 @@ async def raw_rep(s3: Any, bucket: str, keys: list[str], data: list[bytes]) -> S
         async with slots:
             await s3.put_object(Bucket=bucket, Key=keys[i], Body=data[i], ContentType=CONTENT_TYPE)
 
-    cpu = time.process_time()
-    t0 = time.perf_counter()
-    async with asyncio.timeout(REP_TIMEOUT_S):
-        await asyncio.gather(*(one(i) for i in range(len(keys))))
-    wall = time.perf_counter() - t0
-    used = time.process_time() - cpu
-    return Sample(wall, used, used, same_process=True)
+    return await in_this_loop(len(keys), one)
 
 
 # --------------------------------------------------------------------------- plantpipe's S3 client
@@ -194,13 +199,7 @@ async def store_rep(store: S3ObjectStore, keys: list[str], data: list[bytes]) ->
     async def one(i: int) -> None:
         await store.put(keys[i], data[i], content_type=CONTENT_TYPE)
 
-    cpu = time.process_time()
-    t0 = time.perf_counter()
-    async with asyncio.timeout(REP_TIMEOUT_S):
-        await asyncio.gather(*(one(i) for i in range(len(keys))))
-    wall = time.perf_counter() - t0
-    used = time.process_time() - cpu
-    return Sample(wall, used, used, same_process=True)
+    return await in_this_loop(len(keys), one)
 
 
 # --------------------------------------------------------------------------- Celery

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -28,11 +29,19 @@ async def stub() -> AsyncIterator[S3Stub]:
         yield server
 
 
-def store_for(make_settings: SettingsFactory, stub: S3Stub, **overrides: Any) -> S3ObjectStore:
+@asynccontextmanager
+async def started_store(
+    make_settings: SettingsFactory, stub: S3Stub, **overrides: Any
+) -> AsyncIterator[S3ObjectStore]:
     settings: Settings = make_settings(
         s3_endpoint_url=stub.endpoint, s3_create_bucket=True, **overrides
     )
-    return S3ObjectStore(settings)
+    store = S3ObjectStore(settings)
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 def capture_put_headers(store: S3ObjectStore) -> list[dict[str, str]]:
@@ -54,9 +63,7 @@ def capture_put_headers(store: S3ObjectStore) -> list[dict[str, str]]:
 async def test_a_body_is_hashed_once_and_s3_still_checks_it(
     make_settings: SettingsFactory, stub: S3Stub
 ) -> None:
-    store = store_for(make_settings, stub)
-    await store.start()
-    try:
+    async with started_store(make_settings, stub) as store:
         sent = capture_put_headers(store)
         body = os.urandom(200_000)
         sha = hashlib.sha256(body).hexdigest()
@@ -76,21 +83,15 @@ async def test_a_body_is_hashed_once_and_s3_still_checks_it(
             await store.put("one/refused", body, content_type="x/y", sha256=wrong)
         assert refused.value.response["Error"]["Code"] == "BadDigest"
         assert (store.bucket, "one/refused") not in stub.objects
-    finally:
-        await store.close()
 
 
 async def test_payload_signing_when_asked_for(make_settings: SettingsFactory, stub: S3Stub) -> None:
-    store = store_for(make_settings, stub, s3_sign_payload=True)
-    await store.start()
-    try:
+    async with started_store(make_settings, stub, s3_sign_payload=True) as store:
         sent = capture_put_headers(store)
         body = b"signed" * 1000
         await store.put("signed/body", body, content_type="x/y")
         assert sent[0]["x-amz-content-sha256"] == hashlib.sha256(body).hexdigest()
         assert stub.objects[(store.bucket, "signed/body")].body == body
-    finally:
-        await store.close()
 
 
 async def test_only_a_large_body_waits_for_100_continue(
@@ -98,9 +99,7 @@ async def test_only_a_large_body_waits_for_100_continue(
 ) -> None:
     """A body under s3_expect_continue_bytes goes with its headers (one round trip less); a
     larger one is still sent only once S3 accepts the request."""
-    store = store_for(make_settings, stub, s3_expect_continue_bytes=1024 * 1024)
-    await store.start()
-    try:
+    async with started_store(make_settings, stub, s3_expect_continue_bytes=1024 * 1024) as store:
         sent = capture_put_headers(store)
         small, large = os.urandom(64 * 1024), os.urandom(1024 * 1024)
         await store.put("expect/small", small, content_type="x/y")
@@ -108,17 +107,11 @@ async def test_only_a_large_body_waits_for_100_continue(
         assert [h.get("expect") for h in sent] == [None, "100-continue"]
         assert stub.objects[(store.bucket, "expect/small")].body == small
         assert stub.objects[(store.bucket, "expect/large")].body == large
-    finally:
-        await store.close()
 
-    always = store_for(make_settings, stub, s3_expect_continue_bytes=0)
-    await always.start()
-    try:
+    async with started_store(make_settings, stub, s3_expect_continue_bytes=0) as always:
         sent = capture_put_headers(always)
         await always.put("expect/tiny", b"tiny", content_type="x/y")
         assert sent[0].get("expect") == "100-continue"
-    finally:
-        await always.close()
 
 
 def count_ruleset_evaluations(store: S3ObjectStore) -> Callable[[], int]:
@@ -138,9 +131,7 @@ def count_ruleset_evaluations(store: S3ObjectStore) -> Callable[[], int]:
 async def test_endpoint_is_resolved_once_for_many_keys(
     make_settings: SettingsFactory, stub: S3Stub
 ) -> None:
-    store = store_for(make_settings, stub)
-    await store.start()
-    try:
+    async with started_store(make_settings, stub) as store:
         resolver = store.client._ruleset_resolver
         assert not set(UNREAD_CANDIDATES) & set(resolver._param_definitions)
         # the ruleset itself (what other clients share) keeps its declared parameters
@@ -151,8 +142,6 @@ async def test_endpoint_is_resolved_once_for_many_keys(
         assert evaluations() <= 1
         for i in range(5):
             assert stub.objects[(store.bucket, f"cached/{i}")].body == b"leaf %d" % i
-    finally:
-        await store.close()
 
 
 def test_a_parameter_some_rule_reads_is_kept() -> None:
