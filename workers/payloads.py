@@ -48,11 +48,12 @@ class BlobState:
 
 @asynccontextmanager
 async def read_states(ctx: IoContext, jobs: Sequence[UploadJob]) -> AsyncIterator[list[BlobState]]:
-    """For each upload, its :class:`BlobState`, in one round trip; the payloads read along are
-    held in the byte budget until :func:`let_go` (at the latest when the block ends). While S3
-    is healthy a small payload (≤ PREFETCH_MAX_BYTES) is read with its state when the budget
-    has room at once (wasted only for a re-run job); every other payload is read by
-    :func:`put_blob` when its upload goes, under the budget."""
+    """For each upload, its :class:`BlobState`, in one round trip (and one more to re-read the
+    breaker when this process' view of it has lapsed); the payloads read along are held in the
+    byte budget until :func:`let_go` (at the latest when the block ends). While the breaker is
+    closed with no failures a small payload (≤ PREFETCH_MAX_BYTES) is read with its state when
+    the budget has room at once (wasted only for a re-run job); every other payload is read
+    by :func:`put_blob` when its upload goes, under the budget."""
     prefetch = await ctx.breaker.refresh()
     held = [
         job.blob.size
