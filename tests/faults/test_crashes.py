@@ -146,11 +146,17 @@ async def test_sigkill_every_role_and_a_pool_process_under_load(
                 log.append(f"{at:.1f}s pool {victim}{holding}")
                 # the worker notices when a job hits the dead process; wait for the rebuild
 
-                def rebuilt(gpu: int = gpu, victim: int = victim) -> list[int]:
-                    return [p for p in pool_pids(gpu) if p != victim]
+                survivors: list[int] = []
+
+                def rebuilt(
+                    gpu: int = gpu, victim: int = victim, survivors: list[int] = survivors
+                ) -> list[int]:
+                    survivors[:] = [p for p in pool_pids(gpu) if p != victim]
+                    return survivors
 
                 await wait_until(rebuilt, 30, "the inference pool to be rebuilt")
-                replaced_pools.append((victim, pool_pids(gpu)[0]))
+                # what the wait saw: listing the pool again may catch it mid-rebuild (empty)
+                replaced_pools.append((victim, survivors[0]))
             else:
                 dead.append(cluster.workers[event])
                 cluster.kill(event)  # SIGKILL, mid-job most likely
@@ -235,7 +241,7 @@ def die_before(ctx: dict[str, Any], store: str, method: str) -> None:
 
 CRASH_POINTS = [
     ("sessions", "set_result"),
-    ("blobs", "put"),
+    ("blobs", "put_many"),
     ("artifacts", "register"),
     ("sessions", "set_field"),
     ("sessions", "transition"),
@@ -300,6 +306,7 @@ async def test_aggregate_rerun_after_a_crash_ends_the_session_once(
         queued = await redis.exists(f"arq:job:{upload_job_id(results_id)}")
         await forget_jobs(redis, sid)
     where = f"died before {store}.{method}: {died}; re-run {rerun}"
+    assert died, f"{where}: aggregate never reached {store}.{method} (a stale crash point)"
     assert record.status == "completed" and result is not None, (
         f"{where}: session {record.status}/{record.stage}, result stored: {result is not None}"
     )
