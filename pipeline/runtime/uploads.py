@@ -55,8 +55,8 @@ async def stage(
     final: bool = False,
 ) -> list[UploadJob]:
     """Store each output's bytes as a blob and register its artifact (pending); ``final``
-    marks the session's last artifact. Returns the upload jobs to ``enqueue``. Two round
-    trips whatever the number of outputs: the blobs, then the artifacts."""
+    marks the session's last artifact. Returns the upload jobs to ``enqueue``. The blobs
+    go in one round trip (one more per blob of a MiB or more), the artifacts in one."""
     refs = await blobs.put_many(
         [(out.body, [upload_holder(out.artifact_id), *out.holders]) for out in outputs]
     )
