@@ -152,7 +152,7 @@ def seg_sample(
         img, masks = img.transpose(1, 0, 2), masks.transpose(0, 2, 1)
     chw = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
     masks = np.ascontiguousarray(masks)
-    keep = masks.reshape(len(masks), -1).sum(1) > 16
+    keep = masks.reshape(len(masks), size * size).sum(1) > 16
     return chw, masks[keep], sc.classes[keep]
 
 

@@ -32,7 +32,8 @@ except ImportError as exc:  # the runtime's venv: no PyTorch
         "(see pipeline/models/README_MODELS.md)"
     ) from exc
 
-from training.data import generate, scene_jobs, split_scenes
+from pipeline.synth.scene import VARIANTS, Variant
+from training.data import generate, scene_jobs, split_scenes, variant_jobs
 from training.evaluate import eval_det, eval_seg, verify_shapes
 from training.export import (
     export_onnx,
@@ -54,10 +55,23 @@ from training.layout import (
     SEG_NET,
     SEG_SHAPES,
     SEG_STRIDE,
+    VARIANT_OFFSET,
+    VARIANT_STRIDE,
 )
 from training.train import log, train_det, train_seg
 
 PROG = "python -m training.build"
+
+
+def variant_list(text: str) -> list[Variant]:
+    """``"wide,angled"`` → the generator variants (ValueError for an unknown one)."""
+    chosen: list[Variant] = []
+    for name in (n.strip() for n in text.split(",") if n.strip()):
+        variant = next((v for v in VARIANTS if v == name and v != "classic"), None)
+        if variant is None:
+            raise ValueError(f"unknown variant {name!r}: one of {', '.join(VARIANTS[1:])}")
+        chosen.append(variant)
+    return chosen
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -69,8 +83,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--det-scenes", type=int, default=140)
     ap.add_argument("--seg-shared-scenes", type=int, default=60, help="det scenes reused by seg")
     ap.add_argument("--seg-scenes", type=int, default=90, help="extra scenes for seg only")
-    ap.add_argument("--det-iters", type=int, default=1800)
-    ap.add_argument("--seg-iters", type=int, default=1000)
+    ap.add_argument(
+        "--variants",
+        default=",".join(v for v in VARIANTS if v != "classic"),
+        help="other scene generators trained on besides classic (comma-separated; '' for none)",
+    )
+    ap.add_argument(
+        "--det-variant-scenes", type=int, default=40, help="2000x1500 scenes per other variant"
+    )
+    ap.add_argument(
+        "--seg-variant-scenes", type=int, default=20, help="extra seg-only scenes per variant"
+    )
+    ap.add_argument("--det-iters", type=int, default=4500)
+    ap.add_argument("--seg-iters", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument(
         "--det-loss",
@@ -102,6 +127,10 @@ def train_and_export(
     base = args.seed * 1_000_000
     n_det = args.det_scenes
     jobs = scene_jobs(base, n_det, args.seg_shared_scenes, args.seg_scenes, do_det, do_seg)
+    variants = variant_list(args.variants)
+    jobs += variant_jobs(
+        base, variants, args.det_variant_scenes, args.seg_variant_scenes, do_det, do_seg
+    )
     t = time.time()
     log(f"generating {len(jobs)} scenes (seeds {jobs[0][0]}..{jobs[-1][0]})")
     det_scenes, seg_scenes = split_scenes(
@@ -128,8 +157,11 @@ def train_and_export(
         report["det_parity_max_abs"] = parity(exp, out / "det.onnx", DET_IMGSZ, args.seed)
         report["det_params"] = sum(p.numel() for p in det.parameters())
         report["det_train"] = {
-            "scenes": n_det,
+            "scenes": len(det_scenes),
             "scene_seeds": [base, base + n_det - 1],
+            "variants": {v: args.det_variant_scenes for v in variants},
+            "variant_seeds": f"{base + VARIANT_OFFSET} + k * {VARIANT_STRIDE} + i, k = index "
+            "in variants",
             "iters": args.det_iters,
             "batch": args.batch,
             "crop": 256,
@@ -154,6 +186,7 @@ def train_and_export(
                 f"{extra}..{extra + args.seg_scenes - 1}"
                 f" ({', '.join(f'{w}x{h}' for w, h in SEG_SHAPES)})"
             ),
+            "variants": {v: args.det_variant_scenes + args.seg_variant_scenes for v in variants},
             "iters": args.seg_iters,
             "batch": args.seg_batch,
             "net_input": SEG_NET,
@@ -174,6 +207,12 @@ def evaluate_models(
         ev4 = [HELDOUT_BASE + 500 + i for i in range(max(1, args.eval_det_scenes // 4))]
         report["det_eval_4000"] = eval_det(det_path, ev4, (4000, 3000))
         log(f"det held-out 4000x3000: {report['det_eval_4000']}")
+        per_variant: dict[str, Any] = {}
+        for k, variant in enumerate(variant_list(args.variants)):
+            seeds = [HELDOUT_BASE + 2000 + 100 * k + i for i in range(2)]
+            per_variant[variant] = eval_det(det_path, seeds, (2000, 1500), variant=variant)
+            log(f"det held-out {variant} 2000x1500: {per_variant[variant]}")
+        report["det_eval_variants"] = per_variant
     if seg_path is not None:
         shapes = [(2000, 1500), (1500, 2000), (4000, 3000), (2000, 2000), (2400, 1350)]
         n = args.eval_seg_scenes

@@ -18,11 +18,21 @@ from PIL import Image, ImageDraw
 
 from pipeline.inference.yolo import LetterboxInfo, letterbox
 from pipeline.synth import Scene, generate_scene
-from training.layout import SEG_EXTRA_OFFSET, SEG_IMGSZ, SEG_NET, SEG_POOL, SEG_SHAPES
+from pipeline.synth.scene import Variant
+from training.layout import (
+    SEG_EXTRA_OFFSET,
+    SEG_IMGSZ,
+    SEG_NET,
+    SEG_POOL,
+    SEG_SHAPES,
+    VARIANT_OFFSET,
+    VARIANT_STRIDE,
+)
 
 U8 = NDArray[np.uint8]
 F32 = NDArray[np.float32]
-SceneJob = tuple[int, int, int, bool]  # (seed, width, height, keep full-res for det)
+# (seed, width, height, keep full-res for det, generator variant)
+SceneJob = tuple[int, int, int, bool, Variant]
 
 
 @dataclass
@@ -78,7 +88,7 @@ def seg_scene(scene: Scene) -> SegScene:
         masks.append(polygon_mask(poly, SEG_NET, SEG_NET))
     return SegScene(
         image=small,
-        masks=np.stack(masks),
+        masks=np.stack(masks) if masks else np.zeros((0, SEG_NET, SEG_NET), dtype=bool),
         classes=np.array([c.class_id for c in scene.containers], dtype=np.int64),
     )
 
@@ -93,8 +103,8 @@ def det_scene(scene: Scene) -> DetScene:
 
 
 def _job(args: SceneJob) -> tuple[DetScene | None, SegScene]:
-    seed, w, h, want_det = args
-    scene = generate_scene(seed, w, h)
+    seed, w, h, want_det, variant = args
+    scene = generate_scene(seed, w, h, variant=variant)
     return (det_scene(scene) if want_det else None), seg_scene(scene)
 
 
@@ -108,11 +118,34 @@ def scene_jobs(
     ``base + SEG_EXTRA_OFFSET + j``. Which models are built does not change any model's data.
     """
     n_first = max(n_det if det else 0, n_seg_shared if seg else 0)
-    jobs = [(base + i, 2000, 1500, det and i < n_det) for i in range(n_first)]
+    jobs: list[SceneJob] = [
+        (base + i, 2000, 1500, det and i < n_det, "classic") for i in range(n_first)
+    ]
     if seg:
         for j in range(n_seg_extra):
             w, h = SEG_SHAPES[j % len(SEG_SHAPES)]
-            jobs.append((base + SEG_EXTRA_OFFSET + j, w, h, False))
+            jobs.append((base + SEG_EXTRA_OFFSET + j, w, h, False, "classic"))
+    return jobs
+
+
+def variant_jobs(
+    base: int, variants: Sequence[Variant], n_det: int, n_seg: int, det: bool, seg: bool
+) -> list[SceneJob]:
+    """Scene jobs of the other generators (``wide`` and the conditions), after the classic ones.
+
+    Variant ``k`` (its index in ``variants``) uses seeds ``base + VARIANT_OFFSET + k ·
+    VARIANT_STRIDE + i``: ``n_det`` scenes at 2000×1500 for detection (segmentation uses them
+    too), then ``n_seg`` at the segmentation shapes for segmentation only.
+    """
+    jobs: list[SceneJob] = []
+    for k, variant in enumerate(variants):
+        first = base + VARIANT_OFFSET + k * VARIANT_STRIDE
+        n_first = n_det if det else (n_det if seg else 0)
+        jobs += [(first + i, 2000, 1500, det, variant) for i in range(n_first)]
+        if seg:
+            for j in range(n_seg):
+                w, h = SEG_SHAPES[j % len(SEG_SHAPES)]
+                jobs.append((first + VARIANT_STRIDE // 2 + j, w, h, False, variant))
     return jobs
 
 
@@ -135,7 +168,7 @@ def split_scenes(
     det = [d for d, _ in results if d is not None]
     seg = [
         s
-        for (seed, _, _, _), (_, s) in zip(jobs, results, strict=True)
-        if seed - base < n_seg_shared or seed - base >= SEG_EXTRA_OFFSET
+        for (seed, _, _, _, variant), (_, s) in zip(jobs, results, strict=True)
+        if variant != "classic" or seed - base < n_seg_shared or seed - base >= SEG_EXTRA_OFFSET
     ]
     return det, seg

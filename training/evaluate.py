@@ -31,6 +31,7 @@ from pipeline.inference.yolo import (
     letterbox_into,
 )
 from pipeline.synth import generate_scene
+from pipeline.synth.scene import Variant
 from pipeline.vision.merge import match_metric
 from pipeline.vision.tiling import slice_boxes
 from training.data import polygon_mask
@@ -114,8 +115,9 @@ def eval_det(
     conf: float = 0.25,
     iou: float = 0.5,
     max_det: int = DET_ANCHORS,
+    variant: Variant = "classic",
 ) -> dict[str, Any]:
-    """Per-slice detection metrics on held-out scenes.
+    """Per-slice detection metrics on held-out scenes (of the generator ``variant``).
 
     ``max_det`` defaults to every anchor (no cap), the metric this build has always recorded:
     :func:`~pipeline.inference.yolo.decode_detect`'s own default of 300 cuts dense seedbed
@@ -126,7 +128,7 @@ def eval_det(
     clear_tot = clear_hit = all_tot = all_hit = 0
     slices = 0
     for seed in seeds:
-        sc = generate_scene(seed, *size)
+        sc = generate_scene(seed, *size, variant=variant)
         img = np.asarray(sc.image)
         h, w = img.shape[:2]
         boxes = np.array([p.box for p in sc.plants], dtype=np.float32).reshape(-1, 4)

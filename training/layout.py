@@ -28,6 +28,8 @@ __all__ = [
     "SEG_POOL",
     "SEG_SHAPES",
     "SEG_STRIDE",
+    "VARIANT_OFFSET",
+    "VARIANT_STRIDE",
 ]
 
 DET_NAMES: Final = [PLANT_CLASS]
@@ -44,4 +46,7 @@ DET_DIST_SCALE: Final = 16.0
 SEG_DIST_SCALE: Final = 32.0
 HELDOUT_BASE: Final = 900_000_000  # held-out seeds, disjoint from every training seed
 SEG_EXTRA_OFFSET: Final = 500_000
+# scenes of the other generators (wide, conditions): base + VARIANT_OFFSET + k * VARIANT_STRIDE
+VARIANT_OFFSET: Final = 600_000
+VARIANT_STRIDE: Final = 20_000
 SEG_SHAPES: Final = [(1024, 768), (768, 1024), (1024, 1024), (1024, 576), (1024, 683), (900, 1200)]

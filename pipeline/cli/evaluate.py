@@ -22,7 +22,11 @@ def evaluate(
         typer.Option(help="photo size WxH, e.g. 4000x3000; repeat for several sizes"),
     ] = None,
     variant: Annotated[
-        str, typer.Option(help="scene generator: classic (training-like) or wide")
+        str,
+        typer.Option(
+            help="scene generator: classic (training-like), wide, or a condition: angled, "
+            "trays, foliage, lighting, mixed, pots"
+        ),
     ] = "classic",
     sets: Annotated[
         list[str] | None,

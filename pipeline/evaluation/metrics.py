@@ -4,7 +4,7 @@ and per set (``SceneScore``, ``EvaluationReport``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,6 +22,12 @@ class SceneScore:
     seconds: float
     duplicates: int = 0
     unassigned: int = 0
+    #: detections on no plant at all (IoU < 0.1 with every plant, centre in no plant's box)
+    false_detections: int = 0
+    #: of those, the ones centred in an empty cell of a cell tray or an empty pot
+    false_empty: int = 0
+    #: foliage group → (clearly visible plants detected at IoU ≥ 0.5, clearly visible plants)
+    foliage: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -49,6 +55,21 @@ class EvaluationReport(BaseModel):
     worst_seed: int = 0
     worst_error_pct: float = 0.0
     unassigned: int = 0
+    false_pct: float = 0.0
+    false_empty_pct: float = 0.0
+    #: foliage group → detection recall (IoU ≥ 0.5) of its clearly visible plants
+    recall_by_foliage: dict[str, float] = {}
+    plants_by_foliage: dict[str, int] = {}
+
+    def recall_of(self, groups: frozenset[str]) -> float | None:
+        """Detection recall over the plants of ``groups`` together (None: no such plant)."""
+        total = sum(self.plants_by_foliage.get(g, 0) for g in groups)
+        if total == 0:
+            return None
+        found = sum(
+            self.recall_by_foliage.get(g, 0.0) * self.plants_by_foliage.get(g, 0) for g in groups
+        )
+        return found / total
 
     @property
     def improvement_pp(self) -> float:
@@ -71,6 +92,12 @@ class EvaluationReport(BaseModel):
                 f"| worst scene (seed: error) | | {self.worst_seed}: "
                 f"{self.worst_error_pct:+.1f}% |",
                 f"| duplicates (share of plants) | {self.duplicates_pct:.2f}% | |",
+                f"| false detections (share of plants) | {self.false_pct:.2f}% | |",
+                f"| … on empty cells and pots | {self.false_empty_pct:.2f}% | |",
+                *(
+                    f"| recall of {name} plants ({self.plants_by_foliage[name]}) | {recall:.3f} | |"
+                    for name, recall in self.recall_by_foliage.items()
+                ),
                 "",
                 f"Band estimation lowers MAPE by {self.improvement_pp:.1f} percentage points; "
                 f"{self.unassigned} detections lay outside every segment (counted); "
@@ -93,23 +120,35 @@ def average_precision(scored_hits: Sequence[tuple[float, bool]], positives: int)
     return float(np.sum((recall[1:] - recall[:-1]) * precision[1:]))
 
 
+def match_one_to_one(
+    boxes: NDArray[np.float64],
+    scores: NDArray[np.float64],
+    truth: NDArray[np.float64],
+    iou: float = 0.5,
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """Greedy one-to-one matching, best score first, at IoU ≥ ``iou``: which plants were
+    matched and which detections matched one."""
+    matched = np.zeros(len(truth), dtype=bool)
+    hits = np.zeros(len(boxes), dtype=bool)
+    if len(truth) == 0:
+        return matched, hits
+    for i in np.argsort(-scores, kind="stable"):
+        overlap = match_metric(boxes[i], truth, "iou")
+        overlap[matched] = -1.0
+        best = int(np.argmax(overlap))
+        if overlap[best] >= iou:
+            matched[best] = True
+            hits[i] = True
+    return matched, hits
+
+
 def match_detections(
     boxes: NDArray[np.float64], scores: NDArray[np.float64], truth: NDArray[np.float64]
 ) -> list[tuple[float, bool]]:
-    """Greedy matching at IoU ≥ 0.5, best score first; each truth matched once."""
-    taken = np.zeros(len(truth), dtype=bool)
-    out: list[tuple[float, bool]] = []
-    for i in np.argsort(-scores, kind="stable"):
-        hit = False
-        if len(truth):
-            iou = match_metric(boxes[i], truth, "iou")
-            iou[taken] = -1.0
-            best = int(np.argmax(iou))
-            if iou[best] >= 0.5:
-                taken[best] = True
-                hit = True
-        out.append((float(scores[i]), hit))
-    return out
+    """Greedy matching at IoU ≥ 0.5, best score first; each truth matched once:
+    ``(score, hit)`` per detection, best score first."""
+    _, hits = match_one_to_one(boxes, scores, truth)
+    return [(float(scores[i]), bool(hits[i])) for i in np.argsort(-scores, kind="stable")]
 
 
 def count_duplicates(
@@ -124,18 +163,9 @@ def count_duplicates(
     """
     if len(boxes) == 0 or len(truth) == 0:
         return 0
-    matched = np.zeros(len(truth), dtype=bool)
-    unmatched_dets: list[int] = []
-    for i in np.argsort(-scores, kind="stable"):
-        iou = match_metric(boxes[i], truth, "iou")
-        iou[matched] = -1.0
-        best = int(np.argmax(iou))
-        if iou[best] >= 0.5:
-            matched[best] = True
-        else:
-            unmatched_dets.append(int(i))
+    matched, hits = match_one_to_one(boxes, scores, truth)
     duplicates = 0
-    for i in unmatched_dets:
+    for i in np.flatnonzero(~hits):
         iou = match_metric(boxes[i], truth, "iou")
         best = int(np.argmax(iou))
         if iou[best] < 0.25 or not matched[best]:
@@ -144,3 +174,28 @@ def count_duplicates(
             continue
         duplicates += 1
     return duplicates
+
+
+def false_detections(boxes: NDArray[np.float64], truth: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """Detections on no plant: IoU < 0.1 with every plant and a centre in no plant's box."""
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=bool)
+    if len(truth) == 0:
+        return np.ones(len(boxes), dtype=bool)
+    out = np.zeros(len(boxes), dtype=bool)
+    for i in range(len(boxes)):
+        if match_metric(boxes[i], truth, "iou").max() >= 0.1:
+            continue
+        out[i] = not centred_in(boxes[i : i + 1], truth)[0]
+    return out
+
+
+def centred_in(boxes: NDArray[np.float64], areas: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """Whether each box's centre lies in any of ``areas`` (x1, y1, x2, y2)."""
+    if len(boxes) == 0 or len(areas) == 0:
+        return np.zeros(len(boxes), dtype=bool)
+    cx = ((boxes[:, 0] + boxes[:, 2]) / 2)[:, None]
+    cy = ((boxes[:, 1] + boxes[:, 3]) / 2)[:, None]
+    a = areas[None, :, :]
+    inside = (a[..., 0] <= cx) & (cx < a[..., 2]) & (a[..., 1] <= cy) & (cy < a[..., 3])
+    return np.asarray(inside.any(axis=1), dtype=bool)

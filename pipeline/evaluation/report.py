@@ -14,7 +14,8 @@ from pathlib import Path
 from pipeline.evaluation.metrics import EvaluationReport, SceneScore
 from pipeline.evaluation.scenes import evaluate
 from pipeline.inference.analyze import PhotoAnalyzer
-from pipeline.synth.scene import Variant
+from pipeline.synth.foliage import RED_PURPLE
+from pipeline.synth.scene import VARIANTS, Variant
 
 
 def _sha256(path: Path | None) -> str:
@@ -50,14 +51,21 @@ def parse_size(text: str) -> tuple[int, int]:
 def parse_set(text: str) -> EvalSet:
     """``"wide@4000x3000"`` (or ``"classic"``, size 2000×1500) → an :class:`EvalSet`."""
     name, _, size = text.partition("@")
-    if name not in ("classic", "wide"):
-        raise ValueError(f"set must be classic[@WxH] or wide[@WxH], got {text!r}")
+    variant = next((v for v in VARIANTS if v == name), None)
+    if variant is None:
+        names = ", ".join(VARIANTS)
+        raise ValueError(f"set must be VARIANT[@WxH], VARIANT one of {names}; got {text!r}")
     width, height = parse_size(size) if size else (2000, 1500)
-    variant: Variant = "wide" if name == "wide" else "classic"
     return EvalSet(variant, width, height)
 
 
 Run = tuple[EvaluationReport, Sequence[SceneScore]]
+
+
+def _recalls(report: EvaluationReport) -> str:
+    green = report.recall_of(frozenset({"green"}))
+    red = report.recall_of(RED_PURPLE)
+    return " / ".join("–" if r is None else f"{r:.3f}" for r in (green, red))
 
 
 def report_document(
@@ -115,15 +123,17 @@ def report_document(
     if len(runs) > 1:
         lines += [
             "",
-            "| set | scenes | plants | MAPE | MAE | worst scene | duplicates | AP50 | s/scene |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| set | scenes | plants | MAPE | MAE | worst scene | duplicates | false "
+            "(empty cells) | recall green / red-purple | AP50 | s/scene |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for report, _ in runs:
             lines.append(
                 f"| `{report.variant}` {report.width}×{report.height} | {report.scenes} | "
                 f"{report.plants} | {report.mape_total:.1f}% | {report.mae_total:.1f} | "
                 f"{report.worst_seed}: {report.worst_error_pct:+.1f}% | "
-                f"{report.duplicates_pct:.2f}% | {report.ap50:.3f} | "
+                f"{report.duplicates_pct:.2f}% | {report.false_pct:.2f}% "
+                f"({report.false_empty_pct:.2f}%) | {_recalls(report)} | {report.ap50:.3f} | "
                 f"{report.seconds_per_scene:.2f} |"
             )
     for report, scores in runs:
@@ -134,13 +144,14 @@ def report_document(
             report.markdown(),
             "",
             "| seed | true plants | detected | estimated | detected + estimated | error | "
-            "duplicates | outside segments | s |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "duplicates | false (empty cells) | outside segments | s |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for s in scores:
             lines.append(
                 f"| {s.seed} | {s.truth} | {s.detected} | {s.estimated} | {s.total} | "
-                f"{s.error_pct:+.1f}% | {s.duplicates} | {s.unassigned} | {s.seconds:.1f} |"
+                f"{s.error_pct:+.1f}% | {s.duplicates} | {s.false_detections} ({s.false_empty}) "
+                f"| {s.unassigned} | {s.seconds:.1f} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -191,7 +202,7 @@ def resolve_sets(
     ``--size`` (or ``--width``/``--height``, default 2000×1500). Raises ValueError."""
     if sets:
         return [parse_set(s) for s in sets]
-    if variant not in ("classic", "wide"):
-        raise ValueError(f"variant must be classic or wide, got {variant!r}")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
     dims = [parse_size(s) for s in sizes] if sizes else [(width or 2000, height or 1500)]
     return [parse_set(f"{variant}@{w}x{h}") for w, h in dims]

@@ -16,13 +16,19 @@ from pipeline.evaluation.metrics import (
     EvaluationReport,
     SceneScore,
     average_precision,
+    centred_in,
     count_duplicates,
+    false_detections,
     match_detections,
+    match_one_to_one,
 )
 from pipeline.inference.analyze import PhotoAnalyzer
 from pipeline.inference.config import InferenceConfig
 from pipeline.synth import Scene, generate_scene
 from pipeline.synth.scene import Variant
+
+#: Plants at least this visible count in the recall by foliage (the rest are mostly hidden).
+CLEAR_VISIBILITY = 0.5
 
 
 def encode(scene: Scene, quality: int | None = None) -> bytes:
@@ -49,6 +55,15 @@ def score_scene(
         dtype=np.float64,
     ).reshape(-1, 4)  # fmt: skip
     confidences = np.array([d.confidence for d in analysis.detections], dtype=np.float64)
+    matched, _ = match_one_to_one(boxes, confidences, truth)
+    false = false_detections(boxes, truth)
+    empty = np.array(scene.empty_cells, dtype=np.float64).reshape(-1, 4)
+    clear = np.array([p.visibility >= CLEAR_VISIBILITY for p in scene.plants], dtype=bool)
+    foliage: dict[str, tuple[int, int]] = {}
+    for plant, hit, shown in zip(scene.plants, matched, clear, strict=True):
+        if shown:
+            found, total = foliage.get(plant.foliage, (0, 0))
+            foliage[plant.foliage] = (found + int(hit), total + 1)
     score = SceneScore(
         seed,
         len(truth),
@@ -57,6 +72,9 @@ def score_scene(
         elapsed,
         duplicates=count_duplicates(boxes, confidences, truth),
         unassigned=sum(d.segment_index is None for d in analysis.detections),
+        false_detections=int(false.sum()),
+        false_empty=int((false & centred_in(boxes, empty)).sum()),
+        foliage=foliage,
     )
     return score, match_detections(boxes, confidences, truth)
 
@@ -126,7 +144,18 @@ def evaluate(
     detected = np.array([s.detected for s in scores], dtype=np.float64)
     safe = np.maximum(truths, 1.0)
     worst = max(scores, key=lambda s: abs(s.error_pct))
+    by_foliage: dict[str, tuple[int, int]] = {}
+    for s in scores:
+        for name, (found, total) in s.foliage.items():
+            f0, t0 = by_foliage.get(name, (0, 0))
+            by_foliage[name] = (f0 + found, t0 + total)
     return EvaluationReport(
+        false_pct=round(100.0 * sum(s.false_detections for s in scores) / max(positives, 1), 3),
+        false_empty_pct=round(100.0 * sum(s.false_empty for s in scores) / max(positives, 1), 3),
+        recall_by_foliage={
+            name: round(found / total, 4) for name, (found, total) in sorted(by_foliage.items())
+        },
+        plants_by_foliage={name: total for name, (_, total) in sorted(by_foliage.items())},
         scenes=len(chosen),
         first_seed=chosen[0] if chosen else first_seed,
         variant=variant,

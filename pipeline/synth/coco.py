@@ -82,7 +82,8 @@ def coco_dict(scenes: Sequence[Scene]) -> dict[str, Any]:
                     "bbox": [x1, y1, x2 - x1, y2 - y1],
                     "area": (x2 - x1) * (y2 - y1),
                     "iscrowd": 0,
-                    "container_id": container_ids[p.container],
+                    "container_id": None if p.container < 0 else container_ids[p.container],
+                    "foliage": p.foliage,
                     "visibility": p.visibility,
                 }
             )

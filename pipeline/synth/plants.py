@@ -13,6 +13,7 @@ F32 = NDArray[np.float32]
 
 SUPERSAMPLE = 2
 VEIN = 250
+MARGIN = 100  # label offset of leaf margins (variegated looks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,8 +23,12 @@ class PlantLook:
     hue: float  # 0..1 (HSV), greens ≈ 0.2..0.45
     sat: float
     val: float
-    style: int  # 0 elongated rosette, 1 broad rosette, 2 clustered blob
+    style: int  # 0 elongated rosette, 1 broad rosette, 2 clustered blob, 3 succulent
     leaves: tuple[int, int]
+    #: HSV of a leaf margin of another colour (variegated leaves, red-edged lettuce), or None
+    margin: tuple[float, float, float] | None = None
+    #: the foliage colour group of the look (evaluation reports recall per group)
+    foliage: str = "green"
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,9 @@ def render_plant(
     draw = ImageDraw.Draw(label)
     n = int(rng.integers(look.leaves[0], look.leaves[1] + 1))
     base_angle = rng.uniform(0, 2 * np.pi)
-    for k in range(n):
+    if look.style == 3:
+        n = _succulent(rng, draw, look, n, base_angle, cx, cy, rad)
+    for k in range(n if look.style != 3 else 0):
         idx = k + 1
         angle = base_angle + 2 * np.pi * k / n + rng.normal(0, 0.25)
         if look.style == 2:
@@ -168,6 +175,20 @@ def render_plant(
         pts = _leaf_polygon(
             cx, cy, angle, start, length, length * width_ratio, bend, pointed, rad - 1.0
         )
+        if look.margin is not None:
+            # the leaf in the margin colour, its narrower core in the leaf colour over it
+            draw.polygon(pts, fill=MARGIN + idx)
+            pts = _leaf_polygon(
+                cx,
+                cy,
+                angle,
+                start,
+                0.9 * length,
+                0.5 * length * width_ratio,
+                bend,
+                pointed,
+                rad - 1.0,
+            )
         draw.polygon(pts, fill=idx)
         if look.style == 0 and rng.random() < 0.7:
             tip = (
@@ -185,6 +206,10 @@ def render_plant(
             look.val * rng.uniform(0.78, 1.15),
         )
     colours[VEIN] = _rgb(look.hue, look.sat * 0.55, min(1.0, look.val * 1.3))
+    if look.margin is not None:
+        mh, ms, mv = look.margin
+        for k in range(1, n + 1):
+            colours[MARGIN + k] = _rgb(mh, ms, mv * float(rng.uniform(0.9, 1.08)))
     rgb = colours[lab]
     axis = np.arange(big, dtype=np.float32)
     r = np.hypot(axis[None, :] - cx, axis[:, None] - cy) / max(rad, 1.0)
@@ -207,6 +232,46 @@ def render_plant(
         np.asarray(a_small, dtype=np.float32),
         pad,
     )
+
+
+def _succulent(
+    rng: np.random.Generator,
+    draw: ImageDraw.ImageDraw,
+    look: PlantLook,
+    n: int,
+    base_angle: float,
+    cx: float,
+    cy: float,
+    rad: float,
+) -> int:
+    """A succulent rosette (echeveria-like): an outer whorl of ``n`` broad pointed leaves and
+    an inner, shorter whorl between them, drawn over it. Returns the number of leaf labels."""
+    inner = max(3, n // 2)
+    labels = 0
+    for whorl, count, reach in ((0, n, (0.8, 0.98)), (1, inner, (0.45, 0.62))):
+        offset = base_angle + (np.pi / count if whorl else 0.0)
+        for k in range(count):
+            labels += 1
+            angle = offset + 2 * np.pi * k / count + rng.normal(0, 0.12)
+            length = rad * rng.uniform(*reach)
+            pts = _leaf_polygon(
+                cx,
+                cy,
+                angle,
+                0.0,
+                length,
+                length * rng.uniform(0.45, 0.65),
+                rng.normal(0, 0.05),
+                rng.uniform(0.7, 1.0),
+                rad - 1.0,
+            )
+            if look.margin is not None:
+                draw.polygon(pts, fill=MARGIN + labels)
+                pts = _leaf_polygon(
+                    cx, cy, angle, 0.0, 0.85 * length, 0.4 * length, 0.0, 1.0, rad - 1.0
+                )
+            draw.polygon(pts, fill=labels)
+    return labels
 
 
 def soft_shadow(alpha: F32, blur: float) -> F32:

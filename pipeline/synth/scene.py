@@ -14,6 +14,10 @@ rotated) holding plants. Two generators (``variant``):
   stronger colour casts and exposure, blur up to 1.8 px, JPEG quality 55–95
   (``Scene.jpeg_quality``) and a slight perspective (corners moved up to 4 %; truth boxes
   are the bounding boxes of the warped ones).
+
+and six condition variants (``angled``, ``trays``, ``foliage``, ``lighting``, ``mixed``,
+``pots``: everyday nursery photos, one condition pushed each), drawn by
+:mod:`pipeline.synth.conditions`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageFilter
 
 from pipeline.synth import textures
+from pipeline.synth.conditions import generate_condition
 from pipeline.synth.containers import (
     ContainerSpec,
     PlantSpot,
@@ -54,6 +59,7 @@ from pipeline.synth.plants import (
     random_look,
     random_look_wide,
 )
+from pipeline.synth.recipes import CONDITIONS
 from pipeline.synth.types import CONTAINER_CLASSES, Box, Container, Plant, Scene
 
 F32 = NDArray[np.float32]
@@ -80,8 +86,8 @@ GRID_BEDS: dict[str, GridBed] = {
 }
 
 
-Variant = Literal["classic", "wide"]
-VARIANTS: tuple[Variant, ...] = ("classic", "wide")
+Variant = Literal["classic", "wide", "angled", "trays", "foliage", "lighting", "mixed", "pots"]
+VARIANTS: tuple[Variant, ...] = ("classic", "wide", *CONDITIONS)
 
 
 def generate_scene(
@@ -102,6 +108,12 @@ def generate_scene(
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if variant in CONDITIONS:
+        if width < 64 or height < 64:
+            raise ValueError(f"scene too small: {width}x{height}")
+        if n_containers is not None or classes or density != 1.0:
+            raise ValueError("n_containers, classes and density apply to classic/wide scenes")
+        return generate_condition(seed, width, height, variant)
     wide = variant == "wide"
     # Draws of the wide generator only: the classic scenes stay bit-identical.
     wid = np.random.default_rng(np.random.SeedSequence([int(seed), 0x51DE]))

@@ -10,6 +10,7 @@ from numpy.typing import NDArray
 # Container classes, in the order of the default segmentation model's class indices.
 CONTAINER_CLASSES: tuple[str, ...] = ("claro-cajon", "segmento", "cajon", "plug", "almacigo")
 PLANT_CLASS = "plant"
+LOOSE = -1  # Plant.container of a plant outside every container (a loose pot)
 
 Point = tuple[float, float]
 Box = tuple[float, float, float, float]
@@ -68,11 +69,14 @@ class Plant:
 
     ``visibility`` is the fraction of the plant's own pixels that no later-drawn plant covers
     (1.0 = fully visible). ``box`` is ``(x1, y1, x2, y2)`` in image pixels, x2/y2 exclusive.
+    ``container`` is -1 (:data:`LOOSE`) for a plant in a loose pot, outside every container;
+    ``foliage`` its colour group (``pipeline.synth.foliage``).
     """
 
     box: Box
     container: int
     visibility: float
+    foliage: str = "green"
 
     @property
     def center(self) -> Point:
@@ -94,6 +98,8 @@ class Scene:
     containers: tuple[Container, ...]
     plants: tuple[Plant, ...]
     jpeg_quality: int | None = None  # the quality to encode it at (None: the caller's choice)
+    #: boxes of the empty cells of cell trays and of empty pots (what must not be counted)
+    empty_cells: tuple[Box, ...] = ()
 
     @property
     def width(self) -> int:
@@ -108,8 +114,9 @@ class Scene:
         return tuple(p for p in self.plants if p.container == container)
 
     def plant_counts(self) -> list[int]:
-        """Number of plants per container, in container order."""
+        """Number of plants per container, in container order (loose plants not counted)."""
         counts = [0] * len(self.containers)
         for p in self.plants:
-            counts[p.container] += 1
+            if p.container != LOOSE:
+                counts[p.container] += 1
         return counts

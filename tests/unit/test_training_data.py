@@ -8,9 +8,9 @@ import numpy as np
 from pipeline.inference.yolo import letterbox, letterbox_info
 from pipeline.models import DET_MODEL, SEG_MODEL
 from pipeline.synth import generate_scene
-from training.data import letterbox_u8, scene_jobs, seg_scene
+from training.data import letterbox_u8, scene_jobs, seg_scene, variant_jobs
 from training.evaluate import eval_det, match, verify_shapes
-from training.layout import PAD, SEG_EXTRA_OFFSET, SEG_NET
+from training.layout import PAD, SEG_EXTRA_OFFSET, SEG_NET, VARIANT_OFFSET, VARIANT_STRIDE
 
 
 def test_the_training_letterbox_is_the_runtimes_in_uint8() -> None:
@@ -30,9 +30,36 @@ def test_a_seg_scene_has_one_mask_per_container() -> None:
     assert seg.classes.tolist() == [c.class_id for c in scene.containers]
 
 
+def test_variant_scenes_have_their_own_seeds() -> None:
+    jobs = variant_jobs(0, ["wide", "pots"], 2, 1, det=True, seg=True)
+    assert [(j[0], j[4], j[3]) for j in jobs] == [
+        (VARIANT_OFFSET, "wide", True),
+        (VARIANT_OFFSET + 1, "wide", True),
+        (VARIANT_OFFSET + VARIANT_STRIDE // 2, "wide", False),
+        (VARIANT_OFFSET + VARIANT_STRIDE, "pots", True),
+        (VARIANT_OFFSET + VARIANT_STRIDE + 1, "pots", True),
+        (VARIANT_OFFSET + VARIANT_STRIDE + VARIANT_STRIDE // 2, "pots", False),
+    ]
+    # segmentation alone uses the same scenes (which models are built changes no data)
+    assert [j[0] for j in variant_jobs(0, ["wide", "pots"], 2, 1, det=False, seg=True)] == [
+        j[0] for j in jobs
+    ]
+    assert variant_jobs(0, ["wide"], 2, 1, det=True, seg=False) == [
+        (VARIANT_OFFSET, 2000, 1500, True, "wide"),
+        (VARIANT_OFFSET + 1, 2000, 1500, True, "wide"),
+    ]
+
+
+def test_a_scene_without_containers_has_no_masks() -> None:
+    scene = generate_scene(4, 640, 480, variant="pots")
+    seg = seg_scene(scene)
+    assert seg.masks.shape == (len(scene.containers), SEG_NET, SEG_NET)
+
+
 def test_scene_seeds_do_not_depend_on_which_models_are_built() -> None:
     both = scene_jobs(0, 3, 2, 2, det=True, seg=True)
     assert [j[0] for j in both] == [0, 1, 2, SEG_EXTRA_OFFSET, SEG_EXTRA_OFFSET + 1]
+    assert {j[4] for j in both} == {"classic"}
     assert scene_jobs(0, 3, 2, 2, det=True, seg=False) == both[:3]
     assert [j[0] for j in scene_jobs(0, 3, 2, 2, det=False, seg=True)] == [
         0,
