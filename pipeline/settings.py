@@ -257,6 +257,19 @@ class Settings(BaseSettings):
         description="a band too poor in detections to calibrate uses the plant area of its "
         "segment's detections, else the photo's, before default_plant_area_px",
     )
+    plant_colours: bool = Field(
+        True,
+        description="vegetation for band estimation from the colours under the photo's own "
+        "detections against its containers' floor (any foliage colour; false = the fixed "
+        "green rule)",
+    )
+    min_plant_support: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="a detection with plant colours under less than this share of its "
+        "centre is not counted (a wall crossing, an empty cell, gravel); 0 = count every box",
+    )
 
     # --- rendering -----------------------------------------------------------------------
     thumbnail_px: int = Field(300, description="thumbnail longest side")

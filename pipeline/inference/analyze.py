@@ -11,21 +11,27 @@ Steps of ``analyze(data)``:
    Container type from ``CONTAINER_TYPE_BY_CLASS``; an unknown class name maps to
    ``"segment"`` with a warning.
 3. Sliced detection (``slicing``): every segment's crop, grown by ``segment_crop_pad``, is
-   cut into SAHI slices; with ``count_unassigned``, photo areas outside every crop get slices
-   of their own. All slices go through the detection model together, in device batches
-   (``det_batch_size``), each letterboxed to the detection input. A box cut by an internal
-   slice edge that the neighbour slice holds whole is dropped (``whole_elsewhere``). With
-   ``rescale_slices``, a measuring pass over a quarter of each region's slices measures
-   the plants first (``detection``, ``pipeline.vision.scale``): a region whose median plant
-   lies above ``rescale_max_px`` of the detector input is detected in larger slices resized
-   down (one box per plant instead of several), one below ``rescale_min_px`` also in
-   smaller slices (an alternative weighed in step 4). Detections are kept
-   for the segment whose mask holds their centre (at most one) and merged per segment with
-   GREEDYNMM; those in no segment are merged the same way (``segment_index`` None).
-4. Band estimation per segment (``counting``), with the plant-area fallback. A region with
-   an alternative pass (small plants in smaller slices) keeps the pass that counts more
-   plants, detected + estimated.
-5. Thumbnail of the oriented photo.
+   cut into SAHI slices, those that reach its mask run; with ``count_unassigned``, photo
+   areas outside every segment get slices of their own. All slices go through the detection
+   model together, in device batches (``det_batch_size``), each letterboxed to the
+   detection input. A box cut by an internal slice edge that the neighbour slice holds
+   whole is dropped (``whole_elsewhere``). With ``rescale_slices``, a measuring pass over a
+   quarter of each region's slices measures the plants first (``detection``,
+   ``pipeline.vision.scale``): a region whose median plant lies above ``rescale_max_px`` of
+   the detector input is detected in larger slices resized down (one box per plant instead
+   of several), one below ``rescale_min_px`` also in smaller slices (an alternative weighed
+   in step 5), one with both zone by zone. Detections are kept for the segment whose mask
+   holds their centre (at most one) and merged per segment with GREEDYNMM; those in no
+   segment are merged the same way (``segment_index`` None).
+4. Plant colours (``colours``, with ``plant_colours``): the colours under the detections'
+   centres against each container's floor. A detection with plant colours under less than
+   ``min_plant_support`` of its centre (a lit wall crossing, an empty cell, a pot rim,
+   gravel) is not counted.
+5. Band estimation per segment (``counting``), with the plant-area fallback; vegetation is
+   what those colours call plant (any foliage colour), plus green that is not one of the
+   floor's common colours. A region with an alternative pass (small plants in smaller
+   slices) keeps the pass that counts more plants, detected + estimated.
+6. Thumbnail of the oriented photo.
 
 ``AnalysisOutput`` stays small: the only mask sent is the counted vegetation as one 1-bit PNG
 (``vegetation_png``); the cpu side renders from the original bytes, ``PhotoAnalysis``
@@ -42,6 +48,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from pipeline.inference.colours import learn_photo_colours
 from pipeline.inference.config import InferenceConfig
 from pipeline.inference.counting import detections_of, estimate_regions, weigh_alternatives
 from pipeline.inference.detection import SlicedDetector
@@ -229,22 +236,47 @@ class PhotoAnalyzer:
         n_slices = result.slices
         per_region = result.found[: len(regions)]
         unassigned = result.found[len(regions)] if len(result.found) > len(regions) else None
+        alternatives = dict(result.alternatives)
         lap("detect")
 
-        photo_boxes = [found.boxes for found in result.found]
+        colours = None
+        if self.config.plant_colours:
+            # what the detections say is plant colour: vegetation of any foliage colour, and
+            # no count for a box that holds none (a wall crossing, an empty cell, gravel)
+            colours = learn_photo_colours(rgb, regions, per_region, self.config.min_plant_support)
+            per_region = [
+                found.subset(colours.supported(r, found.boxes, rgb))
+                for r, found in enumerate(per_region)
+            ]
+            alternatives = {
+                r: found.subset(colours.supported(r, found.boxes, rgb))
+                for r, found in alternatives.items()
+            }
+            if unassigned is not None:
+                unassigned = unassigned.subset(colours.supported(None, unassigned.boxes, rgb))
+        photo_boxes = [found.boxes for found in per_region]
+        if unassigned is not None:
+            photo_boxes.append(unassigned.boxes)
         fallback = self.config.plant_area_fallback
         estimated = estimate_regions(
-            rgb, regions, per_region, photo_boxes, self.band_params, fallback=fallback
+            rgb,
+            regions,
+            per_region,
+            photo_boxes,
+            self.band_params,
+            fallback=fallback,
+            colours=colours,
         )
         weigh_alternatives(
             rgb,
             regions,
             per_region,
-            result.alternatives,
+            alternatives,
             estimated,
             photo_boxes,
             self.band_params,
             fallback=fallback,
+            colours=colours,
         )
         estimations, counted = estimated
         owners: list[tuple[int | None, RegionDetections]] = [

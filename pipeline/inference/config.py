@@ -67,6 +67,8 @@ class InferenceConfig(BaseModel):
     min_calibration_detections: int = 10
     plant_area_factor: float = 0.9
     plant_area_fallback: bool = True
+    plant_colours: bool = True
+    min_plant_support: float = Field(0.1, ge=0, le=1)
     # thumbnails
     thumbnail_px: int = 300
     thumbnail_quality: int = 85

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from numpy.typing import NDArray
 
+from pipeline.inference.colours import PhotoColours
 from pipeline.inference.regions import class_name
 from pipeline.inference.slicing import Region, RegionDetections
 from pipeline.inference.yolo import BoolArray, FloatArray
@@ -65,10 +66,12 @@ def estimate_regions(
     params: BandParams,
     *,
     fallback: bool,
+    colours: PhotoColours | None = None,
 ) -> tuple[list[SegmentEstimation], list[tuple[int, int, BoolArray]]]:
     """Band estimation of every region: its estimation and its counted vegetation mask
     (crop origin and crop-local mask). ``photo_boxes``: every detection of the photo, for
-    the photo's plant area; ``fallback``: ``plant_area_fallback``."""
+    the photo's plant area; ``fallback``: ``plant_area_fallback``; ``colours``: the plant
+    colours learned from the detections (by segment index), else the fixed colour rule."""
     estimations: list[SegmentEstimation] = []
     counted: list[tuple[int, int, BoolArray]] = []
     photo_area = plant_area(photo_boxes, params) if fallback else None
@@ -84,8 +87,11 @@ def estimate_regions(
             area = plant_area([found.boxes], params) or photo_area
             if area is not None:
                 region_params = dataclasses.replace(params, default_plant_area_px=area)
+        plants = None
+        if colours is not None:
+            plants = colours.vegetation(region.segment_index, crop, region.mask)
         estimation, vegetation = estimate_segment_and_mask(
-            crop, region.mask, local, region.segment_index, region_params
+            crop, region.mask, local, region.segment_index, region_params, plants
         )
         estimations.append(estimation)
         counted.append((region.x0, region.y0, vegetation))
@@ -102,6 +108,7 @@ def weigh_alternatives(
     params: BandParams,
     *,
     fallback: bool,
+    colours: PhotoColours | None = None,
 ) -> None:
     """For each region with an alternative detection pass, keep the pass that counts more
     plants, detected + estimated (a pass that misses plants leaves their vegetation to the
@@ -110,7 +117,13 @@ def weigh_alternatives(
     estimations, counted = estimated
     for r, alternative in alternatives.items():
         est, veg = estimate_regions(
-            rgb, [regions[r]], [alternative], photo_boxes, params, fallback=fallback
+            rgb,
+            [regions[r]],
+            [alternative],
+            photo_boxes,
+            params,
+            fallback=fallback,
+            colours=colours,
         )
         now = len(per_region[r].boxes) + estimations[r].estimated
         if len(alternative.boxes) + est[0].estimated > now:

@@ -2,8 +2,9 @@
 
 A ``Region`` is one container segment's crop (photo pixels) and mask; ``region_slices`` cuts
 its detection box into SAHI slices (``slice_grid``, each with where its neighbours lie, for
-``whole_elsewhere``); ``uncovered_slices`` adds slices over photo areas outside every
-region's crop (``UNASSIGNED``). After detection, ``region_detections`` keeps the boxes
+``whole_elsewhere``), only those that reach its grown mask; ``uncovered_slices`` adds slices
+over photo areas outside every region (``UNASSIGNED``): every slice of the photo's grid
+whose core is partly uncovered. After detection, ``region_detections`` keeps the boxes
 centred inside a region's mask and merges them with GREEDYNMM; ``unassigned_detections``
 does the same for boxes centred in no region. No model here: ``PhotoAnalyzer`` runs them.
 """
@@ -16,9 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.inference.config import InferenceConfig
+from pipeline.inference.coverage import Coverage, cell_core
 from pipeline.inference.yolo import BoolArray, FloatArray, IntArray
 from pipeline.vision.merge import greedy_nmm
-from pipeline.vision.tiling import SliceCell, slice_boxes, slice_grid, uncovered_area
+from pipeline.vision.tiling import SliceCell, grid_shape, kept_cells, slice_grid
 
 __all__ = [
     "UNASSIGNED",
@@ -94,6 +96,10 @@ class RegionDetections:
     scores: FloatArray
     classes: IntArray
 
+    def subset(self, keep: BoolArray) -> RegionDetections:
+        """The detections where ``keep`` is True."""
+        return RegionDetections(self.boxes[keep], self.scores[keep], self.classes[keep])
+
 
 def _shift_cell(cell: SliceCell, dx: int, dy: int) -> SliceCell:
     def add(v: int | None, d: int) -> int | None:
@@ -109,44 +115,50 @@ def _shift_cell(cell: SliceCell, dx: int, dy: int) -> SliceCell:
     )
 
 
-def region_slices(index: int, region: Region, slice_size: int, overlap: float) -> list[SliceJob]:
-    """The slices (photo pixels) of one region's detection box, ``region`` = ``index``."""
+def region_slices(
+    index: int,
+    region: Region,
+    slice_size: int,
+    overlap: float,
+    coverage: Coverage | None = None,
+) -> list[SliceJob]:
+    """The slices (photo pixels) of one region's detection box, ``region`` = ``index``.
+
+    With ``coverage``, only the slices that reach the region's grown mask: a turned tray's
+    box corners that belong to a neighbour or the ground are not the region's to look at.
+    """
     bx0, by0, bx1, by1 = region.detection_box
-    jobs: list[SliceJob] = []
-    for cell in slice_grid(bx1 - bx0, by1 - by0, slice_size, overlap):
-        sx1, sy1, sx2, sy2 = cell.box
-        jobs.append(
-            SliceJob(
-                index,
-                bx0 + int(sx1),
-                by0 + int(sy1),
-                bx0 + int(sx2),
-                by0 + int(sy2),
-                _shift_cell(cell, bx0, by0),
-            )
-        )
-    return jobs
+    grid = slice_grid(bx1 - bx0, by1 - by0, slice_size, overlap)
+    cells = [_shift_cell(cell, bx0, by0) for cell in grid]
+    if coverage is not None:
+        _, cols = grid_shape(bx1 - bx0, by1 - by0, slice_size, overlap)
+        keep = [coverage.region_hits(index, cell.box) for cell in cells]
+        cells = kept_cells(cells, keep, cols)
+    return [SliceJob(index, *cell.box, cell) for cell in cells]
 
 
 def uncovered_slices(
-    regions: Sequence[Region],
     width: int,
     height: int,
     slice_size: int,
     overlap: float,
     fraction: float,
+    coverage: Coverage,
 ) -> list[SliceJob]:
-    """``UNASSIGNED`` slices of the photo's grid at least ``fraction`` outside every region's
-    crop (photo areas no region slice looks at); none when ``fraction`` ≥ 1."""
+    """``UNASSIGNED`` slices of the photo's grid whose core (the part of the slice no
+    neighbour is closer to) lies at least ``fraction`` outside every region's grown mask, and
+    at least one cell of it: every uncovered part of the photo is in the core of a slice, so
+    a plant outside every container is seen whatever its size. None when ``fraction`` ≥ 1."""
     if fraction >= 1.0:
         return []
-    covers = [region.detection_box for region in regions]
-    out: list[SliceJob] = []
-    for x1, y1, x2, y2 in slice_boxes(width, height, slice_size, overlap):
-        free = uncovered_area((x1, y1, x2, y2), covers)
-        if free > 0 and free >= fraction * (x2 - x1) * (y2 - y1):
-            out.append(SliceJob(UNASSIGNED, x1, y1, x2, y2))
-    return out
+    grid = slice_grid(width, height, slice_size, overlap)
+    _, cols = grid_shape(width, height, slice_size, overlap)
+    keep = []
+    for cell in grid:
+        x1, y1, x2, y2 = cell_core(cell)
+        free = coverage.uncovered_px((x1, y1, x2, y2))
+        keep.append(free > 0 and free >= fraction * (x2 - x1) * (y2 - y1))
+    return [SliceJob(UNASSIGNED, *c.box, c) for c in kept_cells(grid, keep, cols)]
 
 
 def centres_in(boxes: FloatArray, region: Region) -> BoolArray:

@@ -15,7 +15,8 @@ For one segment:
 3. the crop is cut into ``bands`` horizontal bands of equal height (rows of the crop:
    band ``i`` covers rows ``i·H//bands`` to ``(i+1)·H//bands``);
 4. floor suppression — residual pixels that are floor (soil, substrate, bench) are dropped
-   (:func:`pipeline.vision.vegetation.floor_mask`); what is left is vegetation;
+   (:func:`pipeline.vision.vegetation.floor_mask`, or the caller's ``plants`` mask: colours
+   learned from the detections, any foliage colour); what is left is vegetation;
 5. fringes — vegetation blobs smaller than ``min_component_fraction`` × the band's plant
    area (leaf tips reaching outside a detection's circle, specks) are not plants of their
    own and are not counted (``fringe_px``; 0 disables this step);
@@ -189,12 +190,15 @@ def _run(
     boxes_local: NDArray[Any],
     segment_index: int,
     params: BandParams,
+    plants: BoolArray | None = None,
 ) -> tuple[SegmentEstimation, BoolArray]:
     rgb, seg = _check_inputs(crop_rgb, segment_mask)
     h, w = seg.shape
     boxes = _as_boxes(boxes_local)
     residual = seg & ~detection_mask((h, w), boxes, params)
-    vegetation = residual & vegetation_mask(rgb, within=seg)
+    if plants is not None and plants.shape != (h, w):
+        raise ValueError(f"plants mask {plants.shape} and crop {(h, w)} differ")
+    vegetation = residual & (vegetation_mask(rgb, within=seg) if plants is None else plants)
     counted = np.zeros((h, w), dtype=bool)
     residual_rows = np.count_nonzero(residual, axis=1)
     vegetation_rows = np.count_nonzero(vegetation, axis=1)
@@ -283,10 +287,13 @@ def estimate_segment_and_mask(
     boxes_local: NDArray[Any],
     segment_index: int,
     params: BandParams,
+    plants: BoolArray | None = None,
 ) -> tuple[SegmentEstimation, BoolArray]:
     """:func:`estimate_segment` and, from the same pass, the crop-local pixels it counted
-    as undetected vegetation (:func:`counted_vegetation`)."""
-    return _run(crop_rgb, segment_mask, boxes_local, segment_index, params)
+    as undetected vegetation (:func:`counted_vegetation`). ``plants``, when given, is the
+    crop's vegetation (step 4) as the caller knows it (e.g. plant colours learned from the
+    detections, ``pipeline.vision.plant_colours``) instead of the fixed colour rule."""
+    return _run(crop_rgb, segment_mask, boxes_local, segment_index, params, plants)
 
 
 def warmup() -> None:

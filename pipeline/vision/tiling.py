@@ -11,7 +11,6 @@ slice sees more of them.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,9 +22,10 @@ __all__ = [
     "Box",
     "SliceCell",
     "axis_ranges",
+    "grid_shape",
+    "kept_cells",
     "slice_boxes",
     "slice_grid",
-    "uncovered_area",
     "whole_elsewhere",
 ]
 
@@ -114,6 +114,40 @@ def slice_grid(
     return cells
 
 
+def grid_shape(width: int, height: int, slice_size: int, overlap: float) -> tuple[int, int]:
+    """``(rows, columns)`` of :func:`slice_grid`'s row-major grid."""
+    step = slice_size - int(overlap * slice_size)
+    return (
+        len(axis_ranges(int(height), int(slice_size), step)),
+        len(axis_ranges(int(width), int(slice_size), step)),
+    )
+
+
+def kept_cells(cells: Sequence[SliceCell], keep: Sequence[bool], cols: int) -> list[SliceCell]:
+    """The kept cells of a row-major grid of ``cols`` columns, each edge towards a neighbour
+    that is not kept turned into a border (None): no kept slice relies on a neighbour that
+    will not run to see a plant whole."""
+    out: list[SliceCell] = []
+    for i, (cell, kept) in enumerate(zip(cells, keep, strict=True)):
+        if not kept:
+            continue
+        col = i % cols
+
+        def runs(j: int) -> bool:
+            return 0 <= j < len(cells) and keep[j]
+
+        out.append(
+            SliceCell(
+                cell.box,
+                cell.prev_x_end if col > 0 and runs(i - 1) else None,
+                cell.next_x_start if col + 1 < cols and runs(i + 1) else None,
+                cell.prev_y_end if runs(i - cols) else None,
+                cell.next_y_start if runs(i + cols) else None,
+            )
+        )
+    return out
+
+
 def whole_elsewhere(
     boxes: NDArray[Any], cell: SliceCell, *, margin: float = 2.0
 ) -> NDArray[np.bool_]:
@@ -156,27 +190,3 @@ def whole_elsewhere(
         covered &= ~edge_hit | ok
     result: NDArray[np.bool_] = touched & covered
     return result
-
-
-def uncovered_area(box: Box, covers: Sequence[Box]) -> int:
-    """Pixels of ``box`` that none of the ``covers`` rectangles holds (all ``x1, y1, x2, y2``,
-    end-exclusive integers). Exact, by coordinate compression over the rectangles' edges."""
-    x1, y1, x2, y2 = box
-    if x2 <= x1 or y2 <= y1:
-        return 0
-    clipped = [
-        (max(x1, a), max(y1, b), min(x2, c), min(y2, d))
-        for a, b, c, d in covers
-        if min(x2, c) > max(x1, a) and min(y2, d) > max(y1, b)
-    ]
-    if not clipped:
-        return (x2 - x1) * (y2 - y1)
-    xs = sorted({x1, x2, *(r[0] for r in clipped), *(r[2] for r in clipped)})
-    ys = sorted({y1, y2, *(r[1] for r in clipped), *(r[3] for r in clipped)})
-    covered = np.zeros((len(ys) - 1, len(xs) - 1), dtype=bool)
-    for a, b, c, d in clipped:
-        covered[ys.index(b) : ys.index(d), xs.index(a) : xs.index(c)] = True
-    widths = np.asarray([b - a for a, b in itertools.pairwise(xs)], dtype=np.int64)
-    heights = np.asarray([b - a for a, b in itertools.pairwise(ys)], dtype=np.int64)
-    cells: NDArray[np.int64] = np.outer(heights, widths)
-    return int(cells[~covered].sum())

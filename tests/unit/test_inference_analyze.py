@@ -178,9 +178,15 @@ def test_estimation_gets_segment_local_inputs(
     calls: list[tuple[tuple[int, ...], tuple[int, ...], NDArray[np.float32], int]] = []
 
     def spy(
-        crop: NDArray[np.uint8], mask: NDArray[np.bool_], boxes: Any, index: int, params: Any
+        crop: NDArray[np.uint8],
+        mask: NDArray[np.bool_],
+        boxes: Any,
+        index: int,
+        params: Any,
+        plants: NDArray[np.bool_] | None,
     ) -> tuple[SegmentEstimation, NDArray[np.bool_]]:
         calls.append((crop.shape, mask.shape, np.asarray(boxes), index))
+        assert plants is None or plants.shape == mask.shape  # the crop's own vegetation
         # the analyzer's parameters, the default plant area replaced by the segment's own
         assert dataclasses.replace(params, default_plant_area_px=2500.0) == analyzer.band_params
         assert params.default_plant_area_px == pytest.approx(576, rel=0.01)  # 24×24 boxes
@@ -377,7 +383,7 @@ def test_det_max_per_slice_caps_the_boxes_of_every_slice(model_dir: Path) -> Non
     h, w = rgb.shape[:2]
     full = PhotoAnalyzer.load(_config(model_dir))
     capped = PhotoAnalyzer.load(_config(model_dir, det_max_per_slice=2))
-    jobs = full.detector.uncovered_slices([], w, h)  # the whole photo's grid
+    jobs = full.detector.uncovered_slices(full.detector.coverage([], w, h))  # the whole grid
     assert len(jobs) > 1
     every = full.detector.detect_slices(rgb, jobs)
     kept = capped.detector.detect_slices(rgb, jobs)

@@ -11,7 +11,6 @@ from pipeline.vision.tiling import (
     axis_ranges,
     slice_boxes,
     slice_grid,
-    uncovered_area,
     whole_elsewhere,
 )
 
@@ -169,23 +168,3 @@ def test_a_plant_cut_by_an_internal_slice_edge_is_one_detection() -> None:
         kept = np.concatenate([frag[keep_left], whole[keep_right]])
         assert len(kept) == 1
         np.testing.assert_array_equal(kept[0], whole[0])
-
-
-def test_uncovered_area_is_exact() -> None:
-    box = (0, 0, 100, 100)
-    assert uncovered_area(box, []) == 10_000
-    assert uncovered_area(box, [(0, 0, 100, 100)]) == 0
-    assert uncovered_area(box, [(50, 0, 200, 200)]) == 5_000
-    # two overlapping covers: union 60×100 + 0 → 4000 left
-    assert uncovered_area(box, [(0, 0, 40, 100), (20, 0, 60, 100)]) == 4_000
-    assert uncovered_area(box, [(200, 200, 300, 300)]) == 10_000
-    rng = np.random.default_rng(3)
-    for _ in range(20):
-        covers = [
-            (int(a), int(b), int(a + c), int(b + d))
-            for a, b, c, d in rng.integers(-20, 90, size=(4, 4))
-        ]
-        grid = np.ones((100, 100), bool)
-        for a, b, c, d in covers:
-            grid[max(b, 0) : max(d, 0), max(a, 0) : max(c, 0)] = False
-        assert uncovered_area(box, covers) == int(grid.sum())

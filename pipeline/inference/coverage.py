@@ -1,0 +1,107 @@
+"""Which parts of a photo the container regions cover, on a coarse grid. Pure numpy/scipy.
+
+Detection slices follow the containers as they lie, not their axis-aligned boxes: a tray
+turned 30° leaves the corners of its box to its neighbours or to the ground. ``Coverage``
+rasterises every region's mask, grown by the crop pad (plants just outside an imprecise mask
+are still the region's to see), onto cells of ``CELL`` × ``CELL`` photo pixels:
+
+- ``region_hits(r, box)``: does a slice window of region ``r`` reach its grown mask (a slice
+  that does not is not run);
+- ``uncovered_px(box)``: photo pixels of a window that no region covers (where the slices for
+  plants outside every container go).
+
+A cell counts as covered when any of its pixels is; sizes in pixels are cell counts × CELL².
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from pipeline.vision.tiling import Box, SliceCell
+
+__all__ = ["CELL", "Coverage", "cell_core"]
+
+CELL = 8
+BoolArray = NDArray[np.bool_]
+
+
+def _coarse(mask: BoolArray, x0: int, y0: int, rows: int, cols: int) -> BoolArray:
+    """``mask`` (placed at photo pixel ``x0, y0``) on the photo's coarse grid: a cell is True
+    when any of its pixels is."""
+    out = np.zeros((rows, cols), dtype=bool)
+    ys, xs = np.nonzero(mask)
+    if ys.size:
+        out[(ys + y0) // CELL, (xs + x0) // CELL] = True
+    return out
+
+
+def _grow(cells: BoolArray, pad_px: int) -> BoolArray:
+    radius = int(np.ceil(pad_px / CELL))
+    if radius <= 0:
+        return cells
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    disc = xx * xx + yy * yy <= radius * radius
+    grown: BoolArray = ndimage.binary_dilation(cells, structure=disc)
+    return grown
+
+
+def cell_core(cell: SliceCell) -> Box:
+    """The part of a slice no neighbour of its grid is closer to: from the middle of its
+    overlap with each neighbour to the middle of the next (the whole slice on a border).
+    The cores of a grid tile it exactly."""
+    x1, y1, x2, y2 = cell.box
+    return (
+        x1 if cell.prev_x_end is None else (x1 + cell.prev_x_end) // 2,
+        y1 if cell.prev_y_end is None else (y1 + cell.prev_y_end) // 2,
+        x2 if cell.next_x_start is None else (cell.next_x_start + x2) // 2,
+        y2 if cell.next_y_start is None else (cell.next_y_start + y2) // 2,
+    )
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """The regions' grown masks and their union on the photo's coarse grid."""
+
+    width: int
+    height: int
+    regions: tuple[BoolArray, ...]
+    covered: BoolArray
+
+    @classmethod
+    def of(
+        cls,
+        masks: Sequence[tuple[int, int, BoolArray]],
+        width: int,
+        height: int,
+        pad_px: int,
+    ) -> Coverage:
+        """From placed masks ``(x0, y0, mask)``, each grown by ``pad_px`` photo pixels."""
+        rows, cols = -(-height // CELL), -(-width // CELL)
+        grown = tuple(_grow(_coarse(m, x0, y0, rows, cols), pad_px) for x0, y0, m in masks)
+        covered = np.zeros((rows, cols), dtype=bool)
+        for g in grown:
+            covered |= g
+        return cls(width, height, grown, covered)
+
+    def _window(self, box: Box) -> tuple[slice, slice]:
+        x1, y1, x2, y2 = box
+        return slice(y1 // CELL, -(-y2 // CELL)), slice(x1 // CELL, -(-x2 // CELL))
+
+    def region_hits(self, region: int, box: Box) -> bool:
+        """Whether the window ``box`` (photo pixels) reaches region ``region``'s grown mask."""
+        return bool(self.regions[region][self._window(box)].any())
+
+    def uncovered_px(self, box: Box) -> int:
+        """Photo pixels of ``box`` (about: whole cells) that no region covers."""
+        return int(np.count_nonzero(~self.covered[self._window(box)])) * CELL * CELL
+
+    def is_covered(self, x: float, y: float) -> bool:
+        """Whether the photo point ``(x, y)`` lies in a covered cell."""
+        r = min(max(int(y) // CELL, 0), self.covered.shape[0] - 1)
+        c = min(max(int(x) // CELL, 0), self.covered.shape[1] - 1)
+        return bool(self.covered[r, c])

@@ -1,0 +1,158 @@
+"""Plant colours learned from a photo's own detections: vegetation of any foliage colour. Pure.
+
+A fixed hue gate (green 55–185°) calls red lettuce, coleus or heuchera floor, and green plastic
+trays vegetation. What the detector says is plant is a better teacher: the colours under the
+detections' centres (``plant``) against the colours of the container away from every detection
+(``floor``: substrate, tray plastic, walls, and the few plants the detector missed).
+
+Colours are the RGB cube in ``LEVELS``³ bins, the counts smoothed over neighbouring bins (a
+leaf's shading spreads over a few). A colour is *plant* when its share of the plant sample is
+at least ``ratio`` times its share of the floor sample, *floor* when the floor sample knows it
+otherwise, and *unknown* when neither sample has enough of it: an unknown colour falls back to
+a coarser teacher (the whole photo's samples, then the fixed green rule).
+
+``support`` says, per detection, which share of the pixels under its centre are plant-coloured:
+a box over a bright wall crossing or an empty cell holds the floor's colours only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+__all__ = ["LEVELS", "ColourSamples", "ColourVerdict", "colour_index", "discs", "support"]
+
+LEVELS = 16
+_SHIFT = 4  # 256 / LEVELS
+BoolArray = NDArray[np.bool_]
+IndexArray = NDArray[np.uint16]
+
+
+def colour_index(rgb: NDArray[np.uint8]) -> IndexArray:
+    """Each pixel's bin of the ``LEVELS``³ RGB cube."""
+    q = (np.asarray(rgb, dtype=np.uint8) >> _SHIFT).astype(np.uint16)
+    out = (q[..., 0] << np.uint16(8)) | (q[..., 1] << np.uint16(4)) | q[..., 2]
+    return np.asarray(out, dtype=np.uint16)
+
+
+def discs(shape: tuple[int, int], boxes: NDArray[np.floating], scale: float) -> BoolArray:
+    """Pixels within ``scale`` × half the mean box side of each box's centre (crop pixels)."""
+    h, w = shape
+    out = np.zeros((h, w), dtype=bool)
+    for x1, y1, x2, y2 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+        cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+        r = scale * ((x2 - x1) + (y2 - y1)) / 4.0
+        ya, yb = max(0, int(cy - r)), min(h, int(np.ceil(cy + r)) + 1)
+        xa, xb = max(0, int(cx - r)), min(w, int(np.ceil(cx + r)) + 1)
+        if ya >= yb or xa >= xb:
+            continue
+        yy, xx = np.ogrid[ya:yb, xa:xb]
+        out[ya:yb, xa:xb] |= (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r * r
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ColourVerdict:
+    """Per colour bin: ``plant`` (plant-coloured), ``known`` (the samples had enough of it to
+    tell; unknown bins are for a coarser teacher) and ``floor`` (one of the colours that make
+    up most of the floor: substrate, tray plastic, walls — never vegetation, whatever a fixed
+    rule says). ``plant_px``/``floor_px``: sample sizes."""
+
+    plant: BoolArray
+    known: BoolArray
+    floor: BoolArray
+    plant_px: int
+    floor_px: int
+
+    def over(self, other: ColourVerdict | None) -> ColourVerdict:
+        """This verdict where it knows the colour, ``other``'s elsewhere."""
+        if other is None:
+            return self
+        return ColourVerdict(
+            np.where(self.known, self.plant, other.plant),
+            self.known | other.known,
+            np.where(self.known, self.floor, other.floor),
+            self.plant_px,
+            self.floor_px,
+        )
+
+
+def _histogram(index: IndexArray, where: BoolArray) -> NDArray[np.float64]:
+    counts = np.bincount(index[where].ravel(), minlength=LEVELS**3).astype(np.float64)
+    cube = counts.reshape(LEVELS, LEVELS, LEVELS)
+    smooth: NDArray[np.float64] = ndimage.uniform_filter(cube, size=3, mode="nearest") * 27.0
+    return smooth.reshape(-1)
+
+
+@dataclass(frozen=True, slots=True)
+class ColourSamples:
+    """Smoothed colour histograms of a plant sample and a floor sample (addable)."""
+
+    plant: NDArray[np.float64]
+    floor: NDArray[np.float64]
+    plant_px: int
+    floor_px: int
+
+    @classmethod
+    def of(cls, index: IndexArray, plant: BoolArray, floor: BoolArray) -> ColourSamples:
+        """From the :func:`colour_index` of a crop and the two sample masks."""
+        return cls(
+            _histogram(index, plant),
+            _histogram(index, floor),
+            int(np.count_nonzero(plant)),
+            int(np.count_nonzero(floor)),
+        )
+
+    def __add__(self, other: ColourSamples) -> ColourSamples:
+        return ColourSamples(
+            self.plant + other.plant,
+            self.floor + other.floor,
+            self.plant_px + other.plant_px,
+            self.floor_px + other.floor_px,
+        )
+
+    def verdict(
+        self,
+        *,
+        ratio: float = 2.0,
+        min_px: int = 400,
+        min_bin: float = 20.0,
+        floor_share: float = 0.8,
+    ) -> ColourVerdict | None:
+        """Plant where a bin's share of the plant sample is at least ``ratio`` times its share
+        of the floor sample; known where both samples hold ``min_bin`` pixels of it (smoothed);
+        floor for the most common floor bins that together make ``floor_share`` of the floor
+        sample (a few undetected plants never do); None when either sample has fewer than
+        ``min_px`` pixels."""
+        if self.plant_px < min_px or self.floor_px < min_px:
+            return None
+        share_p = self.plant / self.plant.sum()
+        share_f = self.floor / self.floor.sum()
+        known = (self.plant + self.floor) >= min_bin
+        plant = share_p >= ratio * share_f
+        order = np.argsort(-share_f, kind="stable")
+        common = np.zeros(share_f.shape, dtype=bool)
+        common[order[: int(np.searchsorted(np.cumsum(share_f[order]), floor_share)) + 1]] = True
+        return ColourVerdict(plant, known, common & ~plant, self.plant_px, self.floor_px)
+
+
+def support(
+    index: IndexArray, plant_colour: BoolArray, boxes: NDArray[np.floating], scale: float
+) -> NDArray[np.float64]:
+    """Per box (crop pixels), the share of the pixels of its centre disc (``scale``, see
+    :func:`discs`) whose colour is plant (``plant_colour``: per bin)."""
+    h, w = index.shape
+    out = np.ones(len(boxes), dtype=np.float64)
+    for i, box in enumerate(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)):
+        x1, y1, x2, y2 = box
+        ya, yb = max(0, int(y1)), min(h, int(np.ceil(y2)))
+        xa, xb = max(0, int(x1)), min(w, int(np.ceil(x2)))
+        if ya >= yb or xa >= xb:
+            continue
+        disc = discs((yb - ya, xb - xa), box.reshape(1, 4) - [xa, ya, xa, ya], scale)
+        if disc.any():
+            out[i] = float(plant_colour[index[ya:yb, xa:xb][disc]].mean())
+    return out
