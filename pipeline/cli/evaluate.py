@@ -3,6 +3,7 @@ progress lines, the Markdown result and the optional report file)."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,10 @@ def evaluate(
     report: Annotated[
         Path | None,
         typer.Option(help="also write the result, with command, models and per-scene rows, here"),
+    ] = None,
+    json_path: Annotated[
+        Path | None,
+        typer.Option("--json", help="also write each set's summary as JSON here (for comparing)"),
     ] = None,
 ) -> None:
     """Accuracy of the configured models on held-out synthetic scenes (AP50, count MAPE,
@@ -87,3 +92,9 @@ def evaluate(
         )
         report.write_text(document)
         say(f"report written to {report}")
+    if json_path is not None:
+        summaries = [
+            {"set": f"{r.variant}@{r.width}x{r.height}", **r.model_dump()} for r, _ in runs
+        ]
+        json_path.write_text(json.dumps(summaries, indent=1) + "\n")
+        say(f"summaries written to {json_path}")

@@ -1,4 +1,5 @@
-"""``python -m pipeline.synth --count N --seed S --out DIR [--width W --height H]``."""
+"""``python -m pipeline.synth --count N --seed S --out DIR [--width W --height H]
+[--variant V]``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 from collections.abc import Iterator, Sequence
 
 from pipeline.synth.coco import write_coco
-from pipeline.synth.scene import generate_scene
+from pipeline.synth.scene import VARIANTS, generate_scene
 from pipeline.synth.types import Scene
 
 
@@ -21,14 +22,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--width", type=int, default=2000)
     parser.add_argument("--height", type=int, default=1500)
-    parser.add_argument("--quality", type=int, default=92, help="JPEG quality")
+    parser.add_argument(
+        "--quality", type=int, default=None, help="JPEG quality (default: the scene's own, else 92)"
+    )
+    parser.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default="classic",
+        help="scene generator: classic, wide, or a condition (pipeline/synth/conditions.py)",
+    )
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be >= 1")
 
     def scenes() -> Iterator[Scene]:
         for i in range(args.count):
-            scene = generate_scene(args.seed + i, args.width, args.height)
+            scene = generate_scene(args.seed + i, args.width, args.height, variant=args.variant)
             print(
                 f"seed {scene.seed}: {len(scene.containers)} containers, "
                 f"{len(scene.plants)} plants",

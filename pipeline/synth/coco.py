@@ -96,8 +96,9 @@ def coco_dict(scenes: Sequence[Scene]) -> dict[str, Any]:
     }
 
 
-def write_coco(scenes: Iterable[Scene], out_dir: str | Path, quality: int = 92) -> Path:
-    """Write each scene as JPEG into ``out_dir`` and ``annotations.json`` next to them.
+def write_coco(scenes: Iterable[Scene], out_dir: str | Path, quality: int | None = 92) -> Path:
+    """Write each scene as JPEG into ``out_dir`` and ``annotations.json`` next to them
+    (``quality`` None: each scene's own ``jpeg_quality``, else 92).
 
     Returns the path of ``annotations.json``.
     """
@@ -105,7 +106,8 @@ def write_coco(scenes: Iterable[Scene], out_dir: str | Path, quality: int = 92) 
     out.mkdir(parents=True, exist_ok=True)
     kept: list[Scene] = []
     for scene in scenes:
-        (out / image_file_name(scene)).write_bytes(encode_jpeg(scene, quality))
+        q = quality if quality is not None else (scene.jpeg_quality or 92)
+        (out / image_file_name(scene)).write_bytes(encode_jpeg(scene, q))
         kept.append(scene)
     path = out / "annotations.json"
     path.write_text(json.dumps(coco_dict(kept), indent=1) + "\n", encoding="utf-8")

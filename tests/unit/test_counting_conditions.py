@@ -226,3 +226,40 @@ def test_green_tray_plastic_and_wall_crossings_are_not_plants() -> None:
     )
     assert learned.estimated <= 1
     assert fixed.estimated >= 5
+
+
+def test_big_plants_outside_every_container_are_counted_on_a_3_mp_photo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 3 MP photo (2000×1500) of 120–150-px plants: a tray over most of it, a row of plants
+    on the bare ground to its right. The plants are large, so the photo is detected again in
+    larger slices; before, the uncovered strip was under half of every larger slice, got no
+    slice at all, and the ground's plants vanished. Each is counted once, outside every
+    segment (the shipped models)."""
+    from pipeline.synth import textures
+
+    width, height = 2000, 1500
+    rng = np.random.default_rng(11)
+    ground = textures.soil(np.random.default_rng(5), height, width, 1.0)
+    canvas = np.clip(ground * 255 + 0.5, 0, 255).astype(np.uint8)
+    tray = [(40.0, 60.0), (1530.0, 60.0), (1530.0, 1440.0), (40.0, 1440.0)]
+    img = Image.fromarray(canvas)
+    ImageDraw.Draw(img).polygon(tray, fill=(70, 70, 72))
+    canvas = np.asarray(img, dtype=np.uint8).copy()
+    look = foliage_look(rng, "green")
+    inside = [(140 + 220 * i, 160 + 240 * j) for i in range(6) for j in range(5)]
+    outside = [(1780, 200 + 300 * j) for j in range(5)]
+    for x, y in inside + outside:
+        size = float(rng.uniform(120, 150))
+        rgb, alpha, pad = render_plant(rng, look, size, 0.0, 0.0)
+        _paste(canvas, rgb, alpha, int(x - size / 2) - pad, int(y - size / 2) - pad)
+    analyzer = PhotoAnalyzer.load(
+        InferenceConfig(providers=["CPUExecutionProvider"], intra_op_threads=1, warmup=False)
+    )
+    monkeypatch.setattr(analyzer, "segment", lambda _rgb: [instance(tray, width, height)])
+    a = analyzer.analyze(encode_png(canvas)).analysis
+    free = [d for d in a.detections if d.segment_index is None]
+    for x, y in outside:
+        near = [d for d in free if abs(d.cx - x) < 40 and abs(d.cy - y) < 40]
+        assert len(near) == 1, (x, y, [(d.cx, d.cy) for d in free])
+    assert len(free) == len(outside)
