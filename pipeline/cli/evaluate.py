@@ -46,6 +46,10 @@ def evaluate(
         Path | None,
         typer.Option(help="also write the result, with command, models and per-scene rows, here"),
     ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="keep generated photos and their truth here; reuse them next time"),
+    ] = None,
     json_path: Annotated[
         Path | None,
         typer.Option("--json", help="also write each set's summary as JSON here (for comparing)"),
@@ -82,7 +86,9 @@ def evaluate(
         )
 
     started = time.time()
-    runs = run_sets(analyzer, chosen, scenes=scenes, first_seed=seed, progress=progress, jobs=jobs)
+    runs = run_sets(
+        analyzer, chosen, scenes=scenes, first_seed=seed, progress=progress, jobs=jobs, cache=cache
+    )
     for result, _ in runs:
         out.print(result.markdown())
     if report is not None:

@@ -164,6 +164,7 @@ def run_sets(
     first_seed: int,
     progress: Callable[[EvalSet, SceneScore], None] | None = None,
     jobs: int = 1,
+    cache: Path | None = None,
 ) -> list[Run]:
     """:func:`evaluate` on each set in turn (same seeds), with its per-scene scores."""
     runs: list[Run] = []
@@ -186,6 +187,7 @@ def run_sets(
             variant=chosen.variant,
             progress=record,
             jobs=jobs,
+            cache=cache,
         )
         runs.append((report, scores))
     return runs

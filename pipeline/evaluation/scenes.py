@@ -3,14 +3,13 @@ set of them, in spawned processes with ``jobs`` > 1 (``evaluate``)."""
 
 from __future__ import annotations
 
-import io
 import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from pipeline.evaluation.metrics import (
     EvaluationReport,
@@ -22,33 +21,31 @@ from pipeline.evaluation.metrics import (
     match_detections,
     match_one_to_one,
 )
+from pipeline.evaluation.truth import photo_truth
 from pipeline.inference.analyze import PhotoAnalyzer
 from pipeline.inference.config import InferenceConfig
-from pipeline.synth import Scene, generate_scene
 from pipeline.synth.scene import Variant
 
 #: Plants at least this visible count in the recall by foliage (the rest are mostly hidden).
 CLEAR_VISIBILITY = 0.5
 
 
-def encode(scene: Scene, quality: int | None = None) -> bytes:
-    """JPEG bytes of the scene, at its own ``jpeg_quality`` (90 when it has none)."""
-    q = quality if quality is not None else (scene.jpeg_quality or 90)
-    buf = io.BytesIO()
-    Image.fromarray(scene.image).save(buf, format="JPEG", quality=q)
-    return buf.getvalue()
-
-
 def score_scene(
-    analyzer: PhotoAnalyzer, seed: int, width: int, height: int, variant: Variant
+    analyzer: PhotoAnalyzer,
+    seed: int,
+    width: int,
+    height: int,
+    variant: Variant,
+    cache: Path | None = None,
 ) -> tuple[SceneScore, list[tuple[float, bool]]]:
-    """One generated scene through ``analyzer``: its score and its (score, hit) pairs."""
-    scene = generate_scene(seed, width, height, variant=variant)
+    """One generated scene through ``analyzer``: its score and its (score, hit) pairs
+    (``cache``: a folder of generated photos, see ``pipeline.evaluation.truth``)."""
+    photo = photo_truth(seed, width, height, variant, cache)
     t0 = time.perf_counter()
-    output = analyzer.analyze(encode(scene))
+    output = analyzer.analyze(photo.jpeg)
     elapsed = time.perf_counter() - t0
     analysis = output.analysis
-    truth = np.array([p.box for p in scene.plants], dtype=np.float64).reshape(-1, 4)
+    truth = photo.boxes
     boxes = np.array(
         [(d.cx - d.w / 2, d.cy - d.h / 2, d.cx + d.w / 2, d.cy + d.h / 2)
          for d in analysis.detections],
@@ -57,13 +54,12 @@ def score_scene(
     confidences = np.array([d.confidence for d in analysis.detections], dtype=np.float64)
     matched, _ = match_one_to_one(boxes, confidences, truth)
     false = false_detections(boxes, truth)
-    empty = np.array(scene.empty_cells, dtype=np.float64).reshape(-1, 4)
-    clear = np.array([p.visibility >= CLEAR_VISIBILITY for p in scene.plants], dtype=bool)
+    clear = photo.visibility >= CLEAR_VISIBILITY
     foliage: dict[str, tuple[int, int]] = {}
-    for plant, hit, shown in zip(scene.plants, matched, clear, strict=True):
+    for group, hit, shown in zip(photo.foliage, matched, clear, strict=True):
         if shown:
-            found, total = foliage.get(plant.foliage, (0, 0))
-            foliage[plant.foliage] = (found + int(hit), total + 1)
+            found, total = foliage.get(group, (0, 0))
+            foliage[group] = (found + int(hit), total + 1)
     score = SceneScore(
         seed,
         len(truth),
@@ -73,7 +69,7 @@ def score_scene(
         duplicates=count_duplicates(boxes, confidences, truth),
         unassigned=sum(d.segment_index is None for d in analysis.detections),
         false_detections=int(false.sum()),
-        false_empty=int((false & centred_in(boxes, empty)).sum()),
+        false_empty=int((false & centred_in(boxes, photo.empty)).sum()),
         foliage=foliage,
     )
     return score, match_detections(boxes, confidences, truth)
@@ -88,11 +84,11 @@ def _init_worker(config: InferenceConfig) -> None:
 
 
 def _score_in_worker(
-    job: tuple[int, int, int, Variant],
+    job: tuple[int, int, int, Variant, Path | None],
 ) -> tuple[SceneScore, list[tuple[float, bool]]]:
     assert _WORKER is not None, "pool worker without an analyzer"
-    seed, width, height, variant = job
-    return score_scene(_WORKER, seed, width, height, variant)
+    seed, width, height, variant, cache = job
+    return score_scene(_WORKER, seed, width, height, variant, cache)
 
 
 def evaluate(
@@ -106,6 +102,7 @@ def evaluate(
     progress: Callable[[SceneScore], None] | None = None,
     seeds: Sequence[int] | None = None,
     jobs: int = 1,
+    cache: Path | None = None,
 ) -> EvaluationReport:
     """Evaluate ``analyzer`` on ``scenes`` scenes from ``first_seed`` (or on ``seeds``).
 
@@ -126,9 +123,9 @@ def evaluate(
             initializer=_init_worker,
             initargs=(config,),
         )
-        results = pool.map(_score_in_worker, [(s, width, height, variant) for s in chosen])
+        results = pool.map(_score_in_worker, [(s, width, height, variant, cache) for s in chosen])
     else:
-        results = (score_scene(analyzer, s, width, height, variant) for s in chosen)
+        results = (score_scene(analyzer, s, width, height, variant, cache) for s in chosen)
     try:
         for score, hits in results:
             all_hits.extend(hits)

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from pipeline.evaluation.metrics import average_precision, count_duplicates, match_detections
+from pipeline.evaluation.metrics import (
+    EvaluationReport,
+    average_precision,
+    centred_in,
+    count_duplicates,
+    false_detections,
+    match_detections,
+)
 from pipeline.evaluation.report import EvalSet, parse_set, parse_size, resolve_sets
+from pipeline.evaluation.truth import photo_truth
 
 
 def test_perfect_detections_have_ap_one() -> None:
@@ -76,3 +86,58 @@ def test_sizes_and_sets_parse() -> None:
     ]
     with pytest.raises(ValueError, match="variant"):
         resolve_sets(None, None, "other", None, None)
+
+
+def test_false_detections_lie_on_no_plant_and_empty_cells_are_told_apart() -> None:
+    truth = np.array([[0, 0, 40, 40], [100, 0, 140, 40]], dtype=np.float64)
+    boxes = np.array(
+        [
+            [0, 0, 40, 40],  # a plant
+            [30, 30, 60, 60],  # overlaps plant 0 a little (IoU ≥ 0.1? no, but centre off)
+            [200, 200, 230, 230],  # on nothing, in an empty cell
+            [400, 0, 420, 20],  # on nothing, elsewhere
+            [110, 10, 130, 30],  # inside plant 1's box: a fragment, not a false detection
+        ],
+        dtype=np.float64,
+    )
+    false = false_detections(boxes, truth)
+    assert false.tolist() == [False, True, True, True, False]
+    empty = np.array([[190, 190, 240, 240]], dtype=np.float64)
+    assert (false & centred_in(boxes, empty)).tolist() == [False, False, True, False, False]
+    assert false_detections(np.zeros((0, 4)), truth).shape == (0,)
+    assert false_detections(boxes, np.zeros((0, 4))).all()
+
+
+def test_recall_of_foliage_groups_pools_their_plants() -> None:
+    report = EvaluationReport(
+        scenes=1,
+        width=1,
+        height=1,
+        first_seed=0,
+        plants=10,
+        ap50=0,
+        mape_total=0,
+        mae_total=0,
+        mape_detection_only=0,
+        mae_detection_only=0,
+        seconds_per_scene=0,
+        recall_by_foliage={"red": 0.5, "purple": 1.0, "green": 0.9},
+        plants_by_foliage={"red": 4, "purple": 1, "green": 10},
+    )
+    assert report.recall_of(frozenset({"red", "purple"})) == pytest.approx(3 / 5)
+    assert report.recall_of(frozenset({"silver"})) is None
+
+
+def test_a_cached_photo_is_the_generated_one(tmp_path: Path) -> None:
+    first = photo_truth(7, 640, 480, "trays", tmp_path)
+    (path,) = tmp_path.glob("*.npz")
+    assert path.name == "trays-640x480-7.npz"
+    again = photo_truth(7, 640, 480, "trays", tmp_path)
+    fresh = photo_truth(7, 640, 480, "trays")
+    for other in (again, fresh):
+        assert other.jpeg == first.jpeg
+        np.testing.assert_array_equal(other.boxes, first.boxes)
+        np.testing.assert_array_equal(other.visibility, first.visibility)
+        np.testing.assert_array_equal(other.empty, first.empty)
+        assert other.foliage == first.foliage
+    assert len(first.foliage) == len(first.boxes) > 0
