@@ -40,3 +40,13 @@ class UploadFailed(PipelineError):
     """Raised by ``UploadHandle.wait()`` when an upload ended in failure."""
 
     code = "upload_failed"
+
+
+class InvalidSettings(ConfigurationError, ValueError):
+    """A ``PLANTPIPE_*`` setting (or two that must agree) is out of range: ``reason`` is one
+    line naming the variable, the value and what is allowed."""
+
+    code = "invalid_settings"
+
+    def __str__(self) -> str:
+        return self.reason

@@ -1,62 +1,110 @@
 """Every tunable of plantpipe, read from the environment (prefix ``PLANTPIPE_``).
 
-This is the only place configuration is read. Each field has a ``PLANTPIPE_<NAME>`` variable;
-lists are given as JSON (``PLANTPIPE_RETRY_DELAYS_S='[2, 4, 8]'``). A process that starts
-others (``plantpipe run``, ``plantpipe workers``) hands them its configuration with
+This is the only place configuration is read. Each field has a ``PLANTPIPE_<NAME>`` variable
+(lists as JSON: ``PLANTPIPE_RETRY_DELAYS_S='[2, 4, 8]'``) and a range or a set of values;
+settings that must agree are checked together. A bad value raises :class:`InvalidSettings`:
+one line naming the variable, the value and what is allowed (``pipeline.settings_rules``, which
+also writes README's table). A process that starts others hands them its configuration with
 :meth:`Settings.to_env`, never by copying variables itself.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.metadata
-import json
 import os
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from pipeline.errors import InvalidSettings
+from pipeline.settings_rules import (
+    Auto,
+    BucketName,
+    Bytes,
+    Count,
+    HttpUrl,
+    KeyPrefix,
+    LogLevel,
+    NonEmpty,
+    Pixels,
+    Provider,
+    RedisUrl,
+    Region,
+    Seconds,
+    Share,
+    Side,
+    WholeSeconds,
+    cross_check_problems,
+    explain_settings_error,
+    readme_main,
+    resolve_auto,
+    settings_env,
+)
 
 MIB = 1024 * 1024
+DAY = 24 * 3600
 
 
 class Settings(BaseSettings):
     """plantpipe configuration. Defaults are those of the original pipeline."""
 
-    model_config = SettingsConfigDict(env_prefix="PLANTPIPE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="PLANTPIPE_", extra="ignore", frozen=True, env_parse_none_str="null"
+    )
+
+    def __init__(self, **values: Any) -> None:
+        """As pydantic-settings', but a bad value raises :class:`InvalidSettings` with one
+        line naming its ``PLANTPIPE_*`` variable, the value and what is allowed."""
+        try:
+            super().__init__(**values)
+        except (ValidationError, SettingsError) as exc:
+            raise InvalidSettings(explain_settings_error(type(self), exc, values)) from None
 
     # --- Redis -------------------------------------------------------------------------
-    redis_url: str = Field(
+    redis_url: RedisUrl = Field(
         "redis://127.0.0.1:6379/0",
         description="redis://, rediss:// (TLS), unix:// or redis+sentinel://host:port/service/db",
     )
-    redis_conn_timeout_s: float = Field(5.0, description="Redis connect timeout")
-    redis_conn_retries: int = Field(5, description="Redis connect attempts at worker start")
-    redis_outage_limit_s: float = Field(
-        300.0,
-        gt=0,
-        description="a worker keeps polling through a Redis outage this long, then exits",
+    redis_conn_timeout_s: Seconds = Field(5.0, le=300, description="Redis connect timeout")
+    redis_conn_retries: int = Field(
+        5, ge=0, le=100, description="Redis connect retries at worker start"
     )
-    key_prefix: str = Field("plantpipe", description="prefix of every Redis key and queue name")
+    redis_outage_limit_s: Seconds = Field(
+        300.0, description="a worker keeps polling through a Redis outage this long, then exits"
+    )
+    key_prefix: KeyPrefix = Field(
+        "plantpipe",
+        description="prefix of every Redis key and queue name",
+    )
 
     # --- Object storage ------------------------------------------------------------------
-    storage: str = Field("s3", description="'s3' or a local directory path for the file store")
-    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (LocalStack…)")
-    s3_bucket: str = Field("plantpipe", min_length=3, description="bucket for every artifact")
-    s3_region: str = Field("us-east-1", description="S3 region")
+    storage: NonEmpty = Field("s3", description="'s3' or a local directory path for the file store")
+    s3_endpoint_url: HttpUrl | None = Field(
+        None, description="S3-compatible endpoint (LocalStack…)"
+    )
+    s3_bucket: BucketName = Field(
+        "plantpipe",
+        description="bucket for every artifact",
+    )
+    s3_region: Region = Field("us-east-1", description="S3 region")
     s3_create_bucket: bool = Field(False, description="create the bucket at io start if missing")
     s3_sse: Literal["AES256", "aws:kms"] | None = Field(None, description="server-side encryption")
-    s3_sse_kms_key_id: str | None = Field(None, description="KMS key id when s3_sse is aws:kms")
-    s3_multipart_threshold_bytes: int = Field(8 * MIB, description="multipart above this size")
-    s3_multipart_chunk_bytes: int = Field(8 * MIB, description="multipart part size")
-    s3_connect_timeout_s: float = Field(5.0, description="S3 connect timeout")
-    s3_read_timeout_s: float = Field(30.0, description="S3 read timeout")
+    s3_sse_kms_key_id: NonEmpty | None = Field(
+        None, description="KMS key id when s3_sse is aws:kms"
+    )
+    s3_multipart_threshold_bytes: Bytes = Field(8 * MIB, description="multipart above this size")
+    s3_multipart_chunk_bytes: Bytes = Field(
+        8 * MIB, ge=5 * MIB, description="multipart part size (S3's smallest part is 5 MiB)"
+    )
+    s3_connect_timeout_s: Seconds = Field(5.0, le=300, description="S3 connect timeout")
+    s3_read_timeout_s: Seconds = Field(30.0, le=3600, description="S3 read timeout")
     s3_expect_continue_bytes: int = Field(
         2 * MIB,
         ge=0,
+        le=5 * 1024 * MIB,
         description="a request body from this size on is sent behind 'Expect: 100-continue' "
         "(its headers first, the body once S3 accepts them); a smaller one at once, saving a "
         "round trip (0 = every body waits, as botocore does)",
@@ -67,114 +115,135 @@ class Settings(BaseSettings):
         "its SHA-256 goes as x-amz-checksum-sha256, a signed header S3 verifies the body "
         "against (multipart parts: Content-MD5)",
     )
-    presign_max_expiry_s: int = Field(3600, description="upper bound for presigned URL expiry")
+    presign_max_expiry_s: int = Field(
+        3600, ge=1, le=7 * DAY, description="upper bound for presigned URL expiry"
+    )
 
     # --- io role -----------------------------------------------------------------------
-    io_concurrency: int = Field(50, ge=1, description="S3 requests in flight per io process")
-    io_job_timeout_s: int = Field(45, description="upload job timeout (re-run after +10 s)")
-    io_memory_mb: int = Field(
+    io_concurrency: Count = Field(50, le=1000, description="S3 requests in flight per io process")
+    io_job_timeout_s: WholeSeconds = Field(
+        45, ge=2, description="upload job timeout (re-run after +10 s)"
+    )
+    io_memory_mb: Count = Field(
         256,
-        ge=1,
+        le=1024 * 1024,
         description="payload bytes one io process holds in memory at once (read from Redis, "
         "not yet sent); uploads wait for room, one larger than this goes alone",
     )
-    io_batch_max: int = Field(
+    io_batch_max: Count = Field(
         50,
-        ge=1,
+        le=10_000,
         description="most uploads per io job: uploads produced together (a photo's outputs, "
         "a session's originals, client.upload_many) share one job's bookkeeping",
     )
-    io_batch_max_bytes: int = Field(
+    io_batch_max_bytes: Bytes = Field(
         16 * MIB,
-        ge=1,
         description="most payload bytes per io job: a batch of large objects is cut into jobs "
         "of about this size, each handed to io as soon as it is stored, so the io role starts "
         "on the first while the rest are stored",
     )
-    retry_delays_s: list[float] = Field(
+    retry_delays_s: list[Annotated[float, Field(ge=0, le=3600)]] = Field(
         default_factory=lambda: [2.0, 4.0, 8.0],
-        description="backoff before retry 1, 2, 3 of a transient failure",
+        max_length=20,
+        description="backoff before retry 1, 2, 3 of a transient failure; its length is the "
+        "number of retries",
     )
-    breaker_fail_max: int = Field(5, ge=1, description="consecutive S3 failures that open it")
-    breaker_reset_s: float = Field(60.0, gt=0, description="seconds open before a trial call")
-    breaker_defer_s: float = Field(5.0, gt=0, description="re-check delay for deferred uploads")
+    breaker_fail_max: Count = Field(5, le=1000, description="consecutive S3 failures that open it")
+    breaker_reset_s: Seconds = Field(60.0, description="seconds open before a trial call")
+    breaker_defer_s: Seconds = Field(5.0, description="re-check delay for deferred uploads")
 
-    # --- blobs -------------------------------------------------------------------------
-    blob_ttl_s: int = Field(7 * 24 * 3600, description="safety expiry of hand-off blobs")
-    max_upload_bytes: int = Field(20 * MIB, description="largest accepted photo")
-    max_blob_bytes: int = Field(256 * MIB, description="largest blob the store accepts")
+    # --- blobs and photos ----------------------------------------------------------------
+    blob_ttl_s: WholeSeconds = Field(7 * DAY, ge=60, description="safety expiry of hand-off blobs")
+    max_upload_bytes: Bytes = Field(20 * MIB, description="largest accepted photo")
+    max_pixels: int = Field(
+        100_000_000,
+        ge=1,
+        le=1_000_000_000,
+        description="largest accepted photo in pixels (width × height, as its header declares): "
+        "checked before any worker starts, so a decompression bomb is refused unread",
+    )
+    max_blob_bytes: Bytes = Field(
+        256 * MIB, le=512 * MIB, description="largest blob the store accepts"
+    )
 
     # --- job graph / sessions ---------------------------------------------------------
-    session_deadline_s: int = Field(1800, description="a session not terminal by then fails")
-    session_ttl_s: int = Field(7 * 24 * 3600, description="how long session records are kept")
-    watchdog_interval_s: int = Field(15, description="seconds between watchdog sweeps")
-    join_stale_s: int = Field(30, description="a complete join without callback is re-driven")
-    cpu_job_timeout_s: int = Field(
+    session_deadline_s: WholeSeconds = Field(
+        1800, ge=10, description="a session not terminal by then fails"
+    )
+    session_ttl_s: WholeSeconds = Field(
+        7 * DAY, ge=60, description="how long session records are kept"
+    )
+    watchdog_interval_s: int = Field(15, ge=1, le=60, description="seconds between watchdog sweeps")
+    join_stale_s: WholeSeconds = Field(
+        30, description="a complete join without callback is re-driven"
+    )
+    cpu_job_timeout_s: WholeSeconds = Field(
         60,
         ge=2,
         description="render_photo/aggregate timeout; a render's budget (90 %) counts the "
         "drawing, not the wait for a render slot",
     )
-    gpu_job_timeout_s: int = Field(45, description="infer_photo job timeout")
-    max_tries: int = Field(4, description="attempts per job (1 + len(retry_delays_s))")
-    poll_delay_s: float = Field(
+    gpu_job_timeout_s: WholeSeconds = Field(45, ge=2, description="infer_photo job timeout")
+    poll_delay_s: Seconds = Field(
         0.05,
+        le=60,
         description="arq poll delay: an idle worker polls this often; jobs enqueued with "
         "pipeline.runtime.enqueue.enqueue wake it at once",
     )
-    cpu_max_jobs: int = Field(
+    cpu_max_jobs: Auto = Field(
         0,
-        ge=0,
         description="concurrent render/aggregate jobs per cpu worker (0 = one per CPU core: "
         "renders are CPU-bound, more only queue inside the worker)",
     )
-    gpu_max_jobs: int = Field(
+    gpu_max_jobs: Auto = Field(
         0,
-        ge=0,
         description="concurrent infer jobs per gpu worker (0 = pool processes + 1: the pool "
         "stays busy while a finished photo is handed on, and no job waits long for it)",
     )
 
     # --- inference -----------------------------------------------------------------------
-    pool_processes: int = Field(
+    pool_processes: Auto = Field(
         0,
-        ge=0,
         description="ONNX Runtime processes per gpu worker (0 = one per CUDA device id with "
         "onnxruntime-gpu installed, else one single-threaded process per CPU core)",
     )
-    device_ids: list[int] = Field(default_factory=lambda: [0], description="CUDA ids, round robin")
-    providers: list[str] = Field(
+    device_ids: list[Annotated[int, Field(ge=0, le=1023)]] = Field(
+        default_factory=lambda: [0], min_length=1, description="CUDA ids, round robin"
+    )
+    providers: list[Provider] = Field(
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        min_length=1,
         description="ONNX Runtime providers in preference order",
     )
-    intra_op_threads: int = Field(
+    intra_op_threads: Auto = Field(
         0,
-        ge=0,
         description="ONNX Runtime intra-op threads per process (0 = ONNX Runtime's default, "
         "or cores ÷ processes when several CPU processes share the cores)",
     )
     seg_model_path: Path | None = Field(None, description="segmentation ONNX (None = bundled)")
-    seg_class_names: list[str] | None = Field(None, description="class names of seg model")
-    seg_input_size: int = Field(1024, description="segmentation input side")
-    seg_conf: float = Field(0.30, description="segmentation confidence threshold")
-    seg_iou: float = Field(0.50, description="segmentation NMS IoU")
+    seg_class_names: list[NonEmpty] | None = Field(
+        None, min_length=1, description="class names of seg model"
+    )
+    seg_input_size: Side = Field(1024, description="segmentation input side")
+    seg_conf: Share = Field(0.30, description="segmentation confidence threshold")
+    seg_iou: Share = Field(0.50, description="segmentation NMS IoU")
     det_model_path: Path | None = Field(None, description="detection ONNX (None = bundled)")
-    det_class_names: list[str] | None = Field(None, description="class names of det model")
-    det_input_size: int = Field(512, description="detection input side (= slice size)")
-    det_conf: float = Field(0.25, description="detection confidence threshold")
-    det_iou: float = Field(
+    det_class_names: list[NonEmpty] | None = Field(
+        None, min_length=1, description="class names of det model"
+    )
+    det_input_size: Side = Field(512, description="detection input side (= slice size)")
+    det_conf: Share = Field(0.25, description="detection confidence threshold")
+    det_iou: Share = Field(
         0.35,
         description="detection NMS IoU inside one slice (0.35: fewer shifted double boxes than "
         "0.5, bench/ACCURACY.md)",
     )
-    det_max_per_slice: int = Field(
-        300,
-        ge=1,
-        description="most detections kept per slice after NMS (best score first)",
+    det_max_per_slice: Count = Field(
+        300, le=100_000, description="most detections kept per slice after NMS (best score first)"
     )
-    slice_size: int = Field(512, description="slice width and height")
-    slice_overlap: float = Field(0.25, ge=0, lt=1, description="slice overlap ratio both ways")
-    merge_ios: float = Field(
+    slice_size: int = Field(512, ge=16, le=8192, description="slice width and height")
+    slice_overlap: float = Field(0.25, ge=0, le=0.9, description="slice overlap ratio both ways")
+    merge_ios: Share = Field(
         0.85,
         description="GREEDYNMM intersection-over-smaller threshold (0.85: 0.5 merged neighbouring "
         "plants of dense beds, bench/ACCURACY.md)",
@@ -184,14 +253,14 @@ class Settings(BaseSettings):
         description="GREEDYNMM also merges boxes of one slice (false: only copies from "
         "overlapping slices)",
     )
-    merge_large_px: float | None = Field(
+    merge_large_px: Pixels | None = Field(
         64.0,
         description="two boxes both at least this long merge at merge_ios_large (a large "
         "plant comes out as several leaf-cluster boxes); None = merge_ios for all",
     )
-    merge_ios_large: float = Field(0.5, description="GREEDYNMM IoS threshold of large boxes")
-    det_batch_size: int = Field(16, ge=1, description="slices per device batch")
-    slice_edge_margin_px: float | None = Field(
+    merge_ios_large: Share = Field(0.5, description="GREEDYNMM IoS threshold of large boxes")
+    det_batch_size: Count = Field(16, le=1024, description="slices per device batch")
+    slice_edge_margin_px: Annotated[float, Field(ge=0, le=1000)] | None = Field(
         2.0,
         description="a box ending this close to an internal slice edge, held whole by the "
         "neighbour slice, is a fragment and dropped (None = keep every box, as SAHI)",
@@ -202,28 +271,29 @@ class Settings(BaseSettings):
         "plant (as the detector sees it); outside rescale_min_px..rescale_max_px the region "
         "is detected in slices sized to bring it in range (pipeline/vision/scale.py)",
     )
-    rescale_min_px: float = Field(
+    rescale_min_px: Pixels = Field(
         26.0, description="median plant side (detector input px) below which slices shrink"
     )
-    rescale_max_px: float = Field(
+    rescale_max_px: Pixels = Field(
         80.0, description="median plant side (detector input px) above which slices grow"
     )
-    rescale_small_target_px: float = Field(
+    rescale_small_target_px: Pixels = Field(
         30.0, description="median plant side that shrunk slices aim at (input px)"
     )
-    rescale_large_target_px: float = Field(
+    rescale_large_target_px: Pixels = Field(
         60.0, description="median plant side that grown slices aim at (input px)"
     )
-    rescale_min_detections: int = Field(
-        8, ge=1, description="detections needed to measure a region's plant size"
+    rescale_min_detections: Count = Field(
+        8, le=100_000, description="detections needed to measure a region's plant size"
     )
     rescale_small_gain: float = Field(
         1.1,
         ge=1.0,
+        le=100,
         description="a region detected again in smaller slices keeps that pass only when it "
         "finds at least this many times the plants of the first",
     )
-    segment_merge_overlap: float | None = Field(
+    segment_merge_overlap: Share | None = Field(
         0.3,
         description="container masks overlapping by this share of the smaller one are one "
         "container (best score's class), other overlaps go to the better score; None = "
@@ -248,10 +318,16 @@ class Settings(BaseSettings):
     )
 
     # --- band estimation -----------------------------------------------------------------
-    bands: int = Field(4, ge=1, description="horizontal bands per segment")
-    default_plant_area_px: float = Field(2500.0, description="plant area without calibration")
-    min_calibration_detections: int = Field(10, description="detections needed to calibrate")
-    plant_area_factor: float = Field(0.9, description="estimate = area / (plant area × factor)")
+    bands: Count = Field(4, le=64, description="horizontal bands per segment")
+    default_plant_area_px: Annotated[float, Field(gt=0, le=1e8)] = Field(
+        2500.0, description="plant area without calibration"
+    )
+    min_calibration_detections: Count = Field(
+        10, le=100_000, description="detections needed to calibrate"
+    )
+    plant_area_factor: Annotated[float, Field(gt=0, le=10)] = Field(
+        0.9, description="estimate = area / (plant area × factor)"
+    )
     plant_area_fallback: bool = Field(
         True,
         description="a band too poor in detections to calibrate uses the plant area of its "
@@ -272,59 +348,39 @@ class Settings(BaseSettings):
     )
 
     # --- rendering -----------------------------------------------------------------------
-    thumbnail_px: int = Field(300, description="thumbnail longest side")
-    thumbnail_quality: int = Field(85, description="thumbnail JPEG quality")
+    thumbnail_px: int = Field(300, ge=16, le=4096, description="thumbnail longest side")
+    thumbnail_quality: int = Field(85, ge=1, le=100, description="thumbnail JPEG quality")
     avif_quality: int = Field(85, ge=0, le=100, description="visualization AVIF quality")
     avif_speed: int = Field(
         10, ge=0, le=10, description="visualization AVIF encoder speed (bench/AVIF.md)"
     )
-    avif_threads: int = Field(
-        1, ge=0, description="AVIF encoder threads per render (0 = one per core)"
-    )
+    avif_threads: Auto = Field(1, description="AVIF encoder threads per render (0 = one per core)")
     visualization_max_px: int | None = Field(
         2000,
         ge=16,
+        le=65_535,
         description="longest side of processed.avif (None = the photo's size); a JPEG is "
         "decoded at a reduced scale for it",
     )
 
     # --- observability --------------------------------------------------------------------
-    log_level: str = Field("INFO", description="log level")
+    log_level: LogLevel = Field("INFO", description="log level (any case)")
     log_json: bool = Field(True, description="JSON log lines (false = console)")
-    metrics_port: int | None = Field(None, description="Prometheus port (None = disabled)")
-
-    @field_validator("retry_delays_s")
-    @classmethod
-    def _positive_delays(cls, v: list[float]) -> list[float]:
-        if any(d < 0 for d in v):
-            raise ValueError("retry delays must be >= 0")
-        return v
+    metrics_port: int | None = Field(
+        None, ge=1, le=65_535, description="Prometheus port (None = disabled)"
+    )
 
     @model_validator(mode="after")
-    def _resolve_inference_processes(self) -> Settings:
-        """0 = auto for ``pool_processes``, ``intra_op_threads`` and ``gpu_max_jobs``:
-        resolved here, once, so every reader sees the numbers that run."""
-        cores = max(1, os.cpu_count() or 1)
-        on_gpu = "CUDAExecutionProvider" in self.providers and _installed("onnxruntime-gpu")
-        resolve = functools.partial(object.__setattr__, self)  # the model is frozen after this
-        if self.pool_processes == 0:
-            # CPU inference: separate single-threaded processes use the cores better than one
-            # process whose threads synchronise per operator (bench/RESULTS.md §6).
-            resolve("pool_processes", max(1, len(self.device_ids)) if on_gpu else cores)
-        if self.intra_op_threads == 0 and not on_gpu and self.pool_processes > 1:
-            resolve("intra_op_threads", max(1, cores // self.pool_processes))
-        if self.gpu_max_jobs == 0:
-            resolve("gpu_max_jobs", self.pool_processes + 1)
-        return self
-
-    @model_validator(mode="after")
-    def _records_outlive_deadline(self) -> Settings:
-        if self.session_ttl_s <= self.session_deadline_s:
-            raise ValueError(
-                f"PLANTPIPE_SESSION_TTL_S ({self.session_ttl_s}) must be longer than "
-                f"PLANTPIPE_SESSION_DEADLINE_S ({self.session_deadline_s}): a session's records "
-                "would expire before the watchdog could end it"
-            )
+    def _agree_and_resolve(self) -> Settings:
+        """Settings that must agree (one line naming both variables per problem); then
+        "0 = auto" of ``pool_processes``, ``intra_op_threads`` and ``gpu_max_jobs`` resolved
+        once, so every reader sees the numbers that run."""
+        values = dict(self.__dict__)
+        problems = cross_check_problems(values)
+        if problems:
+            raise ValueError("; ".join(problems))
+        for name, value in resolve_auto(values).items():
+            object.__setattr__(self, name, value)  # the model is frozen after this
         return self
 
     @property
@@ -337,34 +393,9 @@ class Settings(BaseSettings):
         return self.storage.strip().lower() == "s3"
 
     def to_env(self, inherit: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The environment of a child process whose ``Settings()`` is this configuration.
-
-        ``inherit`` (e.g. ``os.environ``) passes through, less every variable a field reads
-        (any case); then each field this object was given — by the environment or as an
-        argument, ``model_fields_set`` — is written as ``PLANTPIPE_<NAME>`` the way the
-        environment gives it (JSON for lists and numbers, ``true``/``false``). Fields not
-        given stay out, so the child resolves "0 = auto" itself, as here. A ``None`` that
-        the environment cannot express (the field's default is not ``None``) raises
-        ``ValueError``."""
-        prefix = str(self.model_config.get("env_prefix", ""))
-        names = {name: f"{prefix}{name}".upper() for name in type(self).model_fields}
-        taken = set(names.values())
-        env = {k: v for k, v in (inherit or {}).items() if k.upper() not in taken}
-        for name, value in self.model_dump(mode="json", include=self.model_fields_set).items():
-            if value is None:
-                if type(self).model_fields[name].default is not None:
-                    raise ValueError(f"{names[name]}: None cannot be passed in the environment")
-                continue
-            env[names[name]] = value if isinstance(value, str) else json.dumps(value)
-        return env
-
-
-def _installed(distribution: str) -> bool:
-    try:
-        importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
+        """The environment of a child process whose ``Settings()`` is this configuration
+        (:func:`pipeline.settings_rules.settings_env`)."""
+        return settings_env(self, inherit)
 
 
 @lru_cache(maxsize=1)
@@ -373,11 +404,5 @@ def get_settings() -> Settings:
     return Settings()
 
 
-def settings_markdown_table() -> str:
-    """The configuration table of README.md, generated from this class."""
-    rows = ["| variable | default | meaning |", "|---|---|---|"]
-    for name, field in Settings.model_fields.items():
-        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
-        shown = "—" if default is None else f"`{default}`"
-        rows.append(f"| `PLANTPIPE_{name.upper()}` | {shown} | {field.description or ''} |")
-    return "\n".join(rows)
+if __name__ == "__main__":  # README's table: python -m pipeline.settings [--readme README.md]
+    readme_main(Settings)

@@ -23,6 +23,7 @@ from pipeline.runtime.context import RoleContext, role_context
 from pipeline.runtime.enqueue import QueueNames
 from pipeline.runtime.job import GaveUp, JobRun, role_job, time_budget
 from pipeline.runtime.roles import (
+    import_settings,
     role_shutdown,
     role_started,
     role_startup,
@@ -31,7 +32,7 @@ from pipeline.runtime.roles import (
 )
 from pipeline.runtime.uploads import Output
 from pipeline.schemas import AggregateJob, ChildReport, PhotoProgress, RenderJob
-from pipeline.settings import Settings, get_settings
+from pipeline.settings import Settings
 from pipeline.state.ids import (
     artifact_id,
     child_id,
@@ -239,5 +240,5 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     )
 
 
-WorkerSettings = worker_settings_class("cpu", worker_options(get_settings()))
+WorkerSettings = worker_settings_class("cpu", worker_options(import_settings("cpu")))
 """``arq workers.cpu.WorkerSettings``: built from ``PLANTPIPE_*`` at import."""

@@ -19,6 +19,7 @@ from pipeline.runtime.context import ROLE_CONTEXT, RoleContext
 from pipeline.runtime.enqueue import QueueNames, enqueue
 from pipeline.runtime.job import GaveUp, JobRun, role_job, time_budget
 from pipeline.runtime.roles import (
+    import_settings,
     role_shutdown,
     role_started,
     role_startup,
@@ -27,7 +28,7 @@ from pipeline.runtime.roles import (
 )
 from pipeline.runtime.uploads import Output
 from pipeline.schemas import ChildReport, InferJob, PhotoProgress, RenderJob
-from pipeline.settings import Settings, get_settings
+from pipeline.settings import Settings
 from pipeline.state.ids import (
     artifact_id,
     child_id,
@@ -171,5 +172,5 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     )
 
 
-WorkerSettings = worker_settings_class("gpu", worker_options(get_settings()))
+WorkerSettings = worker_settings_class("gpu", worker_options(import_settings("gpu")))
 """``arq workers.gpu.WorkerSettings``: built from ``PLANTPIPE_*`` at import."""

@@ -28,6 +28,7 @@ from pipeline.runtime.job import (
 )
 from pipeline.runtime.retry import classify
 from pipeline.runtime.roles import (
+    import_settings,
     role_shutdown,
     role_started,
     role_startup,
@@ -36,7 +37,7 @@ from pipeline.runtime.roles import (
 )
 from pipeline.runtime.uploads import enqueue_batch, upload_holder, upload_job_id
 from pipeline.schemas import UploadBatch, UploadJob
-from pipeline.settings import Settings, get_settings
+from pipeline.settings import Settings
 from pipeline.state.redisio import run_lua_batch
 from pipeline.storage import ObjectStore, PutResult, make_store
 from pipeline.storage.breaker import Permit, RedisCircuitBreaker
@@ -316,5 +317,5 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     )
 
 
-WorkerSettings = worker_settings_class("io", worker_options(get_settings()))
+WorkerSettings = worker_settings_class("io", worker_options(import_settings("io")))
 """``arq workers.io.WorkerSettings``: built from ``PLANTPIPE_*`` at import."""

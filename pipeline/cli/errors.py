@@ -4,10 +4,9 @@ its exit code."""
 
 from __future__ import annotations
 
-from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from pipeline.errors import PipelineError
+from pipeline.errors import InvalidSettings, PipelineError
 from pipeline.schemas import SessionRecord
 from pipeline.settings import Settings, get_settings
 from pipeline.vision.decode import InvalidImage
@@ -36,7 +35,7 @@ def redis_url_hint() -> str:
     """The Redis URL the settings name (the default when the settings themselves are invalid)."""
     try:
         return get_settings().redis_url
-    except ValidationError:
+    except InvalidSettings:
         return str(Settings.model_fields["redis_url"].default)
 
 

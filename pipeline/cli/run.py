@@ -169,7 +169,7 @@ def run(
         Path | None,
         typer.Option("--out", help="output folder (wins over PLANTPIPE_STORAGE/S3 settings)"),
     ] = None,
-    timeout: Annotated[float, typer.Option(help="seconds before giving up")] = 900.0,
+    timeout: Annotated[float, typer.Option(min=1, help="seconds before giving up")] = 900.0,
 ) -> None:
     """Process photos end to end on an embedded default (the main job)."""
     chosen = list(photos or [])

@@ -32,7 +32,7 @@ def submit(
     photos: Annotated[list[Path], typer.Argument(help="JPEG/PNG/WebP photos")],
     metadata: Annotated[list[str] | None, typer.Option("--meta", help="key=value")] = None,
     wait: Annotated[bool, typer.Option(help="wait for the terminal status")] = False,
-    timeout: Annotated[float, typer.Option(help="seconds --wait waits")] = 3600.0,
+    timeout: Annotated[float, typer.Option(min=1, help="seconds --wait waits")] = 3600.0,
 ) -> None:
     """Submit photos to running workers; prints the session id."""
     meta: dict[str, str] = {}
@@ -78,7 +78,7 @@ def status(
 
 def watch(
     session_id: str,
-    timeout: Annotated[float, typer.Option()] = 3600.0,
+    timeout: Annotated[float, typer.Option(min=1, help="seconds before giving up")] = 3600.0,
     prefix: PrefixOption = None,
 ) -> None:
     """Follow a session live (from its event stream) until it ends."""

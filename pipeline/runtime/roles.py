@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
@@ -20,6 +21,7 @@ from arq.worker import Retry
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from pipeline.errors import InvalidSettings
 from pipeline.logs import configure_logging, get_logger
 from pipeline.runtime import metrics, worker
 from pipeline.runtime.connection import redis_settings
@@ -28,7 +30,7 @@ from pipeline.runtime.health import check_redis
 from pipeline.runtime.registry import Heartbeat
 from pipeline.runtime.retry import arq_max_tries, describe, retry_delay
 from pipeline.runtime.serialization import deserialize, serialize
-from pipeline.settings import Settings
+from pipeline.settings import Settings, get_settings
 
 log = get_logger("pipeline.roles")
 
@@ -157,6 +159,16 @@ def worker_settings_class(role: str, options: dict[str, Any]) -> type:
             **options,
         },
     )
+
+
+def import_settings(role: str) -> Settings:
+    """The settings ``arq workers.<role>.WorkerSettings`` is built from at import: an invalid
+    one is one ``error:`` line on stderr and exit 2, not an import traceback."""
+    try:
+        return get_settings()
+    except InvalidSettings as exc:
+        print(f"error: {role} worker cannot start: {exc.reason}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def role_settings(ctx: dict[str, Any]) -> Settings:

@@ -30,7 +30,7 @@ MAX_LINES = 400
 #: ``x`` and everything under it; ``x*`` matches every module whose name starts with ``x``.
 LAYERS: tuple[tuple[str, ...], ...] = (
     # pipeline.models: the bundled model files' paths (data only, imports nothing of the tree)
-    ("pipeline.settings", "pipeline.errors", "pipeline.models"),
+    ("pipeline.settings*", "pipeline.errors", "pipeline.models"),
     ("pipeline.logs", "pipeline.vision.*", "pipeline.synth.*"),
     ("pipeline.schemas", "pipeline.inference.*"),
     ("pipeline.state.*", "pipeline.storage.*"),

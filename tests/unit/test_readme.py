@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.settings import settings_markdown_table
+from pipeline.settings import Settings
+from pipeline.settings_rules import markdown_table
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -13,9 +14,10 @@ def test_configuration_table_matches_settings() -> None:
     text = README.read_text()
     start = text.index("<!-- settings-table:start -->") + len("<!-- settings-table:start -->")
     end = text.index("<!-- settings-table:end -->")
-    assert text[start:end].strip() == settings_markdown_table().strip(), (
-        "README configuration table is stale: regenerate it from pipeline.settings"
+    assert text[start:end].strip() == markdown_table(Settings).strip(), (
+        "README configuration table is stale: `python -m pipeline.settings --readme README.md`"
     )
+    assert "| allowed |" in text[start:end]  # each setting's range or set of values
 
 
 def test_readme_has_exactly_two_setup_commands() -> None:
