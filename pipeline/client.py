@@ -28,6 +28,7 @@ from pipeline.runtime.coalesce import SameTurnBatcher
 from pipeline.runtime.connection import fail_fast, redis_settings
 from pipeline.runtime.deadletter import DeadLetters
 from pipeline.runtime.enqueue import QueueNames, enqueue
+from pipeline.runtime.intake import check_photos
 from pipeline.runtime.joins import Callback, JoinStore
 from pipeline.runtime.metadata import clean_metadata, upload_metadata
 from pipeline.runtime.serialization import deserialize, serialize
@@ -60,7 +61,7 @@ from pipeline.state.ids import (
 )
 from pipeline.state.keys import Keys
 from pipeline.state.sessions import SessionStore
-from pipeline.vision.decode import SUPPORTED_TYPES, InvalidImage, validate_upload
+from pipeline.vision.decode import SUPPORTED_TYPES
 
 
 class UploadHandle:
@@ -225,11 +226,16 @@ class PipelineClient:
         *,
         content_types: Sequence[str | None] | None = None,
         deadline_s: float | None = None,
+        decode_check: bool = True,
     ) -> str:
-        """Validate cheaply, store each photo once, create the session, enqueue the work.
+        """Check every photo, store each once, create the session, enqueue the work.
 
         Returns the session id at once. Raises :class:`InvalidImage` (naming the photo) or
-        ``ValueError`` before anything is stored if any photo is unacceptable.
+        ``ValueError`` before anything is stored if any photo is unacceptable: empty, too
+        large, not JPEG/PNG/WebP, over ``PLANTPIPE_MAX_PIXELS``, truncated or damaged
+        (a full decode, off the event loop: ``pipeline.runtime.intake``). ``decode_check=False``
+        leaves the decode to the workers (the cheap checks still run): for callers that
+        decoded the photos already, and tests of the workers' own refusals.
         """
         if not photos:
             raise ValueError("submit needs at least one photo")
@@ -237,12 +243,7 @@ class PipelineClient:
         if len(declared) != len(photos):
             raise ValueError("content_types must have one entry per photo")
         meta = clean_metadata(metadata)
-        mimes: list[str] = []
-        for index, (data, ctype) in enumerate(zip(photos, declared, strict=True)):
-            try:
-                mimes.append(validate_upload(data, ctype, self.settings.max_upload_bytes))
-            except InvalidImage as exc:
-                raise InvalidImage(code=exc.code, reason=f"photo {index}: {exc.reason}") from exc
+        mimes = await check_photos(photos, declared, self.settings, decode=decode_check)
         session_id = uuid.uuid4().hex
         count = len(photos)
         await self.sessions.create(session_id, count, meta, deadline_s=deadline_s)

@@ -20,7 +20,7 @@ def render_outputs(
     """Pure: original bytes + analysis (+ the counted vegetation's 1-bit PNG) → (AVIF
     visualization, processed JPEG thumbnail). The picture is drawn at most
     ``visualization_max_px`` on its longest side, from a JPEG decoded at a reduced scale."""
-    picture = decode_preview(data, settings.visualization_max_px)
+    picture = decode_preview(data, settings.visualization_max_px, max_pixels=settings.max_pixels)
     overlay = overlay_alpha(vegetation_png, picture.size)
     draw_analysis(picture, analysis, overlay=overlay)
     avif = encode_avif(

@@ -1,18 +1,21 @@
-"""The photos a command is given: read and cheaply validated before anything starts."""
+"""The photos a command is given: read and checked (``pipeline.runtime.intake``: size, type,
+pixel cap, a full decode) before anything starts."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from pipeline.cli.errors import fail
-from pipeline.vision.decode import InvalidImage, validate_upload
+from pipeline.runtime.intake import check_photo
+from pipeline.settings import Settings
+from pipeline.vision.decode import InvalidImage
 
 CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
                  ".webp": "image/webp"}  # fmt: skip
 
 
-def read_photos(paths: list[Path], max_bytes: int) -> tuple[list[bytes], list[str | None]]:
-    """Read and cheaply validate every photo (before any worker starts)."""
+def read_photos(paths: list[Path], settings: Settings) -> tuple[list[bytes], list[str | None]]:
+    """Read and check every photo (before any worker starts)."""
     datas: list[bytes] = []
     types: list[str | None] = []
     for path in paths:
@@ -26,7 +29,7 @@ def read_photos(paths: list[Path], max_bytes: int) -> tuple[list[bytes], list[st
             raise fail(f"{path}: cannot read it ({exc.strerror})") from exc
         declared = CONTENT_TYPES.get(path.suffix.lower())
         try:
-            validate_upload(data, declared, max_bytes)
+            check_photo(data, declared, settings)
         except InvalidImage as exc:
             raise fail(f"{path}: {exc.reason}") from exc
         datas.append(data)

@@ -178,7 +178,7 @@ def run(
             raise fail(f"no photo given and the bundled sample {SAMPLE} is missing")
         say(f"No photo given: using the bundled sample {SAMPLE.name}")
         chosen = [SAMPLE]
-    datas, types = read_photos(chosen, get_settings().max_upload_bytes)
+    datas, types = read_photos(chosen, get_settings())
     names = [p.name for p in chosen]
     raise typer.Exit(asyncio.run(embedded_run(datas, types, names, out_opt=out_dir,
                                               timeout=timeout)))  # fmt: skip

@@ -41,7 +41,7 @@ def submit(
         if not sep:
             raise fail(f"--meta {item!r}: expected key=value")
         meta[key] = value
-    datas, types = read_photos(photos, get_settings().max_upload_bytes)
+    datas, types = read_photos(photos, get_settings())
 
     async def go(client: PipelineClient) -> int:
         await warn_missing_workers(client)

@@ -4,6 +4,7 @@ exactly one ``error:`` line on stderr that says what to do, and never a tracebac
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import subprocess
@@ -21,6 +22,7 @@ from pipeline.runtime.deadletter import DeadLetters
 from pipeline.schemas import DeadLetter
 from pipeline.settings import Settings
 from tests.conftest import REDIS_URL
+from tests.unit.test_intake import declaring, png_declaring
 
 pytestmark = pytest.mark.e2e
 
@@ -59,11 +61,20 @@ def bad_files(tmp_path: Path) -> dict[str, Path]:
         "png_as_jpg": tmp_path / "really-a-png.jpg",
         "directory": tmp_path / "a-folder",
         "missing": tmp_path / "missing.jpg",
+        "truncated": tmp_path / "truncated.jpg",
+        "png_60000": tmp_path / "huge.png",
+        "jpeg_12000x9000": tmp_path / "108mp.jpg",
     }
     files["text"].write_text("hello, I am not a photo\n")
     files["empty"].write_bytes(b"")
     Image.new("RGB", (32, 32), (10, 200, 10)).save(files["png_as_jpg"], format="PNG")
     files["directory"].mkdir()
+    buf = io.BytesIO()
+    Image.effect_noise((320, 240), 60).convert("RGB").save(buf, format="JPEG", quality=90)
+    good_jpeg = buf.getvalue()
+    files["truncated"].write_bytes(good_jpeg[: len(good_jpeg) // 2])
+    files["png_60000"].write_bytes(png_declaring(60_000, 60_000))
+    files["jpeg_12000x9000"].write_bytes(declaring(good_jpeg, 12_000, 9_000))
     return files
 
 
@@ -73,6 +84,9 @@ EXPECTED = {
     "png_as_jpg": "does not match",
     "directory": "is a directory",
     "missing": "no such file",
+    "truncated": "truncated",
+    "png_60000": "3600000000 pixels",
+    "jpeg_12000x9000": "12000×9000 = 108000000 pixels, more than the 100000000 allowed",
 }
 
 
@@ -127,6 +141,29 @@ def test_usage_errors_exit_2(args: tuple[str, ...], needle: str, tmp_path: Path)
     Image.new("RGB", (64, 48), (90, 140, 60)).save(photo)
     argv = [str(photo) if a == "PHOTO" else a for a in args]
     one_error(cli(*argv, env={"PLANTPIPE_REDIS_URL": DOWN}), 2, needle)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "needle"),
+    [
+        ("PLANTPIPE_DET_CONF", "-1", "PLANTPIPE_DET_CONF='-1' is not allowed: it must be a number"),
+        ("PLANTPIPE_GPU_JOB_TIMEOUT_S", "-5", "PLANTPIPE_GPU_JOB_TIMEOUT_S='-5'"),
+        ("PLANTPIPE_MAX_UPLOAD_BYTES", "-1", "PLANTPIPE_MAX_UPLOAD_BYTES='-1'"),
+        ("PLANTPIPE_IO_CONCURRENCY", "fifty", "PLANTPIPE_IO_CONCURRENCY='fifty'"),
+        ("PLANTPIPE_RETRY_DELAYS_S", "2,4,8", "PLANTPIPE_RETRY_DELAYS_S='2,4,8' is not valid JSON"),
+    ],
+)
+def test_a_setting_out_of_range_is_one_line_before_anything_starts(
+    variable: str, value: str, needle: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    proc = cli("run", "--out", str(out), env={"PLANTPIPE_REDIS_URL": DOWN, variable: value})
+    one_error(proc, 2, needle)
+    assert not out.exists()
+
+
+def test_a_negative_timeout_is_a_usage_error() -> None:
+    one_error(cli("run", "--timeout", "-5", env={"PLANTPIPE_REDIS_URL": DOWN}), 2, "--timeout")
 
 
 def test_debug_shows_the_traceback() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from pipeline import PipelineClient, Settings, get_settings
 from tests.examples.test_kit_example import nursery_photo
+from tests.unit.test_intake import png_declaring
 
 pytestmark = pytest.mark.asyncio
 
@@ -60,6 +61,14 @@ async def test_fastapi_example(app_env: None, plantpipe_client: PipelineClient) 
             bad = await http.post("/sessions", files=not_a_photo)
             assert bad.status_code == 400
             assert "not a JPEG, PNG or WebP" in bad.json()["detail"]
+
+            # photos checked in full before anything is stored: 400, never a 202 that fails later
+            whole = nursery_photo()
+            for data, needle in ((whole[: len(whole) // 2], "truncated"),
+                                 (png_declaring(60_000, 60_000), "3600000000 pixels")):  # fmt: skip
+                refused = await http.post("/sessions", files=[("photos", ("p", data, None))])
+                assert refused.status_code == 400, refused.text
+                assert needle in refused.json()["detail"]
 
             unknown = await http.get("/sessions/no-such-session")
             assert unknown.status_code == 404

@@ -92,7 +92,8 @@ def submit_rejects() -> list[tuple[Case, str]]:
 
 
 def worker_rejects() -> list[tuple[Case, str]]:
-    """Inputs that pass the cheap checks and must fail in the worker with this code."""
+    """Inputs that pass the cheap checks, are refused by submit's full check and, submitted
+    with ``decode_check=False``, must fail in the worker with this code."""
     image, _ = upright()
     jpeg = encode(image, "JPEG", quality=90)
     frames = [image.resize((64, 48)), Image.new("RGB", (64, 48), (0, 0, 0))]
@@ -196,7 +197,14 @@ async def test_bad_inputs_fail_clearly_and_workers_keep_serving(
         unusual = unusual_but_valid()
         photos = [c.data for c, _ in worker_bad] + [c.data for c, _, _ in unusual] + [good]
         ctypes = [c.content_type for c, _ in worker_bad] + [c.content_type for c, _, _ in unusual]
-        mixed = await client.submit(photos, traversal, content_types=[*ctypes, None])
+        for case, code in worker_bad:  # the full check at submit refuses each one …
+            with pytest.raises(InvalidImage) as info:
+                await client.submit([case.data], content_types=[case.content_type])
+            assert info.value.code == code, (case.name, info.value.reason)
+        # … and the workers refuse them on their own (a caller that skipped the decode check)
+        mixed = await client.submit(
+            photos, traversal, content_types=[*ctypes, None], decode_check=False
+        )
         fault_report.inputs_tried += [c.name for c, _ in worker_bad] + [
             c.name for c, _, _ in unusual
         ]
