@@ -107,7 +107,8 @@ class ArtifactRecord(_Model):
     error_code: str | None = None
     reason: str | None = None
     etag: str | None = None
-    sha256: str | None = None
+    sha256: str | None = Field(None, description="the bytes' blob (what a pending upload needs)")
+    metadata: dict[str, str] = Field(default_factory=dict, description="the object's metadata")
     updated_at: datetime = Field(default_factory=utcnow)
 
 

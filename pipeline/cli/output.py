@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -30,9 +31,10 @@ def emit(line: str) -> None:
 
 
 def progress_table(record: SessionRecord, names: list[str], started: float) -> Table:
+    more = "" if record.artifacts_final else " (more to come)"
     title = (
         f"session {record.session_id[:12]}… · {record.status} · stage {record.stage} · "
-        f"uploads {record.artifacts_uploaded}/{len(record.artifacts)} · "
+        f"uploads {record.artifacts_uploaded}/{len(record.artifacts)}{more} · "
         f"{time.monotonic() - started:.1f}s"
     )
     table = Table(title=title, title_justify="left")
@@ -74,27 +76,58 @@ def summary_table(result: SessionResult, names: list[str], elapsed: float) -> Ta
 
 
 async def follow_session(
-    client: PipelineClient, session_id: str, names: list[str], timeout: float
+    client: PipelineClient,
+    session_id: str,
+    names: list[str],
+    timeout: float,
+    *,
+    on_final: Callable[[SessionRecord], Awaitable[None]] | None = None,
+    upload_wait: float | None = None,
+    prefix_hint: str = "",
 ) -> SessionRecord:
-    """Live table until the session is terminal and its artifacts have settled."""
+    """Live table (its clock ticking between events) until the session is terminal and its
+    artifacts have settled. ``on_final`` runs once, as soon as the session is terminal (its
+    counts final); ``upload_wait``: after that, stop waiting once no upload has settled for
+    this long (the caller keeps what is pending). The table is redrawn every second."""
     started = time.monotonic()
     record = await client.status(session_id)
+    final = False
     with Live(progress_table(record, names, started), console=console, transient=False) as live:
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                live.update(progress_table(record, names, started))
+
+        ticker = asyncio.create_task(tick())
         try:
             async with asyncio.timeout(timeout):
-                async for _event in client.events(session_id, artifacts=True):
+                events = aiter(client.events(session_id, artifacts=True))
+                while True:
+                    try:
+                        await asyncio.wait_for(anext(events), upload_wait if final else None)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:  # uploads stalled after the counts were final
+                        break
                     record = await client.status(session_id)
                     live.update(progress_table(record, names, started))
+                    if record.terminal and not final:
+                        final = True
+                        if on_final is not None:
+                            await on_final(record)
                 record = await client.status(session_id)
                 live.update(progress_table(record, names, started))
         except TimeoutError:
+            if final:  # counts final, uploads still going: the caller says what is pending
+                return await client.status(session_id)
             raise fail(
                 f"session {session_id} not finished within {timeout:.0f} s (status "
-                f"{record.status}, stage {record.stage}); it goes on: `plantpipe watch "
-                f"{session_id}`",
+                f"{record.status}, stage {record.stage}){prefix_hint}",
                 EXIT_FAILED,
             ) from None
         finally:
+            ticker.cancel()
             if not console.is_terminal:
                 live.stop()
                 console.line()  # rich leaves the last render without a newline off a terminal
@@ -110,17 +143,23 @@ def print_warnings(result: SessionResult, names: list[str]) -> None:
             emit(f"failed: {name}: {photo.reason}")
 
 
-def print_outputs(record: SessionRecord, storage: str, folder: Path | None, bucket: str) -> None:
-    """List the artifacts that were written (uploaded, and on disk for a local folder)."""
+def print_outputs(
+    record: SessionRecord, storage: str, folder: Path | None, bucket: str, settled: bool = True
+) -> None:
+    """List the artifacts that were written (uploaded, and on disk for a local folder);
+    with ``settled`` False the caller has listed what is not (kept, pending)."""
     base = f"s3://{bucket}/" if storage == "s3" or folder is None else f"{folder}/"
     written = [
         a.key
         for a in record.artifacts
-        if a.state == "uploaded" and (folder is None or (folder / a.key).is_file())
+        if (a.state == "uploaded" and folder is None)
+        or (folder is not None and (folder / a.key).is_file())
     ]
     emit(f"outputs ({len(written)} files):")
     for key in written:
         emit(f"  {base}{key}")
+    if not settled:
+        return
     for a in record.artifacts:
         if a.state == "failed":
             emit(f"  not written: {a.key} (`plantpipe failed list` says why)")

@@ -5,6 +5,7 @@ and outputs, and everything stopped at the end (Ctrl-C and SIGTERM included)."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import tempfile
 import time
@@ -14,8 +15,9 @@ from typing import Annotated, Any
 
 import typer
 
-from pipeline.cli.errors import EXIT_FAILED, EXIT_OK, exit_code, fail
+from pipeline.cli.errors import EXIT_FAILED, CliError, exit_code, fail
 from pipeline.cli.output import (
+    emit,
     follow_session,
     out,
     print_outputs,
@@ -23,14 +25,20 @@ from pipeline.cli.output import (
     say,
     summary_table,
 )
+from pipeline.cli.pending import EXIT_PENDING, keep_pending
+from pipeline.cli.pending import resume as finish_pending
 from pipeline.cli.photos import read_photos
 from pipeline.cli.workers import STOP_GRACE_S, start_roles, wait_for_workers
 from pipeline.client import PipelineClient
 from pipeline.embedded import PrivateRedis, RoleProcesses, drop_prefix, redis_usable
+from pipeline.schemas import SessionRecord
 from pipeline.settings import Settings, get_settings
+from pipeline.storage.breaker import RedisCircuitBreaker
+from pipeline.storage.local import LocalObjectStore
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "nursery.jpg"
 DEFAULT_OUT = Path("plantpipe-out")
+MIB = 1024 * 1024
 
 
 def choose_storage(out_dir: Path | None, base: Settings) -> tuple[str, Path | None, str]:
@@ -86,30 +94,72 @@ class Stopper:
             loop.remove_signal_handler(sig)
 
 
+def usable_folder(folder: Path, what: str, need_bytes: int = 0) -> str | None:
+    """Why ``folder`` cannot take the run's files (not a directory, cannot be created or
+    written, too little space), or None when it can. Nothing is left behind by the probe."""
+    try:
+        if folder.exists() and not folder.is_dir():
+            return f"{what} {folder} is a file, not a folder; pass a folder"
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".plantpipe-probe-"):
+            pass
+        free = shutil.disk_usage(folder).free
+    except OSError as exc:
+        return (
+            f"{what} {folder}: cannot write there ({exc.strerror or exc}); choose a writable folder"
+        )
+    if free < need_bytes:
+        return (
+            f"{what} {folder}: only {free / MIB:.1f} MiB free on its disk, the run needs "
+            f"about {need_bytes / MIB:.0f} MiB; free some space or choose another folder"
+        )
+    return None
+
+
+def local_folder(storage_folder: Path | None, need_bytes: int) -> tuple[Path, str]:
+    """Where the run keeps its files on this machine: the output folder (refused with the
+    reason when unusable); for S3 runs ``./plantpipe-out`` (results.json, pending uploads,
+    logs), else a temporary folder when that cannot be written."""
+    if storage_folder is not None:
+        problem = usable_folder(storage_folder, "--out", need_bytes)
+        if problem is not None:
+            raise fail(problem)
+        return storage_folder, ""
+    candidate = DEFAULT_OUT.resolve()
+    problem = usable_folder(candidate, "local copy folder", need_bytes=1 * MIB)
+    if problem is None:
+        return candidate, ""
+    return Path(tempfile.mkdtemp(prefix="plantpipe-run-")), f" ({problem})"
+
+
 async def embedded_run(
     datas: list[bytes],
     types: list[str | None],
     names: list[str],
     out_opt: Path | None,
     timeout: float,
+    upload_wait: float,
 ) -> int:
     """One session end to end on embedded workers; the exit code (128 + signal if stopped)."""
     base = get_settings()
     task = asyncio.current_task()
     assert task is not None
     stopper = Stopper(task)
-    stopper.install()
     storage, folder, why = choose_storage(out_opt, base)
-    if folder is None:
-        say(f"outputs: s3://{base.s3_bucket}/ ({why}; pass --out DIR for a local folder)")
-        log_dir = Path(tempfile.mkdtemp(prefix="plantpipe-logs-"))
-    else:
-        say(f"outputs: {folder}/ ({why})")
-        log_dir = folder / ".logs"
-    private: PrivateRedis | None = None
-    workers: RoleProcesses | None = None
     # A private key prefix: workers of a shared Redis never take this run's jobs.
     prefix = f"plantpipe-run-{uuid.uuid4().hex[:8]}"
+    local, fallback = local_folder(folder, sum(len(d) for d in datas) * 2 + len(datas) * MIB)
+    if folder is None:
+        say(
+            f"outputs: s3://{base.s3_bucket}/ ({why}; pass --out DIR for a local folder); "
+            f"results.json and any upload S3 does not take are kept in {local}/{fallback}"
+        )
+    else:
+        say(f"outputs: {folder}/ ({why})")
+    log_dir = local / ".logs" / prefix  # one folder per run: runs sharing --out never mix
+    stopper.install()
+    private: PrivateRedis | None = None
+    workers: RoleProcesses | None = None
     keep_keys = False
     code = EXIT_FAILED
     try:
@@ -128,17 +178,35 @@ async def embedded_run(
             await wait_for_workers(client, workers, timeout=120)
             started = time.monotonic()
             session_id = await client.submit(datas, {"source": "plantpipe run"},
-                                             content_types=types)  # fmt: skip
-            record = await follow_session(client, session_id, names, timeout)
+                                             content_types=types, decode_check=False)  # fmt: skip
+            kept_results: list[Path] = []
+
+            async def counts_final(_record: SessionRecord) -> None:
+                if folder is None:  # S3: the counts on this disk now, whatever S3 does
+                    kept_results.append(await keep_results(client, session_id, local))
+
+            hint = (f"; its records stay under prefix {prefix}: `plantpipe status {{}} --prefix "
+                    f"{prefix}`" if private is None else "")  # fmt: skip
+            try:
+                record = await follow_session(client, session_id, names, timeout,
+                                              on_final=counts_final, upload_wait=upload_wait,
+                                              prefix_hint=hint.format(session_id))  # fmt: skip
+            except CliError:
+                keep_keys = private is None  # what the hint points at stays
+                raise
             result = await client.result(session_id)
             out.print(summary_table(result, names, time.monotonic() - started))
             print_warnings(result, names)
-            print_outputs(record, storage, folder, base.s3_bucket)
             code = exit_code(record)
-            if record.artifacts_failed:
-                say(f"{record.artifacts_failed} uploads failed: `plantpipe failed list` says why")
-                code = EXIT_FAILED
-            keep_keys = code != EXIT_OK and private is None
+            pending = [a.key for a in record.artifacts if a.state != "uploaded"]
+            if pending:
+                await workers.astop(STOP_GRACE_S, stopper.force)  # nothing moves any more
+                record = await client.status(session_id)
+                code = await report_pending(client, record, local, folder, base, code)
+            print_outputs(record, storage, folder, base.s3_bucket, not pending)
+            for path in kept_results:
+                emit(f"results (local copy): {path}")
+            keep_keys = code == EXIT_FAILED and private is None
             if keep_keys:
                 say(f"this run's records stay under prefix {prefix} for "
                     f"{base.session_ttl_s // 86400} days: "
@@ -163,6 +231,44 @@ async def embedded_run(
     return code
 
 
+async def keep_results(client: PipelineClient, session_id: str, local: Path) -> Path:
+    """The session's results.json under ``local`` (the bytes aggregate uploads)."""
+    result = await client.result(session_id)
+    path = local / session_id / "results.json"
+    await LocalObjectStore(local).put(f"{session_id}/results.json",
+                                      result.model_dump_json(indent=2).encode(),
+                                      content_type="application/json")  # fmt: skip
+    say(f"counts final: results.json kept at {path}")
+    return path
+
+
+async def report_pending(
+    client: PipelineClient,
+    record: SessionRecord,
+    local: Path,
+    folder: Path | None,
+    base: Settings,
+    code: int,
+) -> int:
+    """After the workers stopped: keep what is not uploaded on disk, say which and how to
+    finish them; the exit code (EXIT_PENDING unless processing failed)."""
+    breaker = await RedisCircuitBreaker(client.redis, client.settings).state()
+    why = ("S3 unreachable: the io workers' circuit breaker is open" if breaker == "open"
+           else f"not uploaded when the run stopped waiting ({breaker} breaker)")  # fmt: skip
+    kept, lost = await keep_pending(client, record.session_id, local, why)
+    for item in lost:
+        emit(f"  not written: {item}")
+    if folder is not None:  # a local folder: written in place, nothing left to do
+        say(f"{len(kept)} outputs the io worker had not written were written by the run")
+        return code if not lost else EXIT_FAILED
+    say(f"{len(kept)} uploads pending; kept on this disk, to finish with `plantpipe run "
+        f"--resume {local / record.session_id}`:")  # fmt: skip
+    for upload in kept:
+        emit(f"  pending: s3://{base.s3_bucket}/{upload.key} <- {local / upload.key} "
+             f"({upload.reason})")  # fmt: skip
+    return EXIT_FAILED if code == EXIT_FAILED or lost else EXIT_PENDING
+
+
 def run(
     photos: Annotated[list[Path] | None, typer.Argument(help="JPEG/PNG/WebP photos")] = None,
     out_dir: Annotated[
@@ -170,8 +276,30 @@ def run(
         typer.Option("--out", help="output folder (wins over PLANTPIPE_STORAGE/S3 settings)"),
     ] = None,
     timeout: Annotated[float, typer.Option(min=1, help="seconds before giving up")] = 900.0,
+    upload_wait: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            help="once the counts are final, seconds to wait for an upload to finish before "
+            "leaving the rest pending (kept on disk, exit 3)",
+        ),
+    ] = 60.0,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="finish the uploads an earlier run left pending in this folder, then exit",
+        ),
+    ] = None,
 ) -> None:
-    """Process photos end to end on an embedded default (the main job)."""
+    """Process photos end to end on an embedded default (the main job).
+
+    Exit codes: 0 ok, 1 processing failed, 2 usage or input error, 3 counts final and on
+    disk but uploads pending (finish them with --resume DIR)."""
+    if resume is not None:
+        if photos:
+            raise fail("--resume takes no photos: it finishes an earlier run's uploads")
+        raise typer.Exit(asyncio.run(finish_pending(resume, get_settings())))
     chosen = list(photos or [])
     if not chosen:
         if not SAMPLE.exists():
@@ -180,5 +308,10 @@ def run(
         chosen = [SAMPLE]
     datas, types = read_photos(chosen, get_settings())
     names = [p.name for p in chosen]
-    raise typer.Exit(asyncio.run(embedded_run(datas, types, names, out_opt=out_dir,
-                                              timeout=timeout)))  # fmt: skip
+    raise typer.Exit(
+        asyncio.run(
+            embedded_run(
+                datas, types, names, out_opt=out_dir, timeout=timeout, upload_wait=upload_wait
+            )
+        )
+    )

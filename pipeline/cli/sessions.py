@@ -82,5 +82,10 @@ def watch(
     prefix: PrefixOption = None,
 ) -> None:
     """Follow a session live (from its event stream) until it ends."""
-    record = client_call(lambda c: follow_session(c, session_id, [], timeout), prefix)
+    hint = f"; it goes on: `plantpipe watch {session_id}" + (
+        f" --prefix {prefix}`" if prefix else "`"
+    )
+    record = client_call(
+        lambda c: follow_session(c, session_id, [], timeout, prefix_hint=hint), prefix
+    )
     raise typer.Exit(exit_code(record))

@@ -67,8 +67,10 @@ async def stage(
             content_type=out.content_type,
             size=len(out.body),
             session_id=session_id,
+            sha256=ref.sha256,
+            metadata=out.metadata,
         )
-        for out in outputs
+        for out, ref in zip(outputs, refs, strict=True)
     ]
     await artifacts.register(records, session_id=session_id, final=final)
     return [

@@ -117,16 +117,17 @@ def test_run_three_photos_shows_progress_summary_and_outputs(
 def test_run_lists_only_written_files_and_keeps_a_failed_runs_records(
     fixture_models: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    """On a shared Redis: the analysis fails in the gpu worker (a segmentation input size the
-    model does not take: photos are checked before any worker starts, so a bad photo cannot
-    be the cause); never-written thumbnails are not listed; the run's prefix is printed and
+    """On a shared Redis: the analysis fails in the gpu worker (a 48 MP photo against a 2 s
+    job timeout: photos are checked before any worker starts, so a bad photo cannot be the
+    cause); never-written thumbnails are not listed; the run's prefix is printed and
     `failed list --prefix` reaches its dead letters."""
-    photo = tmp_path / "good.png"
-    photo.write_bytes(encode_png(make_nursery_photo(640, 480).rgb))
+    photo = tmp_path / "huge.jpg"
+    small = Image.fromarray(make_nursery_photo(640, 480).rgb)
+    small.resize((8000, 6000), Image.Resampling.BILINEAR).save(photo, quality=80)
     out = tmp_path / "out"
     env = run_env(fixture_models)
     env["PLANTPIPE_REDIS_URL"] = REDIS_URL
-    env["PLANTPIPE_SEG_INPUT_SIZE"] = "640"  # the fixture model takes 320 only
+    env["PLANTPIPE_GPU_JOB_TIMEOUT_S"] = "2"
     env["PLANTPIPE_RETRY_DELAYS_S"] = "[0.2]"
     proc = subprocess.run(
         [PLANTPIPE, "run", str(photo), "--out", str(out)],
@@ -141,7 +142,7 @@ def test_run_lists_only_written_files_and_keeps_a_failed_runs_records(
         listed = [line.strip() for line in proc.stdout.splitlines() if line.startswith("  /")]
         assert listed and all(Path(line).is_file() for line in listed), text
         assert not any("thumbnail_original.jpg" in line for line in listed), text
-        assert any(line.endswith("/original.png") for line in listed), text
+        assert any(line.endswith("/original.jpg") for line in listed), text
         assert f"plantpipe failed list --prefix {prefix[1]}" in text
         failed = subprocess.run(
             [PLANTPIPE, "failed", "list", "--prefix", prefix[1]],
@@ -178,9 +179,10 @@ def start_run_and_wait_for_workers(
         [PLANTPIPE, "run", str(photo), "--out", str(tmp_path / "out")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    log = tmp_path / "out" / ".logs" / "gpu.log"
     deadline = time.monotonic() + 120
-    while not (log.exists() and "gpu.started" in log.read_text()):
+    while not any(
+        "gpu.started" in log.read_text() for log in (tmp_path / "out").glob(".logs/*/gpu.log")
+    ):
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
         assert time.monotonic() < deadline, "workers never started"
         time.sleep(0.2)

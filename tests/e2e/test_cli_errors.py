@@ -284,3 +284,17 @@ def test_run_to_s3_says_so_first_and_shows_a_worker_start_failure(
     assert "pass --out DIR for a local folder" in first
     one_error(proc, 1, "io worker exited at start", "NoCredentialsError", "io.log")
     assert not (tmp_path / "plantpipe-out").exists()  # nothing written locally
+
+
+def test_out_problems_are_reported_as_such_not_as_redis(tmp_path: Path) -> None:
+    """A --out that is a file, or that cannot be created or written, is named as the problem
+    (before any Redis or worker is touched)."""
+    photo = tmp_path / "ok.png"
+    Image.new("RGB", (64, 48), (90, 140, 60)).save(photo)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    line = one_error(cli("run", str(photo), "--out", str(a_file)), 2, "--out", "is a file")
+    assert "Redis" not in line
+    for unwritable in (Path("/sys/plantpipe-out-test"), Path("/proc/plantpipe-out-test/x")):
+        line = one_error(cli("run", str(photo), "--out", str(unwritable)), 2, "cannot write there")
+        assert str(unwritable) in line and "Redis" not in line
