@@ -23,6 +23,7 @@ from pipeline.testing import (
     redis_url_for_tests,
     s3_endpoint_for_tests,
 )
+from pipeline.testing.kit import drop_keys, remove_bucket
 
 __all__ = ["in_process_worker"]  # tests import it from here
 
@@ -41,6 +42,43 @@ REPO = Path(__file__).resolve().parents[1]
 ARQ_BIN = str(Path(sys.executable).parent / "arq")
 
 SettingsFactory = Callable[..., Settings]
+
+#: Settings whose key prefix and bucket a test made up: all removed when the session ends
+#: (after every fixture's own clean-up, and after every worker process is gone), so the
+#: suite leaves no bucket and no key behind even when a test failed half-way.
+CREATED: list[Settings] = []
+SHARED_NAMES = {"plantpipe"}  # the defaults: never a test's to remove
+
+
+def track(settings: Settings) -> Settings:
+    """Register ``settings``' made-up prefix and bucket for removal at the end."""
+    CREATED.append(settings)
+    return settings
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_what_the_tests_created() -> Iterator[None]:
+    yield
+
+    async def clean() -> None:
+        seen: set[tuple[str, str, str]] = set()
+        for settings in CREATED:
+            ident = (settings.redis_url, settings.key_prefix, settings.s3_bucket)
+            if ident in seen:
+                continue
+            seen.add(ident)
+            if settings.key_prefix not in SHARED_NAMES:
+                try:
+                    await drop_keys(settings)
+                except Exception:  # Redis gone (a fault test's own server): nothing to drop
+                    pass
+            if settings.s3_bucket not in SHARED_NAMES and settings.s3_endpoint_url:
+                try:
+                    await remove_bucket(settings)
+                except Exception:  # a stub endpoint that is gone
+                    pass
+
+    asyncio.run(clean())
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +115,7 @@ def make_settings(test_prefix: str) -> SettingsFactory:
             "log_json": True,
         }
         values.update(overrides)
-        return Settings(**values)
+        return track(Settings(**values))
 
     return factory
 

@@ -73,14 +73,21 @@ def interrupted_retry(
     and never re-runs the job, which would leave its photo "processing" until the session
     deadline. Every job is idempotent, so here such a stall becomes a retry."""
     deadline_s = max(0.75, timeout_s - max(0.25, timeout_s * 0.05))
+    last_try = arq_max_tries(settings)
 
     @functools.wraps(job)
     async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        job_try = int(ctx.get("job_try", 1))
+        if job_try >= last_try:
+            # arq's last allowed try: the job gives up by itself (``JobRun.crash_loop``:
+            # dead letter, its photo reported). Interrupting it here would hand arq a
+            # try it drops unrun ("max retries exceeded"), leaving the photo unreported and
+            # its session "processing" until the deadline; so only arq's timeout bounds it.
+            return await job(ctx, *args, **kwargs)
         try:
             async with asyncio.timeout(deadline_s):
                 return await job(ctx, *args, **kwargs)
         except (TimeoutError, RedisConnectionError, RedisTimeoutError) as exc:
-            job_try = int(ctx.get("job_try", 1))
             delay = retry_delay(settings, job_try)
             if delay is None:  # our tries are spent: arq's max_tries ceiling ends it
                 delay = max([1.0, *settings.retry_delays_s])

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from pipeline.client import PipelineClient
 from pipeline.settings import Settings
 from pipeline.testing.onnx_fixtures import build_detect_model, build_segment_model
-from tests.conftest import REDIS_URL, S3_ENDPOINT, WorkerProcess, settings_env
+from tests.conftest import REDIS_URL, S3_ENDPOINT, WorkerProcess, settings_env, track
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +79,7 @@ def cluster_settings(models: tuple[Path, Path], **overrides: Any) -> Settings:
         "intra_op_threads": 1,
     }
     values.update(overrides)
-    return Settings(**values)
+    return track(Settings(**values))
 
 
 @pytest.fixture

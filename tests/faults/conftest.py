@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import functools
 import json
+import math
+import os
 import re
 import shutil
 import signal
@@ -139,6 +141,21 @@ def fault_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 ClusterFactory = Callable[..., Cluster]
 
+
+def busy_factor() -> float:
+    """How much slower than an idle machine this one runs now: the 1-minute load average per
+    core, between 1 and 4. The fault tests assert that nothing is lost, not how fast things
+    settle: their job timeouts and deadlines are multiplied by it."""
+    return min(4.0, max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1)))
+
+
+def scaled(seconds: float) -> float:
+    """``seconds`` on an idle machine, stretched by :func:`busy_factor` now."""
+    return seconds * busy_factor()
+
+
+JOB_TIMEOUTS = ("gpu_job_timeout_s", "cpu_job_timeout_s", "io_job_timeout_s")
+
 #: What every fault cluster uses unless a test says otherwise: short, honest job timeouts so a
 #: killed job is re-run within seconds, a fast AVIF encoder (the 2-core CI box), 1 ONNX thread.
 FAULT_DEFAULTS: dict[str, Any] = {
@@ -159,7 +176,12 @@ def make_fault_cluster(fault_models: tuple[Path, Path]) -> Iterator[ClusterFacto
     made: list[Cluster] = []
 
     def factory(**overrides: Any) -> Cluster:
-        cluster = Cluster(cluster_settings(fault_models, **{**FAULT_DEFAULTS, **overrides}))
+        values = {**FAULT_DEFAULTS, **overrides}
+        factor = busy_factor()  # a busy machine: longer job timeouts, fewer spurious retries
+        for name in JOB_TIMEOUTS:
+            if name in values:
+                values[name] = math.ceil(values[name] * factor)
+        cluster = Cluster(cluster_settings(fault_models, **values))
         made.append(cluster)
         return cluster
 
@@ -596,6 +618,7 @@ async def submit_and_wait(
 async def wait_until(
     predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1
 ) -> None:
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

@@ -27,6 +27,7 @@ from tests.faults.conftest import (
     bucket_objects,
     check_sessions,
     key_pattern,
+    scaled,
     small_photo,
     tree_rss_kib,
     worker_pid,
@@ -163,7 +164,7 @@ async def test_bad_inputs_fail_clearly_and_workers_keep_serving(
     async with PipelineClient(cluster.settings) as client:
         # warm the pool (first inference allocates arenas), then measure the gpu worker tree
         warm = await client.submit([good])
-        await client.wait(warm, timeout=60)
+        await client.wait(warm, timeout=scaled(60))
         gpu_pid = worker_pid(cluster, "gpu")
         rss_before = tree_rss_kib(gpu_pid)
 
@@ -209,12 +210,12 @@ async def test_bad_inputs_fail_clearly_and_workers_keep_serving(
             c.name for c, _, _ in unusual
         ]
         fault_report.inputs_tried.append("path traversal in metadata")
-        record = await client.wait(mixed, timeout=120, artifacts=True)
+        record = await client.wait(mixed, timeout=scaled(120), artifacts=True)
         result = await client.result(mixed)
 
         # 5. the workers keep serving: a good photo after all of that completes
         last = await client.submit([good])
-        last_record = await client.wait(last, timeout=60, artifacts=True)
+        last_record = await client.wait(last, timeout=scaled(60), artifacts=True)
         rss_after = tree_rss_kib(worker_pid(cluster, "gpu"))
         objects = await bucket_objects(localstack, cluster.settings.s3_bucket)
         expected_counts: list[int | None] = [None] * len(worker_bad)

@@ -51,6 +51,7 @@ from tests.faults.conftest import (
     dump_logs,
     forget_jobs,
     pool_pids,
+    scaled,
     small_photo,
     wait_until,
     worker_pid,
@@ -181,7 +182,7 @@ async def test_sigkill_every_role_and_a_pool_process_under_load(
             await chaos_task
             stuck: list[str] = []
             # recovery needs at most job timeout + 10 s after the last kill: 60 s is ample
-            settle_by = time.monotonic() + 60
+            settle_by = time.monotonic() + scaled(60)
             for exp in expected:
                 try:
                     left = max(1.0, settle_by - time.monotonic())

@@ -23,6 +23,7 @@ from tests.faults.conftest import (
     check_sessions,
     permanent_kinds,
     prefix_ttls,
+    scaled,
     small_photo,
     unexpected_permanent,
 )
@@ -57,7 +58,7 @@ async def test_200_photos_from_20_concurrent_clients(
             async def one(photos: list[tuple[bytes, int]]) -> Expected:
                 sid = await client.submit([data for data, _ in photos])
                 sids.add(sid)
-                await client.wait(sid, timeout=240, artifacts=True)
+                await client.wait(sid, timeout=scaled(240), artifacts=True)
                 return Expected(sid, [n for _, n in photos])
 
             started = time.monotonic()

@@ -22,6 +22,7 @@ from tests.faults.conftest import (
     check_sessions,
     describe_stuck,
     dump_logs,
+    scaled,
     small_photo,
 )
 
@@ -95,7 +96,7 @@ async def test_redis_kill9_and_aof_restart_mid_load(
             sid = await retrying(functools.partial(client.submit, [d for d, _ in photos]), 30)
             expected.append(Expected(sid, [n for _, n in photos]))
         stuck: list[str] = []
-        settle_by = time.monotonic() + 60  # in-progress keys expire timeout + 10 s after
+        settle_by = time.monotonic() + scaled(60)  # in-progress keys expire timeout + 10 s after
         for exp in expected:
             try:
                 left = max(1.0, settle_by - time.monotonic())

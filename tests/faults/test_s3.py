@@ -26,6 +26,7 @@ from tests.faults.conftest import (
     bucket_objects,
     check_sessions,
     free_port,
+    scaled,
     small_photo,
 )
 from workers import io as io_worker
@@ -74,7 +75,7 @@ async def test_s3_outage_mid_load_opens_the_breaker_and_drops_nothing(
             outage = time.monotonic() - down_at
             back_at = time.monotonic()
             for exp in expected:
-                await client.wait(exp.session_id, timeout=120, artifacts=True)
+                await client.wait(exp.session_id, timeout=scaled(120), artifacts=True)
             landed_after = time.monotonic() - back_at
             objects = await bucket_objects(localstack, settings.s3_bucket)
             check = await check_sessions(client, expected, objects=objects, report=fault_report)
@@ -167,12 +168,12 @@ async def test_permanent_s3_errors_are_dead_lettered_and_replayed(
         photos = [small_photo(3000 + i) for i in range(2)]
         async with cluster.client() as client:
             sid = await client.submit([d for d, _ in photos])
-            record = await client.wait(sid, timeout=60, artifacts=True)
+            record = await client.wait(sid, timeout=scaled(60), artifacts=True)
             letters = await client.failed()
             state_while_denied = await breaker.state()
             stub.clear_faults()  # the operator fixes the policy / creates the bucket
             replayed = await client.retry_failed()
-            record_after = await client.wait(sid, timeout=60, artifacts=True)
+            record_after = await client.wait(sid, timeout=scaled(60), artifacts=True)
             check = await check_sessions(
                 client,
                 [Expected(sid, [n for _, n in photos])],

@@ -26,6 +26,7 @@ from tests.faults.conftest import (
     RedisServer,
     bucket_objects,
     check_sessions,
+    scaled,
     small_photo,
 )
 
@@ -42,7 +43,7 @@ async def run_one_session(
     photos = [small_photo(6000 + i) for i in range(2)]
     async with PipelineClient(cluster.settings) as client:
         sid = await client.submit([d for d, _ in photos])
-        record = await client.wait(sid, timeout=60, artifacts=True)
+        record = await client.wait(sid, timeout=scaled(60), artifacts=True)
         objects = await bucket_objects(localstack, cluster.settings.s3_bucket)
         check = await check_sessions(
             client, [Expected(sid, [n for _, n in photos])], objects=objects, report=report
