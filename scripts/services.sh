@@ -55,10 +55,13 @@ ensure_localstack() {
     cat "$cert_dir/key.pem" "$cert_dir/cert.pem" >"$cert_dir/server.test.pem"
   fi
   echo "services: starting LocalStack (log: $LOCALSTACK_LOG)"
+  # exec: the background subshell becomes LocalStack itself, its stdin/stdout/stderr away from
+  # ours, so `bash scripts/services.sh | tail` returns (nothing is left holding the pipe).
   (cd /tmp && GATEWAY_LISTEN=127.0.0.1:4566 SERVICES=s3 EAGER_SERVICE_LOADING=1 \
     CUSTOM_SSL_CERT_PATH="$cert_dir/server.test.pem" \
-    nohup "$LOCALSTACK_VENV/bin/python" -m localstack.runtime.main >"$LOCALSTACK_LOG" 2>&1 &
-    echo $! >/tmp/plantpipe-localstack.pid)
+    exec nohup "$LOCALSTACK_VENV/bin/python" -m localstack.runtime.main \
+    >"$LOCALSTACK_LOG" 2>&1 </dev/null) &
+  echo $! >/tmp/plantpipe-localstack.pid
   for _ in $(seq 1 180); do
     if localstack_up; then echo "services: LocalStack ready"; return; fi
     if ! kill -0 "$(cat /tmp/plantpipe-localstack.pid)" 2>/dev/null; then
