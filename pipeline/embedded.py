@@ -271,7 +271,7 @@ def exit_cause(lines: list[str]) -> str:
             continue
         if line.startswith(("File ", "Traceback", "^", "~")):
             continue
-        cause = line
+        cause = line.removeprefix("error: ")
         break
     for needle, hint in HINTS.items():
         if needle in cause:

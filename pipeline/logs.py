@@ -70,3 +70,8 @@ def configure_logging(settings: Settings, *, role: str | None = None) -> None:
 
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
+
+
+def logging_configured() -> bool:
+    """Whether :func:`configure_logging` ran in this process."""
+    return _configured

@@ -4,6 +4,7 @@ ones); :func:`start_roles` and :func:`wait_for_workers` also serve ``plantpipe r
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from pathlib import Path
@@ -56,6 +57,59 @@ async def wait_for_workers(client: PipelineClient, workers: RoleProcesses, timeo
             await asyncio.sleep(0.2)
 
 
+class ConsoleEcho:
+    """What the role processes say that a person at the console must see, from their logs:
+    their own plain lines (Redis unreachable, cannot start) and records at warning or above
+    (outages, a breaker that opened, jobs that gave up), each event at most every
+    ``REPEAT_S`` per worker, one line each."""
+
+    REPEAT_S = 30.0
+
+    def __init__(self, procs: RoleProcesses) -> None:
+        self.procs = procs
+        self.offsets: dict[str, int] = {}
+        self.last: dict[tuple[str, str], float] = {}
+
+    @staticmethod
+    def notable(line: str) -> tuple[str, str] | None:
+        """``(event, message)`` of a line worth showing, else None."""
+        line = line.strip()
+        if not line.startswith("{"):
+            # "error: ... cannot start" is said once, by the exit report
+            shown = " worker: " in line and not line.startswith("error:")
+            return (line.split(":", 1)[0], line) if shown else None
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return None
+        if str(record.get("level", "")).lower() not in ("warning", "error", "critical"):
+            return None
+        event = str(record.get("event", ""))
+        detail = record.get("reason") or record.get("error") or record.get("key") or ""
+        return event, f"{event}: {detail}" if detail else event
+
+    def poll(self) -> None:
+        now = time.monotonic()
+        for name in self.procs.processes:
+            path = self.procs.log_path(name)
+            try:
+                with path.open("rb") as fh:
+                    fh.seek(self.offsets.get(name, 0))
+                    chunk = fh.read()
+            except OSError:
+                continue
+            complete = chunk[: chunk.rfind(b"\n") + 1]
+            self.offsets[name] = self.offsets.get(name, 0) + len(complete)
+            for raw in complete.decode(errors="replace").splitlines():
+                found = self.notable(raw)
+                if found is None:
+                    continue
+                event, message = found
+                if now - self.last.get((name, event), -self.REPEAT_S) >= self.REPEAT_S:
+                    self.last[(name, event)] = now
+                    say(f"{name}: {message}")
+
+
 def list_live_workers() -> None:
     from pipeline.runtime.registry import list_workers
 
@@ -101,8 +155,11 @@ def workers(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    echo = ConsoleEcho(procs)
     while not stop and not procs.dead():
+        echo.poll()
         time.sleep(0.5)
+    echo.poll()
     dead = procs.dead()
     if stop:
         say(f"stopping: waiting up to {STOP_GRACE_S:.0f} s for the workers to finish or hand "

@@ -22,18 +22,24 @@ without one (arq's own, a benchmark's "arq defaults") still get arq's Worker.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import arq.worker
+from arq.connections import create_pool
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pipeline.logs import get_logger
+from pipeline.errors import PipelineError
+from pipeline.logs import get_logger, logging_configured
+from pipeline.runtime.connection import fail_fast
 from pipeline.runtime.enqueue import wake_key
+from pipeline.runtime.retry import describe
 from pipeline.settings import Settings
 from pipeline.state.redisio import run_lua, text
 
@@ -88,6 +94,48 @@ class ResilientWorker(arq.worker.Worker):
         if isinstance(settings, Settings):
             return settings.redis_outage_limit_s
         return float(Settings.model_fields["redis_outage_limit_s"].default)
+
+    @property
+    def role(self) -> str:
+        return str(self.queue_name).rsplit(":", 1)[-1]
+
+    def redis_url(self) -> str:
+        """The configured Redis URL without its password (for messages)."""
+        settings = self.ctx.get("settings")
+        url = settings.redis_url if isinstance(settings, Settings) else "Redis"
+        parts = urlsplit(url)
+        if parts.password:
+            netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+            url = urlunsplit(parts._replace(netloc=netloc))
+        return url
+
+    def run(self) -> None:
+        """arq's run, with a failure before the worker started (Redis unreachable after its
+        retries, an evicting Redis, a missing bucket or model) as one ``error:`` line on
+        stderr and exit status 2, not a traceback (the log keeps the record)."""
+        try:
+            super().run()
+        except Exception as exc:
+            if self.ctx.get("started"):
+                raise
+            reason = exc.reason if isinstance(exc, PipelineError) else describe(exc)
+            if isinstance(exc, REDIS_UNAVAILABLE) or "redis" in type(exc).__module__:
+                reason = (f"cannot reach Redis at {self.redis_url()} ({describe(exc)}): start "
+                          "Redis or point PLANTPIPE_REDIS_URL at a running one")  # fmt: skip
+            if logging_configured():  # the log file keeps the record too
+                log.error("worker.start_failed", queue=self.queue_name, reason=reason)
+            print(f"error: {self.role} worker cannot start: {reason}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+
+    async def main(self) -> None:
+        if self._pool is None and self.redis_settings is not None:
+            try:  # one quick try first, so a Redis that is down is said at once
+                probe = await create_pool(fail_fast(self.redis_settings))
+                await probe.aclose()
+            except Exception as exc:
+                print(f"{self.role} worker: Redis at {self.redis_url()} is not reachable "
+                      f"({describe(exc)}); retrying", file=sys.stderr, flush=True)  # fmt: skip
+        await super().main()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """Claim as many of ``job_ids`` as there are free slots in one Lua call, then run them.
@@ -196,6 +244,11 @@ class ResilientWorker(arq.worker.Worker):
             )
             raise exc
         if now - self._redis_down_logged >= REPEAT_LOG_S:
+            if self._redis_down_logged == 0.0:  # once per outage on the console too
+                limit = f"{self.redis_outage_limit_s:.0f} s"
+                print(f"{self.role} worker: Redis at {self.redis_url()} unreachable "
+                      f"({type(exc).__name__}); polling on for up to {limit}",
+                      file=sys.stderr, flush=True)  # fmt: skip
             self._redis_down_logged = now
             log.warning(
                 "worker.redis_unavailable",
