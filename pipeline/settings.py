@@ -213,7 +213,8 @@ class Settings(BaseSettings):
     providers: list[Provider] = Field(
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
         min_length=1,
-        description="ONNX Runtime providers in preference order",
+        description="ONNX Runtime providers in preference order (not set: CUDA only when "
+        "onnxruntime-gpu is installed)",
     )
     intra_op_threads: Auto = Field(
         0,
@@ -367,7 +368,10 @@ class Settings(BaseSettings):
     log_level: LogLevel = Field("INFO", description="log level (any case)")
     log_json: bool = Field(True, description="JSON log lines (false = console)")
     metrics_port: int | None = Field(
-        None, ge=1, le=65_535, description="Prometheus port (None = disabled)"
+        None,
+        ge=0,
+        le=65_535,
+        description="Prometheus /metrics and /health port (0 = any free port; None = disabled)",
     )
 
     @model_validator(mode="after")
@@ -379,7 +383,7 @@ class Settings(BaseSettings):
         problems = cross_check_problems(values)
         if problems:
             raise ValueError("; ".join(problems))
-        for name, value in resolve_auto(values).items():
+        for name, value in resolve_auto(values, self.model_fields_set).items():
             object.__setattr__(self, name, value)  # the model is frozen after this
         return self
 

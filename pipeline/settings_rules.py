@@ -145,13 +145,18 @@ def _installed(distribution: str) -> bool:
     return True
 
 
-def resolve_auto(v: Mapping[str, Any]) -> dict[str, Any]:
+def resolve_auto(v: Mapping[str, Any], given: frozenset[str] | set[str]) -> dict[str, Any]:
     """The values "0 = auto" stands for in ``pool_processes``, ``intra_op_threads`` and
-    ``gpu_max_jobs`` (only those that are 0)."""
+    ``gpu_max_jobs`` (only those that are 0); and the default ``providers`` without CUDA when
+    onnxruntime-gpu is not installed (a CPU build has no CUDA to fall back from: asking for it
+    would only log a fallback warning on every start). ``given``: the fields set explicitly."""
     cores = max(1, os.cpu_count() or 1)
-    on_gpu = "CUDAExecutionProvider" in v["providers"] and _installed("onnxruntime-gpu")
+    gpu_build = _installed("onnxruntime-gpu")
+    on_gpu = "CUDAExecutionProvider" in v["providers"] and gpu_build
     pool = v["pool_processes"]
     resolved: dict[str, Any] = {}
+    if "providers" not in given and not gpu_build:
+        resolved["providers"] = [p for p in v["providers"] if p != "CUDAExecutionProvider"]
     if pool == 0:
         # CPU inference: separate single-threaded processes use the cores better than one
         # process whose threads synchronise per operator (bench/RESULTS.md §6).

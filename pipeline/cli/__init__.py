@@ -1,8 +1,9 @@
-"""``plantpipe`` command: run, submit, status, watch, failed list|retry, workers, evaluate.
+"""plantpipe: count plants in nursery photos (run, submit, status, watch, failed list|retry,
+workers, evaluate).
 
-Exit codes: 0 ok, 1 processing failed (some or all photos), 2 usage or input error. Every
-expected failure is one ``error:`` line on stderr saying what to do; ``--debug`` adds the
-traceback.
+Exit codes: 0 ok, 1 processing failed (some or all photos), 2 usage or input error, 3 counts
+final but uploads pending ('plantpipe run --resume DIR' finishes them). Every expected
+failure is one 'error:' line on stderr saying what to do; --debug adds the traceback.
 """
 
 # (This docstring is the top-level ``--help``.) The package, one module per job:

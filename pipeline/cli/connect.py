@@ -16,7 +16,11 @@ T = TypeVar("T")
 
 PrefixOption = Annotated[
     str | None,
-    typer.Option("--prefix", help="key prefix (default PLANTPIPE_KEY_PREFIX), e.g. a run's"),
+    typer.Option(
+        "--prefix",
+        help="key prefix to look under (default PLANTPIPE_KEY_PREFIX), e.g. the "
+        "plantpipe-run-… prefix a failed `plantpipe run` printed",
+    ),
 ]
 
 

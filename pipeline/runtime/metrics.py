@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+from http.server import ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, MetricsHandler
 
 JOBS_STARTED = Counter("plantpipe_jobs_started_total", "jobs started", ["role", "function"])
 JOBS_FINISHED = Counter(
@@ -33,9 +35,32 @@ BREAKER_STATE = Gauge(
 BREAKER_CODES = {"closed": 0, "half_open": 1, "open": 2}
 
 
+class _Handler(MetricsHandler):
+    """``/metrics`` (Prometheus text), ``/health`` (``{"status": "ok"}`` while the process
+    serves: the probes' path), anything else 404."""
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            super().do_GET()
+            return
+        ok = path == "/health"
+        body = b'{"status": "ok"}\n' if ok else b"not found: /metrics or /health\n"
+        self.send_response(200 if ok else 404)
+        self.send_header("Content-Type", "application/json" if ok else "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None  # probes every few seconds: not worth a log line each
+
+
 def start_server(port: int) -> int:
-    """Serve /metrics on ``port`` (0 = any free port); returns the bound port."""
-    server, _thread = start_http_server(port)
+    """Serve /metrics and /health on ``port`` (0 = any free port); returns the bound port."""
+    server = ThreadingHTTPServer(("0.0.0.0", port), _Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()
     return int(server.server_port)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from pipeline.errors import PermanentError
 from pipeline.schemas import (
     ArtifactStatus,
     BlobRef,
@@ -60,6 +61,16 @@ return 1
 """.replace("MAXLEN_N", str(STREAM_MAXLEN))
 
 TRANSITION_REFUSED = -2
+
+
+REQUIRED_FIELDS = frozenset({"photo_count", "status", "created_at", "deadline_at"})
+
+
+class SessionLost(PermanentError):
+    """A session's record is there only in part (Redis lost its data under a running
+    session, whose workers then wrote a few fields into an empty hash)."""
+
+    code = "session_lost"
 
 
 class InvalidTransition(RuntimeError):
@@ -182,6 +193,14 @@ class SessionStore:
         if not raw:
             return None
         f = {text(k): text(v) for k, v in raw.items()}
+        missing = sorted(REQUIRED_FIELDS - set(f))
+        if missing:
+            raise SessionLost(
+                f"session {session_id}'s record has lost {', '.join(missing)} (only "
+                f"{', '.join(sorted(f))[:120]} is left): Redis lost its data (restarted "
+                "without persistence, or flushed); submit the photos again",
+                code="session_lost",
+            )
         count = int(f["photo_count"])
         photos = [
             PhotoProgress.model_validate_json(f[f"photo:{i}"])

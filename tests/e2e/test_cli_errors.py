@@ -210,6 +210,20 @@ async def test_watch_timeout_and_submit_without_workers(prefix: str, tmp_path: P
     one_error(waited, 1, "not terminal within 2 s", "plantpipe watch")
 
 
+async def test_a_session_half_lost_by_a_redis_restart_is_said_plainly(prefix: str) -> None:
+    """Redis restarted empty under a running session; a worker then wrote a few fields into
+    an empty hash. `status` says the data was lost (not `error: photo_count`)."""
+    from pipeline.state.keys import Keys
+
+    settings = Settings(redis_url=REDIS_URL, key_prefix=prefix)
+    sid = uuid.uuid4().hex
+    async with PipelineClient(settings) as client:
+        await client.redis.hset(Keys.from_settings(settings).session(sid),
+                                mapping={"art:abc": "uploaded", "updated_at": "x"})  # fmt: skip
+    shown = await asyncio.to_thread(cli, "status", sid, env=env_for(prefix))
+    one_error(shown, 1, f"session {sid}'s record has lost", "Redis lost its data")
+
+
 async def test_failed_list_whole_ids_and_retry_says_why(prefix: str) -> None:
     settings = Settings(redis_url=REDIS_URL, key_prefix=prefix)
     sid = uuid.uuid4().hex
@@ -283,7 +297,8 @@ def test_run_to_s3_says_so_first_and_shows_a_worker_start_failure(
     assert first.startswith(f"outputs: s3://bk-{prefix}/ (PLANTPIPE_S3_BUCKET"), proc.stderr
     assert "pass --out DIR for a local folder" in first
     one_error(proc, 1, "io worker exited at start", "NoCredentialsError", "io.log")
-    assert not (tmp_path / "plantpipe-out").exists()  # nothing written locally
+    # nothing written locally but the run's logs (no session folder, no results)
+    assert [p.name for p in (tmp_path / "plantpipe-out").iterdir()] == [".logs"]
 
 
 def test_out_problems_are_reported_as_such_not_as_redis(tmp_path: Path) -> None:

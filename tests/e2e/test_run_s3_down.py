@@ -8,6 +8,7 @@ and reset) once the workers have started, for the rest of the run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -36,9 +37,14 @@ async def run_cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str,
     return proc.returncode, out.decode(), err.decode()
 
 
-async def wait_for_io_started(cwd: Path, deadline_s: float = 240) -> None:
+async def wait_for_io_started(
+    cwd: Path, run: asyncio.Task[tuple[int, str, str]], deadline_s: float = 240
+) -> None:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
+        if run.done():
+            code, out, err = run.result()
+            raise AssertionError(f"the run ended before its io worker started ({code}): {out}{err}")
         logs = list((cwd / "plantpipe-out" / ".logs").glob("*/io.log"))
         if logs and "io.started" in logs[0].read_text(errors="replace"):
             return
@@ -79,7 +85,7 @@ async def test_s3_cut_for_the_rest_of_the_run_then_resume_uploads_everything(
         run = asyncio.create_task(
             run_cli("run", *map(str, photos), "--upload-wait", "8", env=env, cwd=tmp_path)
         )
-        await wait_for_io_started(tmp_path)
+        await wait_for_io_started(tmp_path, run)
         await proxy.stop()  # S3 is gone for the rest of the run
         code, out, err = await run
         text = out + err
@@ -123,4 +129,5 @@ async def test_s3_cut_for_the_rest_of_the_run_then_resume_uploads_everything(
                 assert body == (tmp_path / "plantpipe-out" / key).read_bytes(), key
     finally:
         await proxy.stop()
-        await drop_bucket(bucket)
+        with contextlib.suppress(Exception):  # not there when the run never started
+            await drop_bucket(bucket)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -20,6 +21,14 @@ pytestmark = pytest.mark.integration
 def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         return resp.read().decode()
+
+
+def fetch(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return int(resp.status), bytes(resp.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), b""
 
 
 def value(text: str, name: str, **labels: str) -> float:
@@ -65,3 +74,5 @@ async def test_io_worker_metrics_move(
     assert value(after, "plantpipe_job_duration_seconds_count", role="io", function="upload") == 7
     assert f'plantpipe_queue_depth{{queue="{settings.key_prefix}:queue:io"}}' in after
     assert "plantpipe_breaker_state 0.0" in after
+    assert await asyncio.to_thread(fetch, port, "/health") == (200, b'{"status": "ok"}\n')
+    assert (await asyncio.to_thread(fetch, port, "/nope"))[0] == 404

@@ -79,6 +79,7 @@ ZERO_ALLOWED = {
     "avif_threads",
     "retry_delays_s",  # [0]: retry at once
     "device_ids",  # [0]: the first CUDA device
+    "metrics_port",  # any free port
 }
 
 

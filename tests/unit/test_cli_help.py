@@ -1,0 +1,27 @@
+"""Every --help reads as plain text: no reStructuredText markup from docstrings, no option
+help cut off mid-sentence."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+COMMANDS = [[], ["run"], ["submit"], ["status"], ["watch"], ["workers"], ["evaluate"],
+            ["failed", "list"], ["failed", "retry"]]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "plantpipe")
+def test_help_has_no_rst_markup(command: list[str]) -> None:
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for markup in ("``", ":func:", ":class:", ":meth:"):
+        assert markup not in result.output, (command, markup)
+    for line in result.output.splitlines():
+        assert not line.rstrip(" │").endswith(("e.g. a run's", "e.g.")), line
+
+
+def test_the_top_level_help_names_every_exit_code() -> None:
+    output = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}).output
+    assert "3 counts final but uploads pending" in " ".join(output.split())
