@@ -30,6 +30,25 @@ def emit(line: str) -> None:
     print(line, flush=True)
 
 
+#: Photos whose file names a command records in the session's metadata ("photo.0": name…).
+NAMED_PHOTOS_MAX = 48
+
+
+def name_metadata(names: list[str]) -> dict[str, str]:
+    """The photos' file names as session metadata (shown by ``status``/``watch`` and kept in
+    results.json); none for a session of more than ``NAMED_PHOTOS_MAX`` photos."""
+    if len(names) > NAMED_PHOTOS_MAX:
+        return {}
+    return {f"photo.{i}": name[:200] for i, name in enumerate(names)}
+
+
+def photo_name(names: list[str], record: SessionRecord | SessionResult, index: int) -> str:
+    """A photo's name: the one given, else the one recorded in the metadata, else its index."""
+    if index < len(names) and names[index]:
+        return names[index]
+    return record.metadata.get(f"photo.{index}") or f"photo {index}"
+
+
 def progress_table(record: SessionRecord, names: list[str], started: float) -> Table:
     more = "" if record.artifacts_final else " (more to come)"
     title = (
@@ -43,7 +62,7 @@ def progress_table(record: SessionRecord, names: list[str], started: float) -> T
     for photo in record.photos:
         table.add_row(
             str(photo.index),
-            names[photo.index] if photo.index < len(names) else "",
+            photo_name(names, record, photo.index),
             photo.state,
             "" if photo.detected is None else str(photo.detected),
             "" if photo.estimated is None else str(photo.estimated),
@@ -61,7 +80,7 @@ def summary_table(result: SessionResult, names: list[str], elapsed: float) -> Ta
         total_ms = photo.timings_ms.get("total", sum(photo.timings_ms.values()))
         table.add_row(
             str(photo.index),
-            names[photo.index] if photo.index < len(names) else "",
+            photo_name(names, result, photo.index),
             str(segments) if photo.status == "done" else "-",
             str(photo.detected) if photo.status == "done" else "failed",
             str(photo.estimated) if photo.status == "done" else (photo.error_code or ""),
@@ -136,7 +155,7 @@ async def follow_session(
 
 def print_warnings(result: SessionResult, names: list[str]) -> None:
     for photo in result.photos:
-        name = names[photo.index] if photo.index < len(names) else f"photo {photo.index}"
+        name = photo_name(names, result, photo.index)
         for warning in photo.warnings:
             emit(f"warning: {name}: {warning}")
         if photo.status == "failed" and photo.reason:
@@ -158,6 +177,11 @@ def print_outputs(
     emit(f"outputs ({len(written)} files):")
     for key in written:
         emit(f"  {base}{key}")
+    if record.photo_count > 1:  # keys are built from server ids: say which folder is which
+        folders = ", ".join(
+            f"{i}/ = {photo_name([], record, i)}" for i in range(record.photo_count)
+        )
+        emit(f"photo folders: {folders}")
     if not settled:
         return
     for a in record.artifacts:

@@ -19,6 +19,7 @@ from pipeline.cli.errors import EXIT_FAILED, CliError, exit_code, fail
 from pipeline.cli.output import (
     emit,
     follow_session,
+    name_metadata,
     out,
     print_outputs,
     print_warnings,
@@ -177,7 +178,8 @@ async def embedded_run(
         async with PipelineClient(settings) as client:
             await wait_for_workers(client, workers, timeout=120)
             started = time.monotonic()
-            session_id = await client.submit(datas, {"source": "plantpipe run"},
+            meta = {"source": "plantpipe run", **name_metadata(names)}
+            session_id = await client.submit(datas, meta,
                                              content_types=types, decode_check=False)  # fmt: skip
             kept_results: list[Path] = []
 

@@ -10,7 +10,14 @@ import typer
 
 from pipeline.cli.connect import PrefixOption, client_call
 from pipeline.cli.errors import EXIT_FAILED, EXIT_OK, exit_code, fail
-from pipeline.cli.output import emit, follow_session, out, progress_table, say
+from pipeline.cli.output import (
+    emit,
+    follow_session,
+    name_metadata,
+    out,
+    progress_table,
+    say,
+)
 from pipeline.cli.photos import read_photos
 from pipeline.client import PipelineClient
 from pipeline.schemas import SessionRecord
@@ -45,7 +52,8 @@ def submit(
 
     async def go(client: PipelineClient) -> int:
         await warn_missing_workers(client)
-        sid = await client.submit(datas, meta, content_types=types)
+        named = name_metadata([p.name for p in photos]) | meta  # --meta wins
+        sid = await client.submit(datas, named, content_types=types)
         emit(sid)
         if not wait:
             return EXIT_OK

@@ -101,6 +101,8 @@ def test_run_three_photos_shows_progress_summary_and_outputs(
     assert doc["status"] == "warning"
     assert [p["status"] for p in doc["photos"]] == ["done", "done", "done"]
     assert doc["photos"][2]["warnings"] and not doc["photos"][0]["warnings"]
+    assert doc["metadata"]["photo.1"] == "bench-1.png"
+    assert "photo folders: 0/ = bench-0.png, 1/ = bench-1.png, 2/ = bench-2.png" in proc.stdout
     session = results[0].parent
     for i in range(3):
         assert Image.open(session / str(i) / "processed.avif").format == "AVIF"

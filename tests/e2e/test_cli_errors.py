@@ -199,6 +199,8 @@ async def test_watch_timeout_and_submit_without_workers(prefix: str, tmp_path: P
     assert submitted.returncode == 0, submitted.stderr
     assert "warning: no live io, gpu, cpu worker" in submitted.stderr
     session_id = submitted.stdout.strip().splitlines()[-1]
+    shown = await asyncio.to_thread(cli, "status", session_id, env=env_for(prefix))
+    assert shown.returncode == 0 and "ok.png" in shown.stdout, shown.stdout  # not blank
     watched = await asyncio.to_thread(
         cli, "watch", session_id, "--timeout", "2", env=env_for(prefix)
     )
