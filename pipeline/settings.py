@@ -122,7 +122,7 @@ class Settings(BaseSettings):
     # --- io role -----------------------------------------------------------------------
     io_concurrency: Count = Field(50, le=1000, description="S3 requests in flight per io process")
     io_job_timeout_s: WholeSeconds = Field(
-        45, ge=2, description="upload job timeout (re-run after +10 s)"
+        45, description="upload job timeout (re-run after +10 s)"
     )
     io_memory_mb: Count = Field(
         256,
@@ -168,11 +168,9 @@ class Settings(BaseSettings):
 
     # --- job graph / sessions ---------------------------------------------------------
     session_deadline_s: WholeSeconds = Field(
-        1800, ge=10, description="a session not terminal by then fails"
+        1800, description="a session not terminal by then fails"
     )
-    session_ttl_s: WholeSeconds = Field(
-        7 * DAY, ge=60, description="how long session records are kept"
-    )
+    session_ttl_s: WholeSeconds = Field(7 * DAY, description="how long session records are kept")
     watchdog_interval_s: int = Field(15, ge=1, le=60, description="seconds between watchdog sweeps")
     join_stale_s: WholeSeconds = Field(
         30, description="a complete join without callback is re-driven"

@@ -178,9 +178,12 @@ def make_fault_cluster(fault_models: tuple[Path, Path]) -> Iterator[ClusterFacto
     def factory(**overrides: Any) -> Cluster:
         values = {**FAULT_DEFAULTS, **overrides}
         factor = busy_factor()  # a busy machine: longer job timeouts, fewer spurious retries
-        for name in JOB_TIMEOUTS:
+        deadline = int(values.get("session_deadline_s", 1800))
+        for name in JOB_TIMEOUTS:  # still shorter than a session's deadline (settings check)
             if name in values:
-                values[name] = math.ceil(values[name] * factor)
+                values[name] = min(
+                    math.ceil(values[name] * factor), max(values[name], deadline - 1)
+                )
         cluster = Cluster(cluster_settings(fault_models, **values))
         made.append(cluster)
         return cluster

@@ -241,7 +241,9 @@ async def test_uploads_asked_for_at_once_share_an_io_job(
     stub = S3Stub()
     endpoint = await stub.start()
     try:
-        settings = make_settings(s3_endpoint_url=endpoint, max_blob_bytes=100_000)
+        settings = make_settings(
+            s3_endpoint_url=endpoint, max_blob_bytes=100_000, max_upload_bytes=100_000
+        )
         queue = QueueNames.from_settings(settings).io
         async with PipelineClient(settings) as client:
             calls = [
