@@ -252,6 +252,7 @@ def test_wide_scenes_are_deterministic_and_consistent() -> None:
             assert 0 <= p.container < len(s.containers)
 
 
+@pytest.mark.slow  # tens of seconds: left out of `scripts/test --fast`
 def test_wide_plant_size_does_not_follow_the_photo_size() -> None:
     big_sizes: list[float] = []
     ratios = []
@@ -270,6 +271,7 @@ def test_wide_plant_size_does_not_follow_the_photo_size() -> None:
     assert int(np.sum(np.asarray(big_sizes) > 128)) >= 10
 
 
+@pytest.mark.slow  # tens of seconds: left out of `scripts/test --fast`
 def test_wide_containers_touch_or_overlap_somewhere() -> None:
     def gap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
         dx = max(a[0], b[0]) - min(a[2], b[2])

@@ -10,6 +10,9 @@ from pipeline.synth.foliage import FOLIAGE_NAMES
 from pipeline.synth.recipes import CONDITIONS
 from pipeline.synth.types import LOOSE, Scene
 
+# Full-size scenes of every condition: minutes on 2 cores, left out of `scripts/test --fast`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def scenes() -> dict[str, list[Scene]]:
