@@ -452,7 +452,9 @@ async def test_latency_is_spent_in_flight(stub: S3Stub, s3: Any) -> None:
     assert stub.stats.max_in_flight == 20
     assert stub.stats.in_flight == 0
     assert stub.stats.by_op["PutObject"] == 20
-    assert 0.2 <= elapsed < 0.6, elapsed
+    # all 20 were in flight at once (above); the wall time only has to beat one after the
+    # other (4 s): no tighter bound, a busy machine stretches it (1.8 s seen at load 17)
+    assert 0.2 <= elapsed < 20 * 0.2, elapsed
 
 
 async def test_max_in_flight_measures_a_client_cap(stub: S3Stub, s3: Any) -> None:
@@ -719,7 +721,8 @@ async def test_cli_runs_a_separate_process() -> None:
     )
     assert proc.stdout is not None
     try:
-        line = (await asyncio.wait_for(proc.stdout.readline(), timeout=20)).decode().strip()
+        # a new interpreter importing aiohttp: seconds on a busy 2-core box, so a wide bound
+        line = (await asyncio.wait_for(proc.stdout.readline(), timeout=120)).decode().strip()
         assert line.startswith("ready http://127.0.0.1:")
         endpoint = line.split(" ", 1)[1]
 
