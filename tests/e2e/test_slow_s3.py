@@ -40,7 +40,7 @@ async def test_session_completes_before_its_uploads_and_they_all_land(
                 _deserializer=deserialize,
             )  # fmt: skip
             info = await job.result(timeout=5)
-            assert info["elapsed_ms"] < 500, info
+            assert info["elapsed_ms"] < 2000, info  # less than one S3 request: it never waited
             done = await client.wait(sid, timeout=120, artifacts=True)
             all_landed_after = time.monotonic() - submitted
         assert done.artifacts_ready

@@ -65,7 +65,7 @@ def test_a_png_declaring_60000_by_60000_is_a_bomb_refused_unread() -> None:
     error = refused(png_declaring(60_000, 60_000))
     assert error.code == "decompression_bomb"
     assert "3600000000 pixels" in error.reason
-    assert time.monotonic() - started < 5  # nothing was decoded (bounds correctness, not speed)
+    assert time.monotonic() - started < 60  # decoding 3.6 G pixels would take far longer
 
 
 def test_the_pixel_cap_is_the_setting_12000_by_9000_is_over_the_default() -> None:
