@@ -80,6 +80,7 @@ ZERO_ALLOWED = {
     "retry_delays_s",  # [0]: retry at once
     "device_ids",  # [0]: the first CUDA device
     "metrics_port",  # any free port
+    "min_plant_support",  # count every box
 }
 
 
