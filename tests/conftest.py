@@ -50,6 +50,18 @@ CREATED: list[Settings] = []
 SHARED_NAMES = {"plantpipe"}  # the defaults: never a test's to remove
 
 
+def busy_factor() -> float:
+    """How much slower than an idle machine this one runs now: the 1-minute load average per
+    core, between 1 and 4. Tests that start workers assert that nothing is lost, not how fast
+    things go: their job timeouts and deadlines are multiplied by it."""
+    return min(4.0, max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1)))
+
+
+def scaled(seconds: float) -> float:
+    """``seconds`` on an idle machine, stretched by :func:`busy_factor` now."""
+    return seconds * busy_factor()
+
+
 def track(settings: Settings) -> Settings:
     """Register ``settings``' made-up prefix and bucket for removal at the end."""
     CREATED.append(settings)

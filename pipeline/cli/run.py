@@ -176,7 +176,9 @@ async def embedded_run(
         settings = Settings(redis_url=redis_url, key_prefix=prefix, storage=storage)
         workers = start_roles(settings.model_copy(update={"log_json": True}), log_dir)
         async with PipelineClient(settings) as client:
-            await wait_for_workers(client, workers, timeout=120)
+            # a worker that dies is reported at once; slow start-ups (models loading on a busy
+            # machine: 60 s+ seen at load 20 on 2 cores) are waited for
+            await wait_for_workers(client, workers, timeout=300)
             started = time.monotonic()
             meta = {"source": "plantpipe run", **name_metadata(names)}
             session_id = await client.submit(datas, meta,

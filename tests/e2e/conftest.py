@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from pipeline.client import PipelineClient
 from pipeline.settings import Settings
 from pipeline.testing.onnx_fixtures import build_detect_model, build_segment_model
-from tests.conftest import REDIS_URL, S3_ENDPOINT, WorkerProcess, settings_env, track
+from tests.conftest import REDIS_URL, S3_ENDPOINT, WorkerProcess, scaled, settings_env, track
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +40,7 @@ class Cluster:
             proc = WorkerProcess(role, self.env)
             self.workers[role] = proc
         for role in roles:
-            await self.workers[role].wait_for(f"{role}.started", timeout=120)
+            await self.workers[role].wait_for(f"{role}.started", timeout=scaled(120))
 
     def kill(self, role: str) -> None:
         self.workers.pop(role).kill()

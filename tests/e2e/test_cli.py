@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from pipeline.embedded import drop_prefix
 from pipeline.testing.onnx_fixtures import encode_png, make_nursery_photo
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, scaled
 
 pytestmark = pytest.mark.e2e
 
@@ -181,7 +181,7 @@ def start_run_and_wait_for_workers(
         [PLANTPIPE, "run", str(photo), "--out", str(tmp_path / "out")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + scaled(120)  # models load and warm up: slow on a busy box
     while not any(
         "gpu.started" in log.read_text() for log in (tmp_path / "out").glob(".logs/*/gpu.log")
     ):

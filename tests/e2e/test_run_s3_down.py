@@ -20,7 +20,7 @@ import pytest
 
 from pipeline.testing.onnx_fixtures import encode_png, make_nursery_photo
 from pipeline.testing.tcp_proxy import TcpProxy
-from tests.conftest import REDIS_URL, S3_ENDPOINT
+from tests.conftest import REDIS_URL, S3_ENDPOINT, scaled
 from tests.e2e.test_cli import PLANTPIPE, count_keys, run_env
 from tests.faults.conftest import bucket_objects, s3_client
 
@@ -40,7 +40,7 @@ async def run_cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str,
 async def wait_for_io_started(
     cwd: Path, run: asyncio.Task[tuple[int, str, str]], deadline_s: float = 240
 ) -> None:
-    deadline = time.monotonic() + deadline_s
+    deadline = time.monotonic() + scaled(deadline_s)
     while time.monotonic() < deadline:
         if run.done():
             code, out, err = run.result()

@@ -14,7 +14,6 @@ import contextlib
 import functools
 import json
 import math
-import os
 import re
 import shutil
 import signal
@@ -44,7 +43,7 @@ from pipeline.testing.onnx_fixtures import (
     encode_png,
     make_nursery_photo,
 )
-from tests.conftest import REDIS_URL, WorkerProcess
+from tests.conftest import REDIS_URL, WorkerProcess, busy_factor, scaled
 from tests.e2e.conftest import Cluster, cluster_settings
 
 SMALL_TRAYS = ((30, 40, 300, 440), (340, 40, 610, 440))
@@ -140,18 +139,6 @@ def fault_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 ClusterFactory = Callable[..., Cluster]
-
-
-def busy_factor() -> float:
-    """How much slower than an idle machine this one runs now: the 1-minute load average per
-    core, between 1 and 4. The fault tests assert that nothing is lost, not how fast things
-    settle: their job timeouts and deadlines are multiplied by it."""
-    return min(4.0, max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1)))
-
-
-def scaled(seconds: float) -> float:
-    """``seconds`` on an idle machine, stretched by :func:`busy_factor` now."""
-    return seconds * busy_factor()
 
 
 JOB_TIMEOUTS = ("gpu_job_timeout_s", "cpu_job_timeout_s", "io_job_timeout_s")
