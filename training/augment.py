@@ -15,6 +15,10 @@ from PIL import Image
 from training.data import F32, DetScene, SegScene
 from training.layout import PAD, SEG_NET
 
+#: Share of detection crops whose colour channels are shuffled (a green plant turns red or
+#: blue, brown soil green): the detector learns plants by shape, whatever their foliage.
+CHANNEL_SWAP = 0.2
+
 
 def color_aug(rng: np.random.Generator, x: F32) -> F32:
     """x: HxWx3 float32 0..1."""
@@ -43,7 +47,7 @@ def det_sample(
     mostly hidden are ignored, not negatives."""
     si = int(rng.integers(len(scenes)))
     sc = scenes[si]
-    h, w = sc.image.shape[:2]
+    h, w = sc.height, sc.width
     k = math.exp(rng.uniform(math.log(0.55), math.log(2.5)))
     c = size / k
     if rng.random() < 0.85 and len(sc.containers):
@@ -99,6 +103,9 @@ def det_sample(
         pos = pos & keep
         clipped = nb
     arr = color_aug(rng, arr)
+    if rng.random() < CHANNEL_SWAP:
+        # plants of any colour on floors of any colour: shape, not hue, makes a plant
+        arr = np.ascontiguousarray(arr[:, :, rng.permutation(3)])
     boxes = clipped[pos]
     ignb = clipped[ign]
     # Flips / transpose (plants are seen from above: any orientation).

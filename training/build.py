@@ -89,13 +89,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="other scene generators trained on besides classic (comma-separated; '' for none)",
     )
     ap.add_argument(
-        "--det-variant-scenes", type=int, default=40, help="2000x1500 scenes per other variant"
+        "--det-variant-scenes", type=int, default=70, help="2000x1500 scenes per other variant"
     )
     ap.add_argument(
         "--seg-variant-scenes", type=int, default=20, help="extra seg-only scenes per variant"
     )
-    ap.add_argument("--det-iters", type=int, default=4500)
-    ap.add_argument("--seg-iters", type=int, default=2000)
+    ap.add_argument("--det-iters", type=int, default=7000)
+    ap.add_argument("--seg-iters", type=int, default=2500)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument(
         "--det-loss",

@@ -37,10 +37,12 @@ SceneJob = tuple[int, int, int, bool, Variant]
 
 @dataclass
 class DetScene:
-    image: U8  # HxWx3
+    image: U8  # HxWx3 (emptied once training holds it as a PIL image)
     boxes: F32  # (n, 4) xyxy
     vis: F32  # (n,)
     containers: F32  # (k, 4) container bboxes
+    height: int
+    width: int
 
 
 @dataclass
@@ -98,7 +100,9 @@ def det_scene(scene: Scene) -> DetScene:
         image=np.array(scene.image),
         boxes=np.array([p.box for p in scene.plants], dtype=np.float32).reshape(-1, 4),
         vis=np.array([p.visibility for p in scene.plants], dtype=np.float32),
-        containers=np.array([c.bbox for c in scene.containers], dtype=np.float32),
+        containers=np.array([c.bbox for c in scene.containers], dtype=np.float32).reshape(-1, 4),
+        height=scene.height,
+        width=scene.width,
     )
 
 

@@ -121,7 +121,10 @@ def train_det(
     net = DetNet()
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=5e-4)
     rng = np.random.default_rng(seed + 11)
-    pil = [Image.fromarray(s.image) for s in scenes]
+    pil: list[Image.Image] = []
+    for s in scenes:  # crops are cut from the PIL copy: hold each photo once, not twice
+        pil.append(Image.fromarray(s.image))
+        s.image = s.image[:0, :0]
     g = size // DET_STRIDE
     centers = grid_centers(g, g, DET_STRIDE)
     net.train()

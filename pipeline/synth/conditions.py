@@ -16,7 +16,7 @@ mild light), so each can be measured as its own held-out set:
 * ``pots`` — loose pots on gravel, soil, concrete or fabric, some empty, outside every
   container (their plants lie in no segment and must still be counted).
 
-Sizes follow the photo width like the classic scenes (reference 2000 px): seedlings 14–30 px,
+Sizes follow the photo width like the classic scenes (reference 2000 px): seedlings 16–30 px,
 plants 24–80 px, big plants 80–135 px at 2000 px wide, twice that at 4000 px. One seed gives
 the same scene at any size. Every plant carries its foliage group; ``Scene.empty_cells`` holds
 the boxes of the empty cells of cell trays.
@@ -190,14 +190,16 @@ def _container(
             (x0, y0),
             (h, w),
             scale,
-            pitch,
+            d0 * float(lay.uniform(1.0, 1.3)),  # a cell at least as wide as its plant
             wall,
             float(lay.uniform(*recipe.empty_share)),
             light,
         )
         rim_tex = fill  # the tray's rim is its plastic
         spots = [
-            PlantSpot(c.x, c.y, c.pitch * float(lay.uniform(0.8, 1.25))) for c in cells if c.planted
+            PlantSpot(c.x, c.y, c.pitch * float(lay.uniform(0.75, 1.15)))
+            for c in cells
+            if c.planted
         ]
         truth.empty += [c.quad for c in cells if not c.planted]
     else:

@@ -17,7 +17,7 @@ CONDITIONS: tuple[Condition, ...] = ("angled", "trays", "foliage", "lighting", "
 SizeClass = Literal["seedling", "normal", "big"]
 #: Plant diameter (log-uniform, px at the reference width) and grid pitch (× diameter).
 SIZES: dict[SizeClass, tuple[tuple[float, float], tuple[float, float]]] = {
-    "seedling": ((14.0, 30.0), (0.7, 1.0)),
+    "seedling": ((16.0, 30.0), (0.75, 1.0)),
     "normal": ((24.0, 80.0), (0.85, 1.3)),
     "big": ((80.0, 135.0), (0.85, 1.2)),
 }
