@@ -3,11 +3,15 @@
 Generating a 12 MP condition scene costs about as much as analysing it; ``--cache DIR`` keeps
 each generated photo (the JPEG bytes the analyzer reads) and its truth in one ``.npz`` per
 scene, so a second evaluation of the same sets (another model, another setting) analyses the
-very same bytes without drawing them again. No pickle: plain arrays only.
+very same bytes without drawing them again. Photos are kept per version of the generator's
+source (``generator_version``): a changed generator never reads stale photos back. No
+pickle: plain arrays only.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +20,11 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from pipeline import synth
 from pipeline.synth import Scene, generate_scene
 from pipeline.synth.scene import Variant
 
-__all__ = ["PhotoTruth", "encode", "photo_truth"]
+__all__ = ["PhotoTruth", "cache_path", "encode", "generator_version", "photo_truth"]
 
 
 def encode(scene: Scene, quality: int | None = None) -> bytes:
@@ -76,11 +81,27 @@ class PhotoTruth:
             )
 
 
+@functools.cache
+def generator_version() -> str:
+    """A digest of the scene generator's source: cached photos of another version of
+    ``pipeline.synth`` (other pixels, other truth) are never read back."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(synth.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def cache_path(cache: Path, seed: int, width: int, height: int, variant: Variant) -> Path:
+    """Where ``cache`` keeps one scene (a folder per generator version)."""
+    return cache / f"synth-{generator_version()}" / f"{variant}-{width}x{height}-{seed}.npz"
+
+
 def photo_truth(
     seed: int, width: int, height: int, variant: Variant, cache: Path | None = None
 ) -> PhotoTruth:
     """The scene of ``seed`` as an evaluation photo, from ``cache`` when it holds it."""
-    path = None if cache is None else cache / f"{variant}-{width}x{height}-{seed}.npz"
+    path = None if cache is None else cache_path(cache, seed, width, height, variant)
     if path is not None and path.is_file():
         return PhotoTruth.load(path)
     truth = PhotoTruth.of(generate_scene(seed, width, height, variant=variant))

@@ -16,7 +16,7 @@ from pipeline.evaluation.metrics import (
     match_detections,
 )
 from pipeline.evaluation.report import EvalSet, parse_set, parse_size, resolve_sets
-from pipeline.evaluation.truth import photo_truth
+from pipeline.evaluation.truth import cache_path, generator_version, photo_truth
 
 
 def test_perfect_detections_have_ap_one() -> None:
@@ -130,8 +130,9 @@ def test_recall_of_foliage_groups_pools_their_plants() -> None:
 
 def test_a_cached_photo_is_the_generated_one(tmp_path: Path) -> None:
     first = photo_truth(7, 640, 480, "trays", tmp_path)
-    (path,) = tmp_path.glob("*.npz")
-    assert path.name == "trays-640x480-7.npz"
+    (path,) = tmp_path.glob("synth-*/*.npz")
+    assert path == cache_path(tmp_path, 7, 640, 480, "trays")
+    assert path.parent.name == f"synth-{generator_version()}"
     again = photo_truth(7, 640, 480, "trays", tmp_path)
     fresh = photo_truth(7, 640, 480, "trays")
     for other in (again, fresh):
