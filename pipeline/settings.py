@@ -288,6 +288,22 @@ class Settings(BaseSettings):
         "decoded at a reduced scale for it",
     )
 
+    # --- dashboard (`plantpipe dashboard`, pipeline.dashboard) ------------------------------
+    dashboard_host: str = Field(
+        "127.0.0.1",
+        description="address `plantpipe dashboard` binds (anything but loopback "
+        "needs PLANTPIPE_DASHBOARD_TOKEN)",
+    )
+    dashboard_port: int = Field(8080, ge=0, le=65535, description="port of the dashboard")
+    dashboard_token: str | None = Field(
+        None,
+        repr=False,
+        min_length=16,
+        description="token that actions (upload, retry, discard) must carry in the "
+        "X-Plantpipe-Token header; required to bind beyond loopback (None: on loopback "
+        "the pages carry a token of their own)",
+    )
+
     # --- observability --------------------------------------------------------------------
     log_level: str = Field("INFO", description="log level")
     log_json: bool = Field(True, description="JSON log lines (false = console)")

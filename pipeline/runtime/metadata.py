@@ -3,6 +3,8 @@ object (S3 object metadata). Never used to build keys."""
 
 from __future__ import annotations
 
+import json
+
 from pipeline.schemas import UploadItem
 from pipeline.storage.base import check_key
 
@@ -29,6 +31,18 @@ def clean_metadata(metadata: dict[str, str] | None, *, ascii_only: bool = False)
             raise ValueError(f"S3 object metadata {key[:40]!r} must be ASCII")
         out[key] = value
     return out
+
+
+FILE_NAMES = "files"
+
+
+def file_names_entry(names: list[str]) -> str:
+    """The ``files`` metadata entry of a session (its photos' file names, shown by the
+    dashboard): a JSON list, cut from the end to fit a metadata value."""
+    kept = list(names)
+    while kept and len(json.dumps(kept)) > MAX_METADATA_CHARS:
+        kept.pop()
+    return json.dumps(kept)
 
 
 def upload_metadata(item: UploadItem) -> dict[str, str]:
