@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pipeline.cli.dashboard import describe, require_extra, start_beside_run
 from pipeline.cli.errors import EXIT_FAILED, EXIT_OK, exit_code, fail
 from pipeline.cli.output import (
     follow_session,
@@ -27,6 +28,7 @@ from pipeline.cli.photos import read_photos
 from pipeline.cli.workers import STOP_GRACE_S, start_roles, wait_for_workers
 from pipeline.client import PipelineClient
 from pipeline.embedded import PrivateRedis, RoleProcesses, drop_prefix, redis_usable
+from pipeline.runtime.metadata import FILE_NAMES, file_names_entry
 from pipeline.settings import Settings, get_settings
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "nursery.jpg"
@@ -92,8 +94,12 @@ async def embedded_run(
     names: list[str],
     out_opt: Path | None,
     timeout: float,
+    dashboard: bool = False,
+    dashboard_port: int | None = None,
 ) -> int:
-    """One session end to end on embedded workers; the exit code (128 + signal if stopped)."""
+    """One session end to end on embedded workers; the exit code (128 + signal if stopped).
+    With ``dashboard``, the dashboard serves the run live and stays up, with the workers,
+    until Ctrl-C (the exit code is then the session's)."""
     base = get_settings()
     task = asyncio.current_task()
     assert task is not None
@@ -112,6 +118,8 @@ async def embedded_run(
     prefix = f"plantpipe-run-{uuid.uuid4().hex[:8]}"
     keep_keys = False
     code = EXIT_FAILED
+    board = None
+    finished = False  # the session's summary is out: a stop now ends a --dashboard wait
     try:
         if await redis_usable(base.redis_url):
             redis_url = base.redis_url
@@ -126,9 +134,14 @@ async def embedded_run(
         workers = start_roles(settings.model_copy(update={"log_json": True}), log_dir)
         async with PipelineClient(settings) as client:
             await wait_for_workers(client, workers, timeout=120)
+            if dashboard:
+                board = await start_beside_run(settings, dashboard_port)
+                say(describe(board))
             started = time.monotonic()
-            session_id = await client.submit(datas, {"source": "plantpipe run"},
-                                             content_types=types)  # fmt: skip
+            meta = {"source": "plantpipe run", FILE_NAMES: file_names_entry(names)}
+            session_id = await client.submit(datas, meta, content_types=types)
+            if board is not None:
+                say(f"live: {board.url}sessions/{session_id}")
             record = await follow_session(client, session_id, names, timeout)
             result = await client.result(session_id)
             out.print(summary_table(result, names, time.monotonic() - started))
@@ -143,12 +156,20 @@ async def embedded_run(
                 say(f"this run's records stay under prefix {prefix} for "
                     f"{base.session_ttl_s // 86400} days: "
                     f"`plantpipe failed list --prefix {prefix}`")  # fmt: skip
+            finished = True
+            if board is not None:
+                say(f"the dashboard stays up with the workers: {board.url} (drop more photos "
+                    f"on {board.url}upload); Ctrl-C stops both")  # fmt: skip
+                await asyncio.Event().wait()  # until Ctrl-C or SIGTERM
     except asyncio.CancelledError:
         if stopper.signum is None:
             raise
-        code = 128 + stopper.signum
+        if not finished:
+            code = 128 + stopper.signum
     finally:
         try:
+            if board is not None:
+                await board.stop()
             if workers is not None:
                 await workers.astop(STOP_GRACE_S, stopper.force)
             if private is not None:
@@ -159,7 +180,7 @@ async def embedded_run(
             stopper.remove()
     if stopper.signum is not None:
         say("stopped: workers and private Redis are gone")
-        return 128 + stopper.signum
+        return code if finished else 128 + stopper.signum
     return code
 
 
@@ -170,6 +191,24 @@ def run(
         typer.Option("--out", help="output folder (wins over PLANTPIPE_STORAGE/S3 settings)"),
     ] = None,
     timeout: Annotated[float, typer.Option(help="seconds before giving up")] = 900.0,
+    dashboard: Annotated[
+        bool,
+        typer.Option(
+            "--dashboard",
+            help="serve the web dashboard on 127.0.0.1 while it runs; "
+            "it stays up with the workers (upload more photos) until Ctrl-C",
+        ),
+    ] = False,
+    dashboard_port: Annotated[
+        int | None,
+        typer.Option(
+            "--dashboard-port",
+            min=0,
+            max=65535,
+            help="the dashboard's port (default PLANTPIPE_DASHBOARD_PORT, 8080; "
+            "a free one when that is taken)",
+        ),
+    ] = None,
 ) -> None:
     """Process photos end to end on an embedded default (the main job)."""
     chosen = list(photos or [])
@@ -180,5 +219,8 @@ def run(
         chosen = [SAMPLE]
     datas, types = read_photos(chosen, get_settings().max_upload_bytes)
     names = [p.name for p in chosen]
+    if dashboard:
+        require_extra()  # before any worker starts
     raise typer.Exit(asyncio.run(embedded_run(datas, types, names, out_opt=out_dir,
-                                              timeout=timeout)))  # fmt: skip
+                                              timeout=timeout, dashboard=dashboard,
+                                              dashboard_port=dashboard_port)))  # fmt: skip
