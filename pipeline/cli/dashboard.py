@@ -89,7 +89,10 @@ async def _serve(settings: Settings, host: str | None, port: int | None) -> None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await dashboard.start()
+        try:
+            await dashboard.start()
+        except ConfigurationError as exc:  # the port is taken, the address unusable
+            raise fail(exc.reason, EXIT_USAGE) from None
         say(describe(dashboard))
         say(f"Redis {settings.redis_url}, key prefix {settings.key_prefix}; Ctrl-C stops")
         await dashboard.serve_until(stop)
