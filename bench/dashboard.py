@@ -145,9 +145,8 @@ async def idle_cpu(proc: Proc, seconds: float) -> float:
     return (proc.cpu_seconds() - before) / seconds
 
 
-async def main_async(args: argparse.Namespace) -> int:
+async def main_async(args: argparse.Namespace, prefix: str) -> int:
     load = os.getloadavg()
-    prefix = f"bench-dash-{uuid.uuid4().hex[:8]}"
     settings = Settings(redis_url=REDIS_URL, key_prefix=prefix, storage=tempfile.mkdtemp())
     redis = Redis.from_url(REDIS_URL)
     log_dir = Path(tempfile.mkdtemp(prefix="plantpipe-bench-dash-"))
@@ -263,7 +262,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=30, help="requests per measured row")
     parser.add_argument("--idle-s", type=float, default=60.0, help="seconds of each idle window")
     parser.add_argument("--out", default=str(OUT))
-    return asyncio.run(main_async(parser.parse_args(argv)))
+    prefix = f"bench-dash-{uuid.uuid4().hex[:8]}"
+    try:
+        return asyncio.run(main_async(parser.parse_args(argv), prefix))
+    finally:  # again, for a run stopped half-way (Ctrl-C): nothing of it stays in Redis
+        asyncio.run(drop_prefix(REDIS_URL, prefix))
 
 
 if __name__ == "__main__":

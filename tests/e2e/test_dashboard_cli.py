@@ -76,6 +76,15 @@ def read_lines(proc: subprocess.Popen[str], lines: list[str]) -> None:
         lines.append(line.rstrip())
 
 
+def start(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:
+    """``plantpipe ARGS`` in the background; its stderr lines gather in the list."""
+    proc = subprocess.Popen([PLANTPIPE, *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    lines: list[str] = []
+    threading.Thread(target=read_lines, args=(proc, lines), daemon=True).start()
+    return proc, lines
+
+
 def wait_for(lines: list[str], pattern: str, proc: subprocess.Popen[str], timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -90,15 +99,7 @@ def wait_for(lines: list[str], pattern: str, proc: subprocess.Popen[str], timeou
 
 def test_serves_until_sigterm_with_a_token() -> None:
     env = env_with(PLANTPIPE_DASHBOARD_TOKEN="t" * 24)
-    proc = subprocess.Popen(
-        [PLANTPIPE, "dashboard", "--port", "0"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: list[str] = []
-    threading.Thread(target=read_lines, args=(proc, lines), daemon=True).start()
+    proc, lines = start(["dashboard", "--port", "0"], env)
     try:
         line = wait_for(lines, r"^dashboard: http://127\.0\.0\.1:\d+/", proc, 60)
         assert "actions need PLANTPIPE_DASHBOARD_TOKEN" in line
@@ -118,24 +119,9 @@ def test_run_with_the_dashboard_shows_the_run_and_stays_up(
     photo = tmp_path / "bench-7.png"
     photo.write_bytes(encode_png(make_nursery_photo(640, 480, ((30, 40, 300, 440),), seed=7).rgb))
     env = run_env(fixture_models)
-    proc = subprocess.Popen(
-        [
-            PLANTPIPE,
-            "run",
-            str(photo),
-            "--out",
-            str(tmp_path / "out"),
-            "--dashboard",
-            "--dashboard-port",
-            "0",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: list[str] = []
-    threading.Thread(target=read_lines, args=(proc, lines), daemon=True).start()
+    out = str(tmp_path / "out")
+    args = ["run", str(photo), "--out", out, "--dashboard", "--dashboard-port", "0"]
+    proc, lines = start(args, env)
     try:
         live = wait_for(lines, r"^live: http://127\.0\.0\.1:\d+/sessions/[0-9a-f]{32}$", proc, 180)
         url, session_id = live.split(" ", 1)[1].rsplit("sessions/", 1)
