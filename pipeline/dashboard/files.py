@@ -16,9 +16,11 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from botocore.exceptions import NoCredentialsError
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
+from pipeline.errors import ConfigurationError
 from pipeline.settings import Settings
 from pipeline.state.keys import Keys
 from pipeline.state.redisio import text
@@ -66,7 +68,15 @@ class FileSource:
     async def start(self) -> None:
         if self._s3 is not None:
             await self._s3.open()  # presigning needs no request to S3
-            sample = await self._s3.presign_get("plantpipe-origin-probe", 60)
+            try:
+                sample = await self._s3.presign_get("plantpipe-origin-probe", 60)
+            except NoCredentialsError as exc:
+                raise ConfigurationError(
+                    "no AWS credentials to sign the S3 image links with: set "
+                    "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or point "
+                    "PLANTPIPE_STORAGE at the local output folder",
+                    code="no_credentials",
+                ) from exc
             parts = urlsplit(sample)
             self.origins = [f"{parts.scheme}://{parts.netloc}"]
 

@@ -63,6 +63,11 @@ class Keys:
         """Prefix of the per-status indexes (``+ status``), scored like the index."""
         return f"{self.prefix}:sessions:status:"
 
+    @property
+    def sessions_search(self) -> str:
+        """Session id -> its searchable text, lower case (id, metadata, failure reason)."""
+        return f"{self.prefix}:sessions:search"
+
     def sessions_by_status(self, status: str) -> str:
         return f"{self.sessions_status_base}{status}"
 

@@ -3,8 +3,8 @@
 The indexes are kept by :mod:`pipeline.state.sessions` in the same scripts that change a
 session: ``Keys.sessions_index`` (every session, scored by creation time) and one sorted set
 per status (``Keys.sessions_by_status``). A page without a text filter is one ZREVRANGE and
-one script run that sums the page's photos; a text filter is matched inside Redis, a chunk
-of sessions per script run, so no session record crosses the wire unless it is shown.
+one script run that sums the page's photos; a text filter reads the index and every
+session's search text (``Keys.sessions_search``) in two bulk replies and matches here.
 Entries whose session has expired are dropped from the indexes as they are met.
 """
 
@@ -22,9 +22,9 @@ from pipeline.schemas import SessionStatus, SessionSummary
 from pipeline.settings import Settings
 from pipeline.state.keys import Keys
 from pipeline.state.redisio import run_lua, text
+from pipeline.state.sessions import search_text
 
 STATUSES: tuple[SessionStatus, ...] = ("pending", "processing", "completed", "warning", "failed")
-SCAN_CHUNK = 1000  # sessions a text-filter script run looks at (bounds each run's Redis time)
 MAX_PER_PAGE = 200
 
 # ARGV: prefix, status-set base, then session ids. A JSON list, one object per session
@@ -41,6 +41,7 @@ for i = 3, #ARGV do
   local f = redis.call('HMGET', key, unpack(names))
   if not f[1] then
     redis.call('ZREM', prefix .. ':sessions:index', sid)
+    redis.call('HDEL', prefix .. ':sessions:search', sid)
     for _, st in ipairs(statuses) do redis.call('ZREM', by_status .. st, sid) end
   else
     local row = {}
@@ -69,25 +70,6 @@ for i = 3, #ARGV do
 end
 if #out == 0 then return '[]' end
 return cjson.encode(out)
-"""
-
-# KEYS[1]: the index to walk. ARGV: prefix, start, count, then the needles (lower case).
-# Returns {sessions looked at, ids whose id, metadata or reason holds a needle}.
-_MATCH = """
-local prefix, start, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local ids = redis.call('ZREVRANGE', KEYS[1], start, start + count - 1)
-local found = {}
-for _, sid in ipairs(ids) do
-  local f = redis.call('HMGET', prefix .. ':session:' .. sid, 'metadata', 'reason')
-  local hay = string.lower(sid .. '\\n' .. (f[1] or '') .. '\\n' .. (f[2] or ''))
-  for k = 4, #ARGV do
-    if string.find(hay, ARGV[k], 1, true) then
-      found[#found + 1] = sid
-      break
-    end
-  end
-end
-return {#ids, found}
 """
 
 
@@ -137,20 +119,53 @@ class SessionListing:
         return [_summary(row) for row in raw]
 
     async def matching(self, status: SessionStatus | None, query: str) -> list[str]:
-        """Ids (newest first) whose id, metadata or failure reason contains ``query``
-        (ASCII letters case-insensitively), of ``status`` when given."""
-        needles = _needles(query)
-        index = self._index(status)
-        found: list[str] = []
-        start = 0
-        while True:
-            looked, ids = await run_lua(
-                self._redis, _MATCH, [index], [self._keys.prefix, start, SCAN_CHUNK, *needles]
-            )
-            found.extend(text(i) for i in ids)
-            start += int(looked)
-            if int(looked) < SCAN_CHUNK:
-                return found
+        """Ids (newest first) whose id, metadata or failure reason contains ``query`` (case
+        does not matter), of ``status`` when given.
+
+        Two bulk reads — the index in order and the search texts (``Keys.sessions_search``,
+        written by the session scripts) — and the matching here: no per-session command, so
+        10,000 sessions cost Redis two replies. A session without a text (made before there
+        were texts) is read from its record and its text written; texts of sessions that
+        have left the index are dropped."""
+        client: Any = self._redis
+        needle = query.lower().encode()
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.zrevrange(self._index(status), 0, -1)
+            if status is not None:
+                pipe.zrange(self._keys.sessions_index, 0, -1)
+            pipe.hgetall(self._keys.sessions_search)
+            replies = await pipe.execute()
+        ids: list[bytes] = replies[0]
+        texts: dict[bytes, bytes] = replies[-1]
+        missing = [sid for sid in ids if sid not in texts]
+        if missing:
+            texts.update(await self._backfill(missing))
+        known = set(ids) if status is None else set(replies[1])
+        stale = [sid for sid in texts if sid not in known]
+        if stale:
+            await client.hdel(self._keys.sessions_search, *stale)
+        return [text(sid) for sid in ids if needle in texts.get(sid, b"")]
+
+    async def _backfill(self, ids: list[bytes]) -> dict[bytes, bytes]:
+        """Search texts of sessions that have none, from their records (and stored)."""
+        client: Any = self._redis
+        found: dict[bytes, bytes] = {}
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            async with client.pipeline(transaction=False) as pipe:
+                for sid in chunk:
+                    pipe.hmget(self._keys.session(text(sid)), "metadata", "reason")
+                rows = await pipe.execute()
+            for sid, (meta, reason) in zip(chunk, rows, strict=True):
+                if meta is None:
+                    continue  # expired: its index entries go at the next summary
+                value = search_text(text(sid), json.loads(meta))
+                if reason:
+                    value += "\n" + text(reason).lower()
+                found[sid] = value.encode()
+        if found:
+            await client.hset(self._keys.sessions_search, mapping=found)
+        return found
 
     async def page(
         self,
@@ -184,14 +199,6 @@ class SessionListing:
             query=query,
             counts=counts,
         )
-
-
-def _needles(query: str) -> list[str]:
-    """What to look for: the text as typed and as it appears inside the stored metadata
-    JSON (non-ASCII characters are ``\\uXXXX`` escapes there), both in lower case."""
-    plain = query.lower()
-    escaped = json.dumps(plain)[1:-1]
-    return [plain] if escaped == plain else [plain, escaped]
 
 
 def _summary(row: dict[str, Any]) -> SessionSummary:

@@ -33,6 +33,7 @@ _TRANSITION = (
     FEED_LUA
     + """
 local sess, ev, active, index, feed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local search = KEYS[6]
 local new, reason, stage, now, sid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local by_status, ttl = ARGV[6], tonumber(ARGV[7])
 local cur = redis.call('HGET', sess, 'status')
@@ -44,7 +45,11 @@ local allowed = {
 }
 if not allowed[cur] or not allowed[cur][new] then return {-2, cur} end
 redis.call('HSET', sess, 'status', new, 'updated_at', now)
-if reason ~= '' then redis.call('HSET', sess, 'reason', reason) end
+if reason ~= '' then
+  redis.call('HSET', sess, 'reason', reason)
+  local text = redis.call('HGET', search, sid)
+  if text then redis.call('HSET', search, sid, text .. '\\n' .. string.lower(reason)) end
+end
 if stage ~= '' then redis.call('HSET', sess, 'stage', stage) end
 if new == 'completed' or new == 'warning' or new == 'failed' then
   redis.call('ZREM', active, sid)
@@ -132,6 +137,9 @@ class SessionStore:
             # the listing's indexes (pipeline.state.listing) and the feed
             pipe.zadd(self._keys.sessions_index, {session_id: now.timestamp()})
             pipe.expire(self._keys.sessions_index, self._ttl)
+            pipe.hset(self._keys.sessions_search, session_id,
+                      search_text(session_id, metadata or {}))  # fmt: skip
+            pipe.expire(self._keys.sessions_search, self._ttl)
             pending = self._keys.sessions_by_status("pending")
             pipe.zadd(pending, {session_id: now.timestamp()})
             pipe.expire(pending, self._ttl)
@@ -159,6 +167,7 @@ class SessionStore:
             self._keys.sessions_active,
             self._keys.sessions_index,
             self._keys.feed,
+            self._keys.sessions_search,
         ]
         args = [
             status,
@@ -271,6 +280,12 @@ class SessionStore:
             self._keys.sessions_active, "-inf", moment, start=0, num=limit
         )
         return [text(i) for i in ids]
+
+
+def search_text(session_id: str, metadata: dict[str, str]) -> str:
+    """What the sessions list's text filter looks in (``pipeline.state.listing``): the id and
+    the metadata's keys and values, lower case; a failure reason is added when one is set."""
+    return "\n".join([session_id, *(f"{k} {v}" for k, v in metadata.items())]).lower()
 
 
 def _dt(value: str) -> datetime:

@@ -13,7 +13,7 @@ from pipeline.runtime.deadletter import DeadLetters
 from pipeline.schemas import ArtifactRecord, DeadLetter, PhotoProgress
 from pipeline.state.artifacts import ArtifactStore
 from pipeline.state.keys import Keys
-from pipeline.state.listing import SCAN_CHUNK, SessionListing
+from pipeline.state.listing import SessionListing
 from pipeline.state.sessions import SessionStore
 from tests.conftest import SettingsFactory
 
@@ -82,13 +82,15 @@ async def test_expired_sessions_leave_the_list(
     assert (await listing.counts())["pending"] == 1
 
 
-async def test_text_filter_walks_past_one_chunk(
+async def test_sessions_without_a_search_text_are_found_and_given_one(
     make_settings: SettingsFactory, redis: Redis
 ) -> None:
+    """Records written before search texts existed: matched from the record, text stored;
+    texts of sessions no longer indexed are dropped."""
     settings = make_settings()
     keys = Keys.from_settings(settings)
     listing = SessionListing(redis, settings)
-    n = SCAN_CHUNK + 30
+    n = 1030
     client: Any = redis
     async with client.pipeline(transaction=False) as pipe:  # records as sessions.create makes
         for i in range(n):
@@ -99,10 +101,13 @@ async def test_text_filter_walks_past_one_chunk(
             })  # fmt: skip
             pipe.expire(keys.session(sid), 600)
             pipe.zadd(keys.sessions_index, {sid: 1_900_000_000 + i})
+        pipe.hset(keys.sessions_search, "gone", "even, but no longer indexed")
         await pipe.execute()
     page = await listing.page(query="EVEN", per_page=10, page=2)
     assert page.total == (n + 1) // 2
     assert [s.session_id for s in page.sessions][:2] == [f"bulk{n - 22:05d}", f"bulk{n - 24:05d}"]
+    assert await redis.hlen(keys.sessions_search) == n  # backfilled, "gone" dropped
+    assert await redis.hget(keys.sessions_search, "bulk00001") == b"bulk00001\nrow odd"
 
 
 async def test_every_change_is_noted_in_the_feed(
