@@ -189,7 +189,15 @@ export function live({ session = null, onChange = () => {}, onResync = () => {} 
     source.addEventListener("session", (e) => onChange("session", JSON.parse(e.data)));
     source.addEventListener("deadletters", () => { onChange("deadletters", {}); refreshBadge(); });
     source.addEventListener("resync", () => onResync());
-    source.onerror = () => state(false, "reconnecting…");
+    source.onerror = () => {
+      state(false, "reconnecting…");
+      // The browser retries a dropped stream by itself, but not one the server refused
+      // (e.g. 503 while Redis is away): open it again a little later.
+      if (source.readyState === EventSource.CLOSED) {
+        source = null;
+        setTimeout(() => { if (!source && !document.hidden) open(); }, 5000);
+      }
+    };
   }
   document.addEventListener("visibilitychange", () => {
     if (document.hidden && source) {
