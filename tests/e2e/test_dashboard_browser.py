@@ -32,7 +32,9 @@ from pipeline.testing.kit import remove_bucket
 from tests.conftest import REPO, settings_env
 from tests.e2e.conftest import Cluster, cluster_settings
 
-pytestmark = pytest.mark.e2e
+# workers start, two sessions go through the bundled models: more than pytest's default 600 s
+# on a loaded 2-core machine
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 CHROMIUM = os.environ.get("PLANTPIPE_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -41,7 +43,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 SAMPLE = REPO / "pipeline" / "samples" / "nursery.jpg"
 EVIL = "<img src=x onerror=alert(1)>"
 TOKEN = "e2e-dashboard-token-0123456789"
-WAIT_MS = 150_000
+WAIT_MS = 600_000  # a session through the bundled models, on a loaded 2-core machine
+STEP_MS = 120_000  # any other wait (a page, an image, a live row)
 SCREENSHOT_MAX = 200 * 1024
 
 
@@ -87,7 +90,7 @@ async def cluster(fixture_models: Any, localstack: str) -> AsyncIterator[Cluster
     bundled = {"seg_model_path": None, "det_model_path": None, "seg_input_size": 1024,
                "det_input_size": 512}  # fmt: skip
     # a 2000x1500 photo through the bundled models takes seconds, more on a loaded machine
-    slow = {"gpu_job_timeout_s": 120, "cpu_job_timeout_s": 60, "session_deadline_s": 600}
+    slow = {"gpu_job_timeout_s": 300, "cpu_job_timeout_s": 120, "session_deadline_s": 1800}
     settings = cluster_settings(fixture_models, **bundled, **slow)
     running = Cluster(settings)
     try:
@@ -122,6 +125,7 @@ def dashboard(cluster: Cluster, **env: str) -> DashboardProcess:
 
 async def new_page(browser: Any, dialogs: list[str]) -> Any:
     page = await browser.new_page(viewport={"width": 1200, "height": 860})
+    page.set_default_timeout(STEP_MS)  # generous: CI machines are shared and slow
     page.on("dialog", lambda d: (dialogs.append(d.message), asyncio.ensure_future(d.dismiss())))
     page.on("pageerror", lambda e: dialogs.append(f"page error: {e}"))
     return page
@@ -186,7 +190,7 @@ async def test_a_dropped_photo_is_counted_live(
         await page.goto(base + "upload")
         await page.fill("#metadata", "bench=A-12\ngrower=Ana")
         await drop(page, SAMPLE.read_bytes(), "bench-A12.jpg")
-        await page.wait_for_url(re.compile(r"/sessions/[0-9a-f]{32}$"), timeout=30_000)
+        await page.wait_for_url(re.compile(r"/sessions/[0-9a-f]{32}$"), timeout=STEP_MS)
         session_id = page.url.rsplit("/", 1)[1]
         await page.evaluate("() => { window.stayed = 'no reload'; }")
         status = page.locator("#session-status .pill")
@@ -194,29 +198,29 @@ async def test_a_dropped_photo_is_counted_live(
         assert await page.evaluate("() => window.stayed") == "no reload"  # the same document
 
         async with PipelineClient(cluster.settings) as client:
-            record = await client.wait(session_id, timeout=60, artifacts=True)
+            record = await client.wait(session_id, timeout=WAIT_MS / 1000, artifacts=True)
             result = await client.result(session_id)
         assert record.status == "completed" and result.total_detected > 0
         plants = f"{result.total_detected + result.total_estimated:,}"
         stat = page.locator(".stats .stat.big .value")
-        await stat.filter(has_text=plants).wait_for(timeout=30_000)
+        await stat.filter(has_text=plants).wait_for(timeout=STEP_MS)
         card = page.locator("article.photo").first
         for caption in ("photo", "plants found"):
             image = card.locator("figure.picture", has_text=caption).locator("img")
-            await image.wait_for(timeout=30_000)
+            await image.wait_for(timeout=STEP_MS)
             await page.wait_for_function("(img) => img.complete", arg=await image.element_handle())
             assert await loaded(image), caption
         await card.locator("figure.picture", has_text="plants found").locator("button").click()
         full = page.locator("dialog.lightbox[open] img")
         await page.wait_for_function("(img) => img.complete && img.naturalWidth > 0",
-                                     arg=await full.element_handle(), timeout=30_000)  # fmt: skip
+                                     arg=await full.element_handle(), timeout=STEP_MS)  # fmt: skip
         assert await full.evaluate("(img) => img.naturalWidth") > 1000  # processed.avif
         await page.locator("dialog.lightbox button.close").click()
 
         # the list that was open before the upload shows the session, without a reload
         row = listing.locator(f'tr[data-id="{session_id}"]')
-        await row.wait_for(timeout=30_000)
-        await row.locator(".pill", has_text="completed").wait_for(timeout=30_000)
+        await row.wait_for(timeout=STEP_MS)
+        await row.locator(".pill", has_text="completed").wait_for(timeout=STEP_MS)
         assert (await row.locator("td.plants").inner_text()).strip() == plants
 
         await page.reload()
@@ -231,12 +235,12 @@ async def test_a_dropped_photo_is_counted_live(
         await page.goto(base + "upload")
         await page.fill("#metadata", f"note={EVIL}")
         await drop(page, SAMPLE.read_bytes(), f"{EVIL}.jpg")
-        await page.wait_for_url(re.compile(r"/sessions/[0-9a-f]{32}$"), timeout=30_000)
+        await page.wait_for_url(re.compile(r"/sessions/[0-9a-f]{32}$"), timeout=STEP_MS)
         evil_id = page.url.rsplit("/", 1)[1]
         assert await page.locator("table.metadata td", has_text=EVIL).count() == 1
         await page.locator("article.photo h3", has_text=f"{EVIL}.jpg").wait_for()
         evil_row = listing.locator(f'tr[data-id="{evil_id}"]')
-        await evil_row.wait_for(timeout=30_000)  # arrived live in the open list
+        await evil_row.wait_for(timeout=STEP_MS)  # arrived live in the open list
         assert await evil_row.locator(".chip", has_text=EVIL).count() == 2  # name, note
         for view in (page, listing):
             assert await view.locator('img[src="x"]').count() == 0
@@ -257,7 +261,7 @@ def s3(settings: Any) -> Any:
     )  # fmt: skip
 
 
-async def stored(settings: Any, key: str, timeout: float = 60) -> bool:
+async def stored(settings: Any, key: str, timeout: float = STEP_MS / 1000) -> bool:
     deadline = time.monotonic() + timeout
     async with s3(settings) as client:
         while time.monotonic() < deadline:
@@ -326,7 +330,7 @@ async def test_dead_letters_are_retried_from_the_page_with_the_token(
         await results.wait_for(state="detached")
         await page.get_by_role("button", name=re.compile(r"Retry all \(3\)")).click()
         await page.locator("dialog.confirm[open] button.primary").click()
-        await page.get_by_text("Nothing failed for good").wait_for(timeout=30_000)
+        await page.get_by_text("Nothing failed for good").wait_for(timeout=STEP_MS)
         for name in ("thumbnail_original.jpg", "processed.avif", "thumbnail_processed.jpg"):
             assert await stored(settings, f"{sid}/{name}"), name
         assert not await stored(settings, f"{sid}/results.json", timeout=2)  # discarded
