@@ -67,7 +67,7 @@ class DashboardProcess:
             if line.startswith("dashboard: http"):
                 self._seen.set()
 
-    def url(self, timeout: float = 60) -> str:
+    def url(self, timeout: float = 240) -> str:
         if not self._seen.wait(timeout):
             raise RuntimeError("the dashboard did not start:\n" + "\n".join(self.lines[-30:]))
         line = next(x for x in self.lines if x.startswith("dashboard: http"))
