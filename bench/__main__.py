@@ -60,6 +60,11 @@ INCLUDED: Final = (
         BENCH_DIR / "FAULTS.md",
         "python -m bench.faults",
     ),
+    (
+        "Dashboard: the sessions page at 10,000 sessions, 100 idle live pages",
+        BENCH_DIR / "DASHBOARD.md",
+        "python -m bench.dashboard",
+    ),
 )
 
 

@@ -172,6 +172,32 @@ class SessionRecord(_Model):
         return self.artifacts_final and all(a.state != "pending" for a in self.artifacts)
 
 
+class SessionSummary(_Model):
+    """One session as a list shows it (``pipeline.state.listing``; the dashboard's rows):
+    its record's headline fields and its photos' progress and counts summed."""
+
+    session_id: str
+    status: SessionStatus
+    stage: str = ""
+    reason: str | None = None
+    photo_count: int
+    photos_done: int = 0
+    photos_failed: int = 0
+    detected: int = 0
+    estimated: int = 0
+    metadata: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None = None
+    artifacts_total: int = 0
+    artifacts_uploaded: int = 0
+    artifacts_failed: int = 0
+    artifacts_ready: bool = False
+    thumbnail: str | None = Field(
+        None, description="the first photo's uploaded thumbnail (artifact name), if any"
+    )
+
+
 class SessionEvent(_Model):
     id: str
     type: str

@@ -16,9 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from pipeline import settings_rules as rules
 from pipeline.errors import InvalidSettings
-
-MIB = 1024 * 1024
-DAY = 24 * 3600
+from pipeline.settings_rules import DAY, MIB
 
 
 class Settings(BaseSettings):
@@ -41,9 +39,7 @@ class Settings(BaseSettings):
         description="redis://, rediss:// (TLS), unix:// or redis+sentinel://host:port/service/db",
     )
     redis_conn_timeout_s: rules.Seconds = Field(5.0, le=300, description="Redis connect timeout")
-    redis_conn_retries: int = Field(
-        5, ge=0, le=100, description="Redis connect retries at worker start"
-    )
+    redis_conn_retries: int = Field(5, ge=0, le=100, description="Redis connect retries at start")
     redis_outage_limit_s: rules.Seconds = Field(
         300.0, description="a worker keeps polling through a Redis outage this long, then exits"
     )
@@ -59,10 +55,7 @@ class Settings(BaseSettings):
     s3_endpoint_url: rules.HttpUrl | None = Field(
         None, description="S3-compatible endpoint (LocalStack…)"
     )
-    s3_bucket: rules.BucketName = Field(
-        "plantpipe",
-        description="bucket for every artifact",
-    )
+    s3_bucket: rules.BucketName = Field("plantpipe", description="bucket for every artifact")
     s3_region: rules.Region = Field("us-east-1", description="S3 region")
     s3_create_bucket: bool = Field(False, description="create the bucket at io start if missing")
     s3_sse: Literal["AES256", "aws:kms"] | None = Field(None, description="server-side encryption")
@@ -346,6 +339,19 @@ class Settings(BaseSettings):
         le=65_535,
         description="longest side of processed.avif (None = the photo's size); a JPEG is "
         "decoded at a reduced scale for it",
+    )
+
+    # --- dashboard (`plantpipe dashboard`, pipeline.dashboard) ----------------------------
+    dashboard_host: rules.NonEmpty = Field(
+        "127.0.0.1", description="address the dashboard binds (beyond loopback: needs the token)"
+    )
+    dashboard_port: int = Field(8080, ge=0, le=65535, description="port of the dashboard")
+    dashboard_token: str | None = Field(
+        None,
+        repr=False,
+        min_length=16,
+        description="token actions (upload, retry, discard) carry in the X-Plantpipe-Token "
+        "header; required beyond loopback (None: on loopback the pages carry their own)",
     )
 
     # --- observability --------------------------------------------------------------------

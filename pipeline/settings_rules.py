@@ -258,9 +258,10 @@ def _describe(annotation: Any, constraints: list[Any]) -> str:
         return _range("a number", constraints)
     if annotation is Path:
         return "a file path"
-    if any(isinstance(c, at.MinLen) for c in constraints):
-        return "a non-empty text"
-    return "any text"
+    least = max((c.min_length for c in constraints if isinstance(c, at.MinLen)), default=0)
+    if least > 1:
+        return f"a text of at least {least} characters"
+    return "a non-empty text" if least else "any text"
 
 
 def allowed(field: FieldInfo) -> str:

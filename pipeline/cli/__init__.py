@@ -1,5 +1,5 @@
 """plantpipe: count plants in nursery photos (run, submit, status, watch, failed list|retry,
-workers, evaluate).
+workers, evaluate, dashboard).
 
 Exit codes: 0 ok, 1 processing failed (some or all photos), 2 usage or input error, 3 counts
 final but uploads pending ('plantpipe run --resume DIR' finishes them). Every expected
@@ -17,6 +17,7 @@ failure is one 'error:' line on stderr saying what to do; --debug adds the trace
 #   sessions   ``submit``, ``status``, ``watch``
 #   failed     ``failed list|retry``: dead letters
 #   evaluate   ``plantpipe evaluate``: glue to pipeline.evaluation
+#   dashboard  ``plantpipe dashboard``: glue to pipeline.dashboard (imported when it runs)
 # Configuration is read only through pipeline.settings; child processes get theirs from
 # Settings.to_env (pipeline.embedded.child_env).
 
@@ -28,7 +29,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from pipeline.cli import evaluate, failed, run, sessions, workers
+from pipeline.cli import dashboard, evaluate, failed, run, sessions, workers
 from pipeline.cli.errors import EXIT_OK, EXIT_USAGE, explain, one_line
 
 __all__ = ["app", "main"]
@@ -56,6 +57,7 @@ failed_app.command("list")(failed.failed_list)
 failed_app.command("retry")(failed.failed_retry)
 app.command()(workers.workers)
 app.command()(evaluate.evaluate)
+app.command()(dashboard.dashboard)
 
 
 def _error(message: str, code: int, exc: BaseException | None = None) -> NoReturn:

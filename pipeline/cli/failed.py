@@ -11,11 +11,7 @@ from pipeline.cli.connect import PrefixOption, client_call
 from pipeline.cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, one_line
 from pipeline.cli.output import emit, out, say
 from pipeline.client import PipelineClient
-
-NOT_REPLAYABLE = (
-    "its photo is already recorded as failed in its session, so replaying cannot change the "
-    "result; fix the cause and resubmit the photo (`plantpipe submit PHOTO`)"
-)
+from pipeline.runtime.deadletter import NOT_REPLAYABLE
 
 
 def failed_list(

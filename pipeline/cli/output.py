@@ -14,6 +14,7 @@ from rich.table import Table
 
 from pipeline.cli.errors import EXIT_FAILED, fail
 from pipeline.client import PipelineClient
+from pipeline.runtime.metadata import PHOTO_NAME
 from pipeline.schemas import SessionRecord, SessionResult
 
 console = Console(stderr=True)
@@ -30,23 +31,11 @@ def emit(line: str) -> None:
     print(line, flush=True)
 
 
-#: Photos whose file names a command records in the session's metadata ("photo.0": name…).
-NAMED_PHOTOS_MAX = 48
-
-
-def name_metadata(names: list[str]) -> dict[str, str]:
-    """The photos' file names as session metadata (shown by ``status``/``watch`` and kept in
-    results.json); none for a session of more than ``NAMED_PHOTOS_MAX`` photos."""
-    if len(names) > NAMED_PHOTOS_MAX:
-        return {}
-    return {f"photo.{i}": name[:200] for i, name in enumerate(names)}
-
-
 def photo_name(names: list[str], record: SessionRecord | SessionResult, index: int) -> str:
     """A photo's name: the one given, else the one recorded in the metadata, else its index."""
     if index < len(names) and names[index]:
         return names[index]
-    return record.metadata.get(f"photo.{index}") or f"photo {index}"
+    return record.metadata.get(PHOTO_NAME.format(index)) or f"photo {index}"
 
 
 def progress_table(record: SessionRecord, names: list[str], started: float) -> Table:

@@ -15,11 +15,11 @@ from typing import Annotated, Any
 
 import typer
 
+from pipeline.cli.dashboard import describe, require_extra, start_beside_run
 from pipeline.cli.errors import EXIT_FAILED, CliError, exit_code, fail
 from pipeline.cli.output import (
     emit,
     follow_session,
-    name_metadata,
     out,
     print_outputs,
     print_warnings,
@@ -32,6 +32,7 @@ from pipeline.cli.photos import read_photos
 from pipeline.cli.workers import STOP_GRACE_S, start_roles, wait_for_workers
 from pipeline.client import PipelineClient
 from pipeline.embedded import PrivateRedis, RoleProcesses, drop_prefix, redis_usable
+from pipeline.runtime.metadata import photo_names_metadata
 from pipeline.schemas import SessionRecord
 from pipeline.settings import Settings, get_settings
 from pipeline.storage.breaker import RedisCircuitBreaker
@@ -140,8 +141,12 @@ async def embedded_run(
     out_opt: Path | None,
     timeout: float,
     upload_wait: float,
+    dashboard: bool = False,
+    dashboard_port: int | None = None,
 ) -> int:
-    """One session end to end on embedded workers; the exit code (128 + signal if stopped)."""
+    """One session end to end on embedded workers; the exit code (128 + signal if stopped).
+    With ``dashboard``, the dashboard serves the run live and stays up, with the workers,
+    until Ctrl-C (the exit code is then the session's)."""
     base = get_settings()
     task = asyncio.current_task()
     assert task is not None
@@ -163,6 +168,8 @@ async def embedded_run(
     workers: RoleProcesses | None = None
     keep_keys = False
     code = EXIT_FAILED
+    board = None
+    finished = False  # the session's summary is out: a stop now ends a --dashboard wait
     try:
         if await redis_usable(base.redis_url):
             redis_url = base.redis_url
@@ -179,10 +186,15 @@ async def embedded_run(
             # a worker that dies is reported at once; slow start-ups (models loading on a busy
             # machine: 60 s+ seen at load 20 on 2 cores) are waited for
             await wait_for_workers(client, workers, timeout=300)
+            if dashboard:
+                board = await start_beside_run(settings, dashboard_port)
+                say(describe(board))
             started = time.monotonic()
-            meta = {"source": "plantpipe run", **name_metadata(names)}
+            meta = {"source": "plantpipe run", **photo_names_metadata(names)}
             session_id = await client.submit(datas, meta,
                                              content_types=types, decode_check=False)  # fmt: skip
+            if board is not None:
+                say(f"live: {board.url}sessions/{session_id}")
             kept_results: list[Path] = []
 
             async def counts_final(_record: SessionRecord) -> None:
@@ -215,12 +227,20 @@ async def embedded_run(
                 say(f"this run's records stay under prefix {prefix} for "
                     f"{base.session_ttl_s // 86400} days: "
                     f"`plantpipe failed list --prefix {prefix}`")  # fmt: skip
+            finished = True
+            if board is not None and not pending:
+                say(f"the dashboard stays up with the workers: {board.url} (drop more photos "
+                    f"on {board.url}upload); Ctrl-C stops both")  # fmt: skip
+                await asyncio.Event().wait()  # until Ctrl-C or SIGTERM
     except asyncio.CancelledError:
         if stopper.signum is None:
             raise
-        code = 128 + stopper.signum
+        if not finished:
+            code = 128 + stopper.signum
     finally:
         try:
+            if board is not None:
+                await board.stop()
             if workers is not None:
                 await workers.astop(STOP_GRACE_S, stopper.force)
             if private is not None:
@@ -231,7 +251,7 @@ async def embedded_run(
             stopper.remove()
     if stopper.signum is not None:
         say("stopped: workers and private Redis are gone")
-        return 128 + stopper.signum
+        return code if finished else 128 + stopper.signum
     return code
 
 
@@ -295,6 +315,24 @@ def run(
             help="finish the uploads an earlier run left pending in this folder, then exit",
         ),
     ] = None,
+    dashboard: Annotated[
+        bool,
+        typer.Option(
+            "--dashboard",
+            help="serve the web dashboard on 127.0.0.1 while it runs; "
+            "it stays up with the workers (upload more photos) until Ctrl-C",
+        ),
+    ] = False,
+    dashboard_port: Annotated[
+        int | None,
+        typer.Option(
+            "--dashboard-port",
+            min=0,
+            max=65535,
+            help="the dashboard's port (default PLANTPIPE_DASHBOARD_PORT, 8080; "
+            "a free one when that is taken)",
+        ),
+    ] = None,
 ) -> None:
     """Process photos end to end on an embedded default (the main job).
 
@@ -312,10 +350,19 @@ def run(
         chosen = [SAMPLE]
     datas, types = read_photos(chosen, get_settings())
     names = [p.name for p in chosen]
+    if dashboard:
+        require_extra()  # before any worker starts
     raise typer.Exit(
         asyncio.run(
             embedded_run(
-                datas, types, names, out_opt=out_dir, timeout=timeout, upload_wait=upload_wait
+                datas,
+                types,
+                names,
+                out_opt=out_dir,
+                timeout=timeout,
+                upload_wait=upload_wait,
+                dashboard=dashboard,
+                dashboard_port=dashboard_port,
             )
         )
     )

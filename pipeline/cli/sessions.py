@@ -13,13 +13,13 @@ from pipeline.cli.errors import EXIT_FAILED, EXIT_OK, exit_code, fail
 from pipeline.cli.output import (
     emit,
     follow_session,
-    name_metadata,
     out,
     progress_table,
     say,
 )
 from pipeline.cli.photos import read_photos
 from pipeline.client import PipelineClient
+from pipeline.runtime.metadata import photo_names_metadata
 from pipeline.schemas import SessionRecord
 from pipeline.settings import get_settings
 
@@ -52,7 +52,7 @@ def submit(
 
     async def go(client: PipelineClient) -> int:
         await warn_missing_workers(client)
-        named = name_metadata([p.name for p in photos]) | meta  # --meta wins
+        named = photo_names_metadata([p.name for p in photos]) | meta  # --meta wins
         sid = await client.submit(datas, named, content_types=types)
         emit(sid)
         if not wait:

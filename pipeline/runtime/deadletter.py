@@ -10,20 +10,34 @@ from arq.connections import ArqRedis
 from pipeline.runtime.enqueue import enqueue
 from pipeline.schemas import DeadLetter
 from pipeline.settings import Settings
+from pipeline.state.events import FEED_MAXLEN, feed_fields
 from pipeline.state.keys import Keys
 from pipeline.state.redisio import text
+
+NOT_REPLAYABLE = (
+    "its photo is already recorded as failed in its session, so replaying cannot change the "
+    "result; fix the cause and resubmit the photo (`plantpipe submit PHOTO`)"
+)
 
 
 class DeadLetters:
     def __init__(self, redis: ArqRedis, settings: Settings) -> None:
         self._redis = redis
         self._keys = Keys.from_settings(settings)
+        self._ttl = settings.session_ttl_s
+
+    def _note(self, pipe: Any, kind: str, session_id: str | None) -> None:
+        """Note the change in the prefix's feed (pipeline.state.events), in ``pipe``."""
+        pipe.xadd(self._keys.feed, feed_fields(kind, session_id), maxlen=FEED_MAXLEN,
+                  approximate=True)  # fmt: skip
+        pipe.expire(self._keys.feed, self._ttl)
 
     async def add(self, letter: DeadLetter) -> None:
         client: Any = self._redis
         async with client.pipeline(transaction=True) as pipe:
             pipe.hset(self._keys.dead_letters, letter.id, letter.model_dump_json())
             pipe.zadd(self._keys.dead_letter_order, {letter.id: time.time()})
+            self._note(pipe, "deadletter.added", letter.session_id)
             await pipe.execute()
 
     async def list(self, limit: int = 1000) -> list[DeadLetter]:
@@ -44,7 +58,8 @@ class DeadLetters:
         async with client.pipeline(transaction=True) as pipe:
             pipe.hdel(self._keys.dead_letters, letter_id)
             pipe.zrem(self._keys.dead_letter_order, letter_id)
-            removed, _ = await pipe.execute()
+            self._note(pipe, "deadletter.removed", None)
+            removed, *_ = await pipe.execute()
         return bool(removed)
 
     async def replay(self, letter_id: str) -> str | None:

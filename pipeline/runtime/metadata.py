@@ -3,6 +3,8 @@ object (S3 object metadata). Never used to build keys."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pipeline.schemas import UploadItem
 from pipeline.storage.base import check_key
 
@@ -29,6 +31,34 @@ def clean_metadata(metadata: dict[str, str] | None, *, ascii_only: bool = False)
             raise ValueError(f"S3 object metadata {key[:40]!r} must be ASCII")
         out[key] = value
     return out
+
+
+#: A session records its photos' file names in its metadata, one entry per photo ("photo.0":
+#: name, …), up to this many photos (shown by status, watch and the dashboard, kept in
+#: results.json).
+NAMED_PHOTOS_MAX = 48
+PHOTO_NAME = "photo.{}"
+
+
+def photo_names_metadata(names: list[str]) -> dict[str, str]:
+    """The photos' file names as session metadata; none for more than ``NAMED_PHOTOS_MAX``."""
+    if len(names) > NAMED_PHOTOS_MAX:
+        return {}
+    return {PHOTO_NAME.format(i): name[:200] for i, name in enumerate(names)}
+
+
+def photo_names(metadata: Mapping[str, str]) -> list[str]:
+    """The file names :func:`photo_names_metadata` recorded, in photo order (none: [])."""
+    names: list[str] = []
+    while (name := metadata.get(PHOTO_NAME.format(len(names)))) is not None:
+        names.append(name)
+    return names
+
+
+def is_photo_name(key: str) -> bool:
+    """Whether a metadata key is one of the photos' file names."""
+    head, _, index = key.partition(".")
+    return head == "photo" and index.isdigit()
 
 
 def upload_metadata(item: UploadItem) -> dict[str, str]:

@@ -15,13 +15,15 @@ from redis.asyncio import Redis
 
 from pipeline.schemas import ArtifactRecord, ArtifactState, utcnow
 from pipeline.settings import Settings
-from pipeline.state.events import STREAM_MAXLEN
+from pipeline.state.events import FEED_LUA, STREAM_MAXLEN
 from pipeline.state.keys import Keys
 from pipeline.state.redisio import LuaCall, run_lua, text
 
 # Shared Lua: flip artifacts_ready when the final set is registered and all are uploaded.
-_READY_FN = """
-local function check_ready(sess, sess_ev, now)
+_READY_FN = (
+    FEED_LUA
+    + """
+local function check_ready(sess, sess_ev, now, feed, sid, ttl)
   if redis.call('HGET', sess, 'art_final') ~= '1' then return 0 end
   if redis.call('HGET', sess, 'art_ready') == '1' then return 0 end
   local total = tonumber(redis.call('HGET', sess, 'art_total') or '0')
@@ -30,18 +32,20 @@ local function check_ready(sess, sess_ev, now)
   redis.call('HSET', sess, 'art_ready', '1', 'updated_at', now)
   redis.call('XADD', sess_ev, 'MAXLEN', '~', MAXLEN_N, '*', 'type', 'artifacts.ready',
     'data', cjson.encode({uploaded = up, total = total}))
+  to_feed(feed, ttl, 'artifacts.ready', sid)
   return 1
 end
 """.replace("MAXLEN_N", str(STREAM_MAXLEN))
+)
 
 _REGISTER = (
     _READY_FN
     + """
-local sess, sess_ev = KEYS[1], KEYS[2]
+local sess, sess_ev, feed = KEYS[1], KEYS[2], KEYS[3]
 local prefix, has_session, final = ARGV[1], ARGV[2] == '1', ARGV[3] == '1'
-local ttl, now = tonumber(ARGV[4]), ARGV[5]
+local ttl, now, sid = tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local created = 0
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   local rec = cjson.decode(ARGV[i])
   local art = prefix .. ':artifact:' .. rec.artifact_id
   if redis.call('HSETNX', art, 'state', 'pending') == 1 then
@@ -59,7 +63,7 @@ end
 local ready = 0
 if has_session then
   if final then redis.call('HSET', sess, 'art_final', '1') end
-  ready = check_ready(sess, sess_ev, now)
+  ready = check_ready(sess, sess_ev, now, feed, sid, ttl)
 end
 return {created, ready}
 """
@@ -68,9 +72,9 @@ return {created, ready}
 _TRANSITION = (
     _READY_FN
     + """
-local art, art_ev, sess, sess_ev = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local art, art_ev, sess, sess_ev, feed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local new, code, reason, etag, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local aid, ttl, has_session = ARGV[6], tonumber(ARGV[7]), ARGV[8] == '1'
+local aid, ttl, has_session, sid = ARGV[6], tonumber(ARGV[7]), ARGV[8] == '1', ARGV[9]
 local cur = redis.call('HGET', art, 'state')
 if not cur then return {-1, 0} end
 if cur == new then return {0, 0} end
@@ -89,7 +93,8 @@ if has_session and redis.call('EXISTS', sess) == 1 then
   if new == 'failed' then redis.call('HINCRBY', sess, 'art_failed', 1) end
   redis.call('XADD', sess_ev, 'MAXLEN', '~', MAXLEN_N, '*', 'type', 'artifact.' .. new,
     'data', data)
-  ready = check_ready(sess, sess_ev, now)
+  to_feed(feed, ttl, 'artifact.' .. new, sid)
+  ready = check_ready(sess, sess_ev, now, feed, sid, ttl)
 end
 return {1, ready}
 """.replace("MAXLEN_N", str(STREAM_MAXLEN))
@@ -112,13 +117,14 @@ class ArtifactStore:
     ) -> bool:
         """Create records (idempotent: existing ones keep their state). Returns ready-flip."""
         sid = session_id or ""
-        keys = [self._keys.session(sid), self._keys.session_events(sid)]
+        keys = [self._keys.session(sid), self._keys.session_events(sid), self._keys.feed]
         args: list[Any] = [
             self._prefix,
             "1" if session_id else "0",
             "1" if final else "0",
             self._ttl,
             utcnow().isoformat(),
+            sid,
             *(r.model_dump_json() for r in records),
         ]
         _created, ready = await run_lua(self._redis, _REGISTER, keys, args)
@@ -142,6 +148,7 @@ class ArtifactStore:
             self._keys.artifact_events(artifact_id),
             self._keys.session(sid),
             self._keys.session_events(sid),
+            self._keys.feed,
         ]
         args = [
             state,
@@ -152,6 +159,7 @@ class ArtifactStore:
             artifact_id,
             self._ttl,
             "1" if session_id else "0",
+            sid,
         ]
         return LuaCall(_TRANSITION, keys, args)
 

@@ -1,4 +1,9 @@
-"""Per-session (and per-artifact) event streams on Redis: append and follow without polling."""
+"""Per-session (and per-artifact) event streams on Redis: append and follow without polling.
+
+Besides each session's own stream, every session change (created, status, photo, artifact)
+and every dead letter is also noted in one stream per key prefix, the *feed*
+(``Keys.feed``: fields ``type``, ``session`` and, for a status change, ``status``), so a
+reader that watches many sessions — the dashboard — blocks on one stream instead of many."""
 
 from __future__ import annotations
 
@@ -11,6 +16,27 @@ from redis.asyncio import Redis
 from pipeline.state.redisio import text
 
 STREAM_MAXLEN = 10_000
+FEED_MAXLEN = 10_000
+
+#: Lua: ``to_feed(feed, ttl, kind, sid[, status])`` notes a change in the feed (and keeps the
+#: feed alive ``ttl`` seconds after its last entry). Prepended to the scripts that change
+#: sessions, so the note is written in the same atomic step as the change.
+FEED_LUA = """
+local function to_feed(feed, ttl, kind, sid, status)
+  if status then
+    redis.call('XADD', feed, 'MAXLEN', '~', FEED_N, '*', 'type', kind, 'session', sid,
+      'status', status)
+  else
+    redis.call('XADD', feed, 'MAXLEN', '~', FEED_N, '*', 'type', kind, 'session', sid)
+  end
+  redis.call('EXPIRE', feed, ttl)
+end
+""".replace("FEED_N", str(FEED_MAXLEN))
+
+
+def feed_fields(kind: str, session_id: str | None) -> dict[str, str]:
+    """A feed entry's fields, for writers outside Lua (``pipe.xadd(feed, fields, ...)``)."""
+    return {"type": kind, "session": session_id or ""}
 
 
 async def follow(
@@ -38,3 +64,17 @@ async def last_event_id(redis: Redis, stream: str) -> str:
     client: Any = redis
     newest = await client.xrevrange(stream, count=1)
     return text(newest[0][0]) if newest else "0"
+
+
+async def read_after(
+    redis: Redis, stream: str, cursor: str, *, block_ms: int, count: int = 500
+) -> list[tuple[str, dict[str, str]]]:
+    """The entries of ``stream`` after ``cursor``, as ``(id, fields)``; blocks up to
+    ``block_ms`` in XREAD while there are none (then returns ``[]``)."""
+    client: Any = redis
+    reply = await client.xread({stream: cursor}, count=count, block=block_ms)
+    return [
+        (text(entry_id), {text(k): text(v) for k, v in fields.items()})
+        for _name, entries in reply or []
+        for entry_id, fields in entries
+    ]

@@ -53,6 +53,34 @@ class Keys:
     def sessions_active(self) -> str:
         return f"{self.prefix}:sessions:active"
 
+    @property
+    def sessions_index(self) -> str:
+        """Every session by creation time (score: epoch seconds), newest last."""
+        return f"{self.prefix}:sessions:index"
+
+    @property
+    def sessions_status_base(self) -> str:
+        """Prefix of the per-status indexes (``+ status``), scored like the index."""
+        return f"{self.prefix}:sessions:status:"
+
+    @property
+    def sessions_search(self) -> str:
+        """Session id -> its searchable text, lower case (id, metadata, failure reason)."""
+        return f"{self.prefix}:sessions:search"
+
+    def sessions_by_status(self, status: str) -> str:
+        return f"{self.sessions_status_base}{status}"
+
+    @property
+    def feed(self) -> str:
+        """One stream of every session's changes and dead letters (the dashboard follows it)."""
+        return f"{self.prefix}:feed"
+
+    # the dashboard's record of the actions taken through it (retry, discard, upload)
+    @property
+    def dashboard_audit(self) -> str:
+        return f"{self.prefix}:dashboard:audit"
+
     # joins (fan-in)
     def join(self, join_id: str) -> str:
         return f"{self.prefix}:join:{join_id}"

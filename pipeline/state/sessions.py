@@ -2,7 +2,9 @@
 
 Status: ``pending → processing → completed | warning | failed`` (``pending`` may also end
 directly). Terminal states are final: any other transition is refused. Every change appends
-an event to the session's Redis stream, which ``client.wait()`` and ``plantpipe watch`` follow.
+an event to the session's Redis stream, which ``client.wait()`` and ``plantpipe watch`` follow,
+and a note to the prefix's feed; the session's place in the listing indexes (by creation
+time, and by status) moves in the same script (``pipeline.state.listing`` reads them).
 """
 
 from __future__ import annotations
@@ -24,13 +26,17 @@ from pipeline.schemas import (
     utcnow,
 )
 from pipeline.settings import Settings
-from pipeline.state.events import STREAM_MAXLEN
+from pipeline.state.events import FEED_LUA, FEED_MAXLEN, STREAM_MAXLEN, feed_fields
 from pipeline.state.keys import Keys
 from pipeline.state.redisio import run_lua, text
 
-_TRANSITION = """
-local sess, ev, active = KEYS[1], KEYS[2], KEYS[3]
+_TRANSITION = (
+    FEED_LUA
+    + """
+local sess, ev, active, index, feed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local search = KEYS[6]
 local new, reason, stage, now, sid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local by_status, ttl = ARGV[6], tonumber(ARGV[7])
 local cur = redis.call('HGET', sess, 'status')
 if not cur then return {-1, ''} end
 if cur == new then return {0, cur} end
@@ -40,7 +46,11 @@ local allowed = {
 }
 if not allowed[cur] or not allowed[cur][new] then return {-2, cur} end
 redis.call('HSET', sess, 'status', new, 'updated_at', now)
-if reason ~= '' then redis.call('HSET', sess, 'reason', reason) end
+if reason ~= '' then
+  redis.call('HSET', sess, 'reason', reason)
+  local text = redis.call('HGET', search, sid)
+  if text then redis.call('HSET', search, sid, text .. '\\n' .. string.lower(reason)) end
+end
 if stage ~= '' then redis.call('HSET', sess, 'stage', stage) end
 if new == 'completed' or new == 'warning' or new == 'failed' then
   redis.call('ZREM', active, sid)
@@ -48,17 +58,30 @@ if new == 'completed' or new == 'warning' or new == 'failed' then
 end
 redis.call('XADD', ev, 'MAXLEN', '~', MAXLEN_N, '*', 'type', 'session.status', 'data',
   cjson.encode({status = new, previous = cur, reason = reason, stage = stage}))
+local created = redis.call('ZSCORE', index, sid)
+if created then
+  redis.call('ZREM', by_status .. cur, sid)
+  redis.call('ZADD', by_status .. new, created, sid)
+  redis.call('EXPIRE', by_status .. new, ttl)
+end
+to_feed(feed, ttl, 'session.status', sid, new)
 return {1, cur}
-""".replace("MAXLEN_N", str(STREAM_MAXLEN))
+"""
+).replace("MAXLEN_N", str(STREAM_MAXLEN))
 
-_PHOTO = """
-local sess, ev = KEYS[1], KEYS[2]
+_PHOTO = (
+    FEED_LUA
+    + """
+local sess, ev, feed = KEYS[1], KEYS[2], KEYS[3]
 local field, value, kind, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local sid, ttl = ARGV[5], tonumber(ARGV[6])
 if redis.call('EXISTS', sess) == 0 then return 0 end
 redis.call('HSET', sess, field, value, 'updated_at', now)
 redis.call('XADD', ev, 'MAXLEN', '~', MAXLEN_N, '*', 'type', kind, 'data', value)
+to_feed(feed, ttl, kind, sid)
 return 1
-""".replace("MAXLEN_N", str(STREAM_MAXLEN))
+"""
+).replace("MAXLEN_N", str(STREAM_MAXLEN))
 
 TRANSITION_REFUSED = -2
 
@@ -122,6 +145,19 @@ class SessionStore:
                 approximate=True,
             )
             pipe.expire(events, self._ttl)
+            # the listing's indexes (pipeline.state.listing) and the feed
+            pipe.zadd(self._keys.sessions_index, {session_id: now.timestamp()})
+            pipe.expire(self._keys.sessions_index, self._ttl)
+            pipe.hset(self._keys.sessions_search, session_id,
+                      search_text(session_id, metadata or {}))  # fmt: skip
+            pipe.expire(self._keys.sessions_search, self._ttl)
+            pending = self._keys.sessions_by_status("pending")
+            pipe.zadd(pending, {session_id: now.timestamp()})
+            pipe.expire(pending, self._ttl)
+            feed = self._keys.feed
+            pipe.xadd(feed, feed_fields("session.created", session_id),
+                      maxlen=FEED_MAXLEN, approximate=True)  # fmt: skip
+            pipe.expire(feed, self._ttl)
             await pipe.execute()
         return deadline
 
@@ -140,8 +176,19 @@ class SessionStore:
             self._keys.session(session_id),
             self._keys.session_events(session_id),
             self._keys.sessions_active,
+            self._keys.sessions_index,
+            self._keys.feed,
+            self._keys.sessions_search,
         ]
-        args = [status, reason or "", stage or "", utcnow().isoformat(), session_id]
+        args = [
+            status,
+            reason or "",
+            stage or "",
+            utcnow().isoformat(),
+            session_id,
+            self._keys.sessions_status_base,
+            self._ttl,
+        ]
         changed, previous = await run_lua(self._redis, _TRANSITION, keys, args)
         if int(changed) == -1:
             raise LookupError(f"no session {session_id}")
@@ -150,12 +197,18 @@ class SessionStore:
         return int(changed) == 1
 
     async def update_photo(self, session_id: str, progress: PhotoProgress) -> None:
-        keys = [self._keys.session(session_id), self._keys.session_events(session_id)]
+        keys = [
+            self._keys.session(session_id),
+            self._keys.session_events(session_id),
+            self._keys.feed,
+        ]
         args = [
             f"photo:{progress.index}",
             progress.model_dump_json(),
             f"photo.{progress.state}",
             utcnow().isoformat(),
+            session_id,
+            self._ttl,
         ]
         await run_lua(self._redis, _PHOTO, keys, args)
 
@@ -246,6 +299,12 @@ class SessionStore:
             self._keys.sessions_active, "-inf", moment, start=0, num=limit
         )
         return [text(i) for i in ids]
+
+
+def search_text(session_id: str, metadata: dict[str, str]) -> str:
+    """What the sessions list's text filter looks in (``pipeline.state.listing``): the id and
+    the metadata's keys and values, lower case; a failure reason is added when one is set."""
+    return "\n".join([session_id, *(f"{k} {v}" for k, v in metadata.items())]).lower()
 
 
 def _dt(value: str) -> datetime:

@@ -35,11 +35,14 @@ class LocalObjectStore:
     async def close(self) -> None:
         return None
 
-    def _path(self, key: str) -> Path:
+    def path(self, key: str) -> Path:
+        """The file of ``key``: a checked key, resolved (links included) inside ``root``."""
         path = (self.root / check_key(key)).resolve()
         if self.root not in path.parents:
             raise PermanentError(f"key {key!r} escapes {self.root}", code="invalid_key")
         return path
+
+    _path = path
 
     def _meta_path(self, key: str) -> Path:
         return self.root / _META_DIR / (check_key(key) + ".json")

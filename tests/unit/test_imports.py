@@ -36,6 +36,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("pipeline.state.*", "pipeline.storage.*"),
     ("pipeline.runtime.*",),
     ("pipeline.client", "pipeline.embedded", "pipeline.evaluation.*"),
+    # the web dashboard reads through client/state/runtime; the command line starts it
+    ("pipeline.dashboard.*",),
     ("pipeline.cli*", "pipeline.testing.*", "pipeline"),
     ("workers.*",),
     ("bench.*",),
@@ -304,8 +306,9 @@ def test_the_checks_see_what_they_must() -> None:
     known = modules()
     assert _resolve("pipeline.settings.Settings", known) == "pipeline.settings"
     assert _resolve("numpy", known) is None
-    assert layer("pipeline") == 6
-    assert layer("pipeline.cli.main") == layer("pipeline.cli") == 6
+    assert layer("pipeline") == 7
+    assert layer("pipeline.cli.main") == layer("pipeline.cli") == 7
+    assert layer("pipeline.dashboard.app") == layer("pipeline.dashboard") == 6
     assert layer("pipeline.vision") == layer("pipeline.vision.render") == 1
     assert layer("pipeline.unknown") is None
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]

@@ -15,6 +15,7 @@ def test_readme_examples_are_the_tested_files() -> None:
     found = {m["path"]: m["code"] for m in MARKER.finditer(README.read_text())}
     assert set(found) == {
         "tests/examples/fastapi_app.py",
+        "tests/examples/fastapi_dashboard.py",
         "tests/examples/test_kit_example.py",
     }
     for path, code in found.items():

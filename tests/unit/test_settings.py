@@ -76,6 +76,7 @@ ZERO_ALLOWED = {
     "unassigned_slice_fraction",
     "avif_quality",
     "avif_speed",
+    "dashboard_port",  # a free port
     "avif_threads",
     "retry_delays_s",  # [0]: retry at once
     "device_ids",  # [0]: the first CUDA device
