@@ -17,7 +17,9 @@ For one segment:
 4. floor suppression — residual pixels that are floor (soil, substrate, bench) are dropped
    (:func:`pipeline.vision.vegetation.floor_mask`, or the caller's ``plants`` mask: colours
    learned from the detections, any foliage colour); what is left is vegetation;
-5. fringes — vegetation blobs smaller than ``min_component_fraction`` × the band's plant
+5. thin structures and fringes — vegetation thinner than about ``thin_scale`` × the plant's
+   side (:func:`thick_parts`: a green pot's rim, a green tray's walls, stems) and blobs
+   smaller than ``min_component_fraction`` × the band's plant
    area (leaf tips reaching outside a detection's circle, specks) are not plants of their
    own and are not counted (``fringe_px``; 0 disables this step);
 6. plant area — the IQR-filtered mean box area (w·h) of the band's detections when the band
@@ -71,6 +73,7 @@ class BandParams:
     blur_sigma: float = 2.0
     mask_threshold: float = 0.5
     min_component_fraction: float = 0.2
+    thin_scale: float = 0.12
 
     def __post_init__(self) -> None:
         if self.bands < 1:
@@ -81,6 +84,8 @@ class BandParams:
             raise ValueError("plant_area_factor must be > 0")
         if self.min_component_fraction < 0:
             raise ValueError("min_component_fraction must be >= 0")
+        if self.thin_scale < 0:
+            raise ValueError("thin_scale must be >= 0")
 
 
 # ----------------------------------------------------------------------- detection mask
@@ -202,14 +207,15 @@ def _run(
     counted = np.zeros((h, w), dtype=bool)
     residual_rows = np.count_nonzero(residual, axis=1)
     vegetation_rows = np.count_nonzero(vegetation, axis=1)
+    vegetation = thick_parts(vegetation, params)  # pot rims, tray walls: not plants
 
     # Connected components only where there is vegetation: its bounding box (undetected
     # vegetation is usually a small part of the crop).
     labels: NDArray[np.int32] | None = None
     sizes = np.zeros(1, dtype=np.int64)
     top = left = 0
-    if params.min_component_fraction > 0 and vegetation_rows.any():
-        ys = np.flatnonzero(vegetation_rows)
+    if params.min_component_fraction > 0 and vegetation.any():
+        ys = np.flatnonzero(vegetation.any(axis=1))
         xs = np.flatnonzero(vegetation.any(axis=0))
         top, bottom, left, right = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
         labels_raw, count = ndimage.label(vegetation[top:bottom, left:right], structure=_SQUARE)
@@ -240,7 +246,7 @@ def _run(
                 vegetation_px = 0
         else:
             counted[y0:y1] = vegetation[y0:y1]
-            vegetation_px = veg_all
+            vegetation_px = int(np.count_nonzero(vegetation[y0:y1]))
         estimates.append(
             BandEstimate(
                 band=number,
@@ -262,6 +268,26 @@ def _run(
         estimated=sum(b.estimated for b in estimates),
     )
     return estimation, counted
+
+
+def thick_parts(vegetation: BoolArray, params: BandParams) -> BoolArray:
+    """The vegetation without its thin structures: what survives an opening by a square of
+    side 2r + 1 (r = ``thin_scale`` × √plant area, the plant area being
+    ``default_plant_area_px``), grown back by r + 1 px inside the vegetation, so a compact
+    plant keeps its whole outline while a ring (a green pot's rim) or a lattice (a green
+    tray's walls) thinner than 2r + 1 px is dropped. ``thin_scale`` 0 keeps everything."""
+    if params.thin_scale <= 0 or not vegetation.any():
+        return vegetation
+    r = max(1, round(params.thin_scale * math.sqrt(params.default_plant_area_px)))
+    ys = np.flatnonzero(vegetation.any(axis=1))
+    xs = np.flatnonzero(vegetation.any(axis=0))
+    top, bottom, left, right = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+    part = vegetation[top:bottom, left:right].view(np.uint8)
+    core = ndimage.maximum_filter(ndimage.minimum_filter(part, size=2 * r + 1), size=2 * r + 1)
+    grown = ndimage.maximum_filter(core, size=2 * r + 3).astype(bool)
+    out = np.zeros_like(vegetation)
+    out[top:bottom, left:right] = grown & vegetation[top:bottom, left:right]
+    return out
 
 
 def estimate_segment(

@@ -91,7 +91,7 @@ async def test_join_with_no_children_fires_at_once(
 
 
 async def test_lost_callback_is_redriven(make_settings: SettingsFactory, redis: Redis) -> None:
-    settings = make_settings(join_stale_s=0)
+    settings = make_settings(join_stale_s=1)  # the smallest the settings allow
     queue = f"{settings.key_prefix}:queue:test"
     async with PipelineClient(settings) as client:
         joins = JoinStore(client.redis, settings)
@@ -101,10 +101,11 @@ async def test_lost_callback_is_redriven(make_settings: SettingsFactory, redis: 
         # the process died right after the last report: the callback job never reached arq
         await redis.delete(f"arq:job:{queue}:collect:lost")
         await redis.zrem(queue, f"{queue}:collect:lost")
-        assert await joins.redrive(now=time.time() + 1) == ["lost"]
+        assert await joins.redrive(now=time.time()) == []  # not stale yet: left alone
+        assert await joins.redrive(now=time.time() + 2) == ["lost"]
         assert await redis.exists(f"arq:job:{queue}:collect:lost")
         # still queued: re-driving again enqueues nothing new
-        assert await joins.redrive(now=time.time() + 2) == []
+        assert await joins.redrive(now=time.time() + 3) == []
 
 
 async def test_session_state_machine_refuses_invalid_moves(

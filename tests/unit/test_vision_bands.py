@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -245,9 +246,42 @@ def test_fringe_filter_can_be_disabled() -> None:
     corners = 1600 - int(circle_pixels(100, 100, (20, 20, 60, 60)).sum())
     assert kept.bands[0].fringe_px == corners
     raw = estimate_segment(
-        crop, seg, det, 0, BandParams(bands=1, blur_sigma=0, min_component_fraction=0)
+        crop,
+        seg,
+        det,
+        0,
+        BandParams(bands=1, blur_sigma=0, min_component_fraction=0, thin_scale=0),
     )
     assert raw.bands[0].vegetation_px == corners and raw.bands[0].estimated == 1
+
+
+def test_rings_and_lattices_are_not_plants_compact_blobs_are() -> None:
+    """A green pot's rim (a 6-px ring) and a green tray's walls (a lattice of 5-px lines) are
+    thin structures, not undetected plants; a 30×30 plant and a 29-px disc keep their whole
+    area (50-px plants: thin_scale 0.12 → r 6, structures under 13 px go)."""
+    h, w = 200, 400
+    crop = solid(h, w, SOIL)
+    yy, xx = np.mgrid[0:h, 0:w]
+    ring = np.abs(np.hypot(xx - 60, yy - 60) - 40) < 3
+    crop[ring] = LEAF
+    for x in range(200, 400, 40):
+        crop[100:200, x : x + 5] = LEAF
+    for y in range(100, 200, 40):
+        crop[y : y + 5, 200:400] = LEAF
+    crop[20:50, 250:280] = LEAF  # an undetected plant
+    disc = np.hypot(xx - 150, yy - 160) <= 14
+    crop[disc] = LEAF
+    params = BandParams(bands=1, blur_sigma=0, default_plant_area_px=2500.0)
+    est = estimate_segment(crop, np.ones((h, w), bool), np.zeros((0, 4)), 0, params)
+    (band,) = est.bands
+    compact = 900 + int(disc.sum())  # a disc loses at most its outermost tip pixels
+    assert compact - 10 <= band.vegetation_px <= compact
+    lattice = int(np.count_nonzero((crop[100:, 200:] == LEAF).all(-1)))
+    assert band.fringe_px >= int(ring.sum()) + lattice
+    off = estimate_segment(
+        crop, np.ones((h, w), bool), np.zeros((0, 4)), 0, dataclasses.replace(params, thin_scale=0)
+    )
+    assert off.bands[0].vegetation_px > band.vegetation_px + 2000
 
 
 def test_exact_multiples_do_not_round_up() -> None:
