@@ -11,8 +11,9 @@ colours (plants the detector missed everywhere), never the floor's own green (tr
 - ``vegetation(r, crop, mask)``: the crop's vegetation for band estimation, so red, purple or
   bronze plants the detector missed are estimated too, and green tray plastic is not;
 - ``supported(r, boxes)``: which detections have plant colours under their centre (at least
-  ``min_support`` of the pixels): a box on a lit wall crossing, an empty cell, a pot rim or
-  gravel holds floor colours only and is not counted.
+  ``min_support`` of the pixels) or are not mostly the floor's common colours (``FLOOR_HELD``):
+  a box on a lit wall crossing, an empty cell, a pot rim or gravel holds floor colours only and
+  is not counted; a plant whose green the samples cannot tell apart is kept.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = ["FLOOR_CLEAR", "PLANT_DISC", "PhotoColours", "learn_photo_colours"]
 
 PLANT_DISC = 0.6  # plant sample: within 0.6 × half the mean box side of a detection's centre
 FLOOR_CLEAR = 1.5  # floor sample: farther than 1.5 × half the mean box side from every centre
+FLOOR_HELD = 0.5  # a box without plant colours is dropped only when floor colours fill this share
 
 
 def _local(boxes: FloatArray, region: Region) -> FloatArray:
@@ -84,8 +86,10 @@ class PhotoColours:
         benefit = np.where(verdict.known, verdict.plant, True)  # unknown colours: kept
         if r is not None:
             local = _local(boxes, self.regions[r])
-            shares = support(self.indices[r], benefit, local, PLANT_DISC)
-            return np.asarray(shares >= self.min_support, dtype=bool)
+            index = self.indices[r]
+            shares = support(index, benefit, local, PLANT_DISC)
+            floors = support(index, verdict.floor, local, PLANT_DISC)
+            return np.asarray((shares >= self.min_support) | (floors < FLOOR_HELD), dtype=bool)
         for i, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, dtype=np.float64)):
             xa, ya = max(0, int(x1)), max(0, int(y1))
             xb, yb = min(rgb.shape[1], int(np.ceil(x2))), min(rgb.shape[0], int(np.ceil(y2)))
@@ -93,7 +97,9 @@ class PhotoColours:
                 continue
             index = colour_index(rgb[ya:yb, xa:xb])
             box = np.array([[x1 - xa, y1 - ya, x2 - xa, y2 - ya]])
-            keep[i] = support(index, benefit, box, PLANT_DISC)[0] >= self.min_support
+            plant = support(index, benefit, box, PLANT_DISC)[0]
+            floor = support(index, verdict.floor, box, PLANT_DISC)[0]
+            keep[i] = plant >= self.min_support or floor < FLOOR_HELD
         return keep
 
 

@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageDraw
 
 from pipeline.inference.analyze import PhotoAnalyzer
-from pipeline.inference.colours import learn_photo_colours
+from pipeline.inference.colours import PhotoColours, learn_photo_colours
 from pipeline.inference.config import InferenceConfig
 from pipeline.inference.counting import estimate_regions
 from pipeline.inference.slicing import Region, RegionDetections, region_slices
@@ -29,6 +29,7 @@ from pipeline.testing.onnx_fixtures import (
     encode_png,
 )
 from pipeline.vision.bands import BandParams
+from pipeline.vision.plant_colours import LEVELS, ColourVerdict, colour_index
 
 Point = tuple[float, float]
 
@@ -263,3 +264,27 @@ def test_big_plants_outside_every_container_are_counted_on_a_3_mp_photo(
         near = [d for d in free if abs(d.cx - x) < 40 and abs(d.cy - y) < 40]
         assert len(near) == 1, (x, y, [(d.cx, d.cy) for d in free])
     assert len(free) == len(outside)
+
+
+def test_a_box_is_dropped_only_on_the_floors_own_colours() -> None:
+    """The sanity check needs evidence of floor, not just no evidence of plant: a box whose
+    centre holds a colour the samples could not call plant (a shaded green the floor sample
+    also saw) is kept; one whose centre is the floor's common colour (lit wall plastic) is
+    dropped; one on plant colours is kept."""
+    crop = np.zeros((100, 300, 3), np.uint8)
+    crop[:, :100] = (40, 120, 50)  # plant green
+    crop[:, 100:200] = (60, 90, 60)  # a green both samples hold: not plant, not common floor
+    crop[:, 200:] = (200, 200, 190)  # the floor's common colour
+    index = colour_index(crop)
+    bins = LEVELS**3
+    plant = np.zeros(bins, bool)
+    plant[index[0, 0]] = True
+    floor = np.zeros(bins, bool)
+    floor[index[0, 250]] = True
+    verdict = ColourVerdict(plant, np.ones(bins, bool), floor, 10_000, 10_000)
+    region = Region(0, 0, 0, np.ones(crop.shape[:2], dtype=bool))
+    colours = PhotoColours((region,), (verdict,), (index,), verdict, min_support=0.1)
+    boxes = np.asarray([[30, 30, 70, 70], [130, 30, 170, 70], [230, 30, 270, 70]], np.float32)
+    assert colours.supported(0, boxes, crop).tolist() == [True, True, False]
+    outside = colours.supported(None, boxes, crop)  # outside every region: the photo's verdict
+    assert outside.tolist() == [True, True, False]
