@@ -85,10 +85,17 @@ def remove_what_the_tests_created() -> Iterator[None]:
                 except Exception:  # Redis gone (a fault test's own server): nothing to drop
                     pass
             if settings.s3_bucket not in SHARED_NAMES and settings.s3_endpoint_url:
-                try:
-                    await remove_bucket(settings)
-                except Exception:  # a stub endpoint that is gone
-                    pass
+                # a fault test's endpoint (a TCP proxy in front of LocalStack, a stub) is gone
+                # by now: its bucket is then removed through LocalStack itself
+                endpoints = dict.fromkeys([settings.s3_endpoint_url, S3_ENDPOINT])
+                for endpoint in endpoints:
+                    try:
+                        await remove_bucket(
+                            settings.model_copy(update={"s3_endpoint_url": endpoint})
+                        )
+                        break
+                    except Exception:  # that endpoint is gone, or never held the bucket
+                        continue
 
     asyncio.run(clean())
 

@@ -18,7 +18,7 @@ from pipeline.client import PipelineClient
 from pipeline.errors import PermanentError
 from pipeline.settings import Settings
 from pipeline.storage.s3 import S3ObjectStore
-from tests.conftest import WorkerProcess
+from tests.conftest import WorkerProcess, track
 from tests.faults.conftest import (
     ClusterFactory,
     Expected,
@@ -175,11 +175,14 @@ async def test_redis_tls_refuses_a_certificate_for_another_host(
 
 
 async def test_presigned_urls_are_bounded_and_work(localstack: str) -> None:
-    settings = Settings(
-        s3_endpoint_url=localstack,
-        s3_bucket="bk-faults-presign",
-        s3_create_bucket=True,
-        presign_max_expiry_s=600,
+    settings = track(
+        Settings(
+            storage="s3",
+            s3_endpoint_url=localstack,
+            s3_bucket="bk-faults-presign",
+            s3_create_bucket=True,
+            presign_max_expiry_s=600,
+        )
     )
     store = S3ObjectStore(settings)
     await store.start()
