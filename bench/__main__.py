@@ -52,8 +52,7 @@ INCLUDED: Final = (
     (
         "Counting accuracy of the default models",
         BENCH_DIR / "ACCURACY.md",
-        "plantpipe evaluate --scenes 50 --seed 100000 --set classic@2000x1500 --set wide@2000x1500 "
-        "--set wide@4000x3000 --jobs 2 --report bench/ACCURACY.md",
+        "bash bench/accuracy_conditions.sh 9afb632 OUT (then bench/ACCURACY.md from OUT's reports)",
     ),
     (
         "Faults survived (the fault-and-abuse suite)",
