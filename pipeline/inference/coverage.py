@@ -41,12 +41,13 @@ def _coarse(mask: BoolArray, x0: int, y0: int, rows: int, cols: int) -> BoolArra
 
 
 def _grow(cells: BoolArray, pad_px: int) -> BoolArray:
+    """``cells`` dilated by a disc of ``pad_px`` (in cells, rounded up): every cell within
+    that Euclidean distance of a True one. By distance transform, linear in the grid, not in
+    the disc's area (a dilation by a 31-cell disc cost ~0.17 s per container at 12 MP)."""
     radius = int(np.ceil(pad_px / CELL))
-    if radius <= 0:
+    if radius <= 0 or not cells.any():
         return cells
-    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    disc = xx * xx + yy * yy <= radius * radius
-    grown: BoolArray = ndimage.binary_dilation(cells, structure=disc)
+    grown: BoolArray = ndimage.distance_transform_edt(~cells) <= radius
     return grown
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from pipeline.inference.coverage import CELL, Coverage, cell_core
+from pipeline.inference.coverage import CELL, Coverage, _grow, cell_core
 from pipeline.inference.slicing import Region, SliceJob, region_slices, uncovered_slices
 from pipeline.inference.zones import fragments_of, in_zone, zone_plan
 from pipeline.vision.tiling import kept_cells, slice_grid
@@ -95,3 +96,18 @@ def test_zone_membership_and_fragments() -> None:
     big = np.array([[90, 90, 200, 200]], np.float32)
     leaf = np.array([[95, 95, 150, 140], [300, 300, 320, 320], [85, 85, 120, 120]], np.float32)
     assert fragments_of(leaf, big).tolist() == [True, False, True]
+
+
+def test_growing_the_coarse_mask_is_a_dilation_by_a_disc() -> None:
+    """``_grow`` (distance transform) equals a dilation by the disc of its radius in cells."""
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        h, w = (int(v) for v in rng.integers(1, 60, 2))
+        cells = rng.random((h, w)) < float(rng.choice([0.001, 0.01, 0.05, 0.3]))
+        pad = int(rng.integers(0, 200))
+        radius = int(np.ceil(pad / CELL))
+        expected = cells
+        if radius > 0:
+            yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+            expected = ndimage.binary_dilation(cells, structure=xx * xx + yy * yy <= radius**2)
+        assert (_grow(cells, pad) == expected).all()
