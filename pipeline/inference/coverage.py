@@ -34,9 +34,19 @@ def _coarse(mask: BoolArray, x0: int, y0: int, rows: int, cols: int) -> BoolArra
     """``mask`` (placed at photo pixel ``x0, y0``) on the photo's coarse grid: a cell is True
     when any of its pixels is."""
     out = np.zeros((rows, cols), dtype=bool)
-    ys, xs = np.nonzero(mask)
-    if ys.size:
-        out[(ys + y0) // CELL, (xs + x0) // CELL] = True
+    if mask.size == 0:
+        return out
+    # shift the mask onto the grid (its first cell starts dy, dx pixels before it), pad it
+    # to whole cells and reduce each cell's block: no per-pixel index arrays
+    dy, dx = y0 % CELL, x0 % CELL
+    h, w = mask.shape
+    ch, cw = -(-(h + dy) // CELL), -(-(w + dx) // CELL)
+    padded = np.zeros((ch * CELL, cw * CELL), dtype=bool)
+    padded[dy : dy + h, dx : dx + w] = mask
+    blocks = padded.reshape(ch, CELL, cw, CELL).any(axis=(1, 3))
+    r0, c0 = y0 // CELL, x0 // CELL
+    r1, c1 = min(rows, r0 + ch), min(cols, c0 + cw)
+    out[r0:r1, c0:c1] = blocks[: r1 - r0, : c1 - c0]
     return out
 
 

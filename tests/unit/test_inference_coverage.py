@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from pipeline.inference.coverage import CELL, Coverage, _grow, cell_core
+from pipeline.inference.coverage import CELL, Coverage, _coarse, _grow, cell_core
 from pipeline.inference.slicing import Region, SliceJob, region_slices, uncovered_slices
 from pipeline.inference.zones import fragments_of, in_zone, zone_plan
 from pipeline.vision.tiling import kept_cells, slice_grid
@@ -111,3 +111,17 @@ def test_growing_the_coarse_mask_is_a_dilation_by_a_disc() -> None:
             yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
             expected = ndimage.binary_dilation(cells, structure=xx * xx + yy * yy <= radius**2)
         assert (_grow(cells, pad) == expected).all()
+
+
+def test_a_mask_on_the_coarse_grid_marks_every_cell_holding_one_of_its_pixels() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        big_h, big_w = (int(v) for v in rng.integers(8, 300, 2))
+        rows, cols = -(-big_h // CELL), -(-big_w // CELL)
+        h, w = int(rng.integers(1, big_h + 1)), int(rng.integers(1, big_w + 1))
+        y0, x0 = int(rng.integers(0, big_h - h + 1)), int(rng.integers(0, big_w - w + 1))
+        mask = rng.random((h, w)) < float(rng.choice([0.001, 0.05, 0.5]))
+        expected = np.zeros((rows, cols), dtype=bool)
+        ys, xs = np.nonzero(mask)
+        expected[(ys + y0) // CELL, (xs + x0) // CELL] = True
+        assert (_coarse(mask, x0, y0, rows, cols) == expected).all()
