@@ -43,7 +43,7 @@ def _coarse(mask: BoolArray, x0: int, y0: int, rows: int, cols: int) -> BoolArra
     ch, cw = -(-(h + dy) // CELL), -(-(w + dx) // CELL)
     padded = np.zeros((ch * CELL, cw * CELL), dtype=bool)
     padded[dy : dy + h, dx : dx + w] = mask
-    blocks = padded.reshape(ch, CELL, cw, CELL).any(axis=(1, 3))
+    blocks: BoolArray = np.asarray(padded.reshape(ch, CELL, cw, CELL).any(axis=(1, 3)))
     r0, c0 = y0 // CELL, x0 // CELL
     r1, c1 = min(rows, r0 + ch), min(cols, c0 + cw)
     out[r0:r1, c0:c1] = blocks[: r1 - r0, : c1 - c0]
