@@ -283,8 +283,10 @@ def thick_parts(vegetation: BoolArray, params: BandParams) -> BoolArray:
     xs = np.flatnonzero(vegetation.any(axis=0))
     top, bottom, left, right = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
     part = vegetation[top:bottom, left:right].view(np.uint8)
-    core = ndimage.maximum_filter(ndimage.minimum_filter(part, size=2 * r + 1), size=2 * r + 1)
-    grown = ndimage.maximum_filter(core, size=2 * r + 3).astype(bool)
+    # opening by a square of 2r + 1 then growing by r + 1 (a square of 2r + 3): the two
+    # dilations make one by a square of 4r + 3
+    grown = ndimage.maximum_filter(ndimage.minimum_filter(part, size=2 * r + 1), size=4 * r + 3)
+    grown = grown.astype(bool)
     out = np.zeros_like(vegetation)
     out[top:bottom, left:right] = grown & vegetation[top:bottom, left:right]
     return out
