@@ -84,12 +84,10 @@ class PhotoColours:
         if self.min_support <= 0 or verdict is None or len(boxes) == 0:
             return keep
         benefit = np.where(verdict.known, verdict.plant, True)  # unknown colours: kept
+        tables = (benefit, verdict.floor)
         if r is not None:
             local = _local(boxes, self.regions[r])
-            index = self.indices[r]
-            shares = support(index, benefit, local, PLANT_DISC)
-            floors = support(index, verdict.floor, local, PLANT_DISC)
-            return np.asarray((shares >= self.min_support) | (floors < FLOOR_HELD), dtype=bool)
+            return self._kept(support(self.indices[r], tables, local, PLANT_DISC))
         for i, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, dtype=np.float64)):
             xa, ya = max(0, int(x1)), max(0, int(y1))
             xb, yb = min(rgb.shape[1], int(np.ceil(x2))), min(rgb.shape[0], int(np.ceil(y2)))
@@ -97,10 +95,14 @@ class PhotoColours:
                 continue
             index = colour_index(rgb[ya:yb, xa:xb])
             box = np.array([[x1 - xa, y1 - ya, x2 - xa, y2 - ya]])
-            plant = support(index, benefit, box, PLANT_DISC)[0]
-            floor = support(index, verdict.floor, box, PLANT_DISC)[0]
-            keep[i] = plant >= self.min_support or floor < FLOOR_HELD
+            keep[i] = self._kept(support(index, tables, box, PLANT_DISC))[0]
         return keep
+
+    def _kept(self, shares: NDArray[np.float64]) -> BoolArray:
+        """Per box, from its (plant share, floor share): kept unless it lacks plant colours
+        and floor colours fill its centre."""
+        plant, floor = shares
+        return np.asarray((plant >= self.min_support) | (floor < FLOOR_HELD), dtype=bool)
 
 
 def learn_photo_colours(

@@ -17,6 +17,7 @@ a box over a bright wall crossing or an empty cell holds the floor's colours onl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,12 +141,16 @@ class ColourSamples:
 
 
 def support(
-    index: IndexArray, plant_colour: BoolArray, boxes: NDArray[np.floating], scale: float
+    index: IndexArray,
+    colours: Sequence[BoolArray],
+    boxes: NDArray[np.floating],
+    scale: float,
 ) -> NDArray[np.float64]:
-    """Per box (crop pixels), the share of the pixels of its centre disc (``scale``, see
-    :func:`discs`) whose colour is plant (``plant_colour``: per bin)."""
+    """Per colour table (per bin, e.g. the plant colours) and per box (crop pixels), the share
+    of the pixels of the box's centre disc (``scale``, see :func:`discs`) whose colour is in
+    that table: shape ``(len(colours), len(boxes))``, each disc drawn once for every table."""
     h, w = index.shape
-    out = np.ones(len(boxes), dtype=np.float64)
+    out = np.ones((len(colours), len(boxes)), dtype=np.float64)
     for i, box in enumerate(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)):
         x1, y1, x2, y2 = box
         ya, yb = max(0, int(y1)), min(h, int(np.ceil(y2)))
@@ -154,5 +159,7 @@ def support(
             continue
         disc = discs((yb - ya, xb - xa), box.reshape(1, 4) - [xa, ya, xa, ya], scale)
         if disc.any():
-            out[i] = float(plant_colour[index[ya:yb, xa:xb][disc]].mean())
+            under = index[ya:yb, xa:xb][disc]
+            for k, table in enumerate(colours):
+                out[k, i] = float(table[under].mean())
     return out
