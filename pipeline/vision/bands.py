@@ -41,6 +41,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from pipeline.vision import kernels
+from pipeline.vision.tiling import mask_bounds
 from pipeline.vision.types import BandEstimate, SegmentEstimation
 from pipeline.vision.vegetation import KERNELS_LOCK, vegetation_mask
 
@@ -214,10 +215,9 @@ def _run(
     labels: NDArray[np.int32] | None = None
     sizes = np.zeros(1, dtype=np.int64)
     top = left = 0
-    if params.min_component_fraction > 0 and vegetation.any():
-        ys = np.flatnonzero(vegetation.any(axis=1))
-        xs = np.flatnonzero(vegetation.any(axis=0))
-        top, bottom, left, right = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+    bounds = mask_bounds(vegetation) if params.min_component_fraction > 0 else None
+    if bounds is not None:
+        left, top, right, bottom = bounds
         labels_raw, count = ndimage.label(vegetation[top:bottom, left:right], structure=_SQUARE)
         labels = np.asarray(labels_raw, dtype=np.int32)
         sizes = np.bincount(labels.ravel(), minlength=int(count) + 1)
@@ -276,12 +276,11 @@ def thick_parts(vegetation: BoolArray, params: BandParams) -> BoolArray:
     ``default_plant_area_px``), grown back by r + 1 px inside the vegetation, so a compact
     plant keeps its whole outline while a ring (a green pot's rim) or a lattice (a green
     tray's walls) thinner than 2r + 1 px is dropped. ``thin_scale`` 0 keeps everything."""
-    if params.thin_scale <= 0 or not vegetation.any():
+    bounds = mask_bounds(vegetation) if params.thin_scale > 0 else None
+    if bounds is None:
         return vegetation
+    left, top, right, bottom = bounds
     r = max(1, round(params.thin_scale * math.sqrt(params.default_plant_area_px)))
-    ys = np.flatnonzero(vegetation.any(axis=1))
-    xs = np.flatnonzero(vegetation.any(axis=0))
-    top, bottom, left, right = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
     part = vegetation[top:bottom, left:right].view(np.uint8)
     # opening by a square of 2r + 1 then growing by r + 1 (a square of 2r + 3): the two
     # dilations make one by a square of 4r + 3

@@ -28,6 +28,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from pipeline.vision.tiling import mask_bounds
+
 __all__ = ["MaskInstance", "ResolvedSegment", "mask_overlap", "resolve_segments"]
 
 BoolArray = NDArray[np.bool_]
@@ -118,11 +120,10 @@ def _union(
 
 def _tight(x0: int, y0: int, mask: BoolArray) -> tuple[int, int, BoolArray]:
     """The mask cropped to its own bounding box (an empty mask stays as it is)."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
+    bounds = mask_bounds(mask)
+    if bounds is None:
         return x0, y0, mask
-    cols = np.flatnonzero(mask.any(axis=0))
-    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    c0, r0, c1, r1 = bounds
     return x0 + c0, y0 + r0, np.ascontiguousarray(mask[r0:r1, c0:c1])
 
 

@@ -24,12 +24,23 @@ __all__ = [
     "axis_ranges",
     "grid_shape",
     "kept_cells",
+    "mask_bounds",
     "slice_boxes",
     "slice_grid",
     "whole_elsewhere",
 ]
 
 Box = tuple[int, int, int, int]
+
+
+def mask_bounds(mask: NDArray[np.bool_]) -> Box | None:
+    """The bounding box ``(x1, y1, x2, y2)`` (end-exclusive) of a 2-D mask's True pixels, or
+    None when it has none."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
 def axis_ranges(length: int, size: int, step: int) -> list[tuple[int, int]]:
