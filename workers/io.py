@@ -6,7 +6,6 @@ Run with ``arq workers.io.WorkerSettings``.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,14 +18,12 @@ from pipeline.runtime.budget import ByteBudget
 from pipeline.runtime.context import ROLE_CONTEXT
 from pipeline.runtime.enqueue import QueueNames
 from pipeline.runtime.job import (
-    GaveUp,
     JobRun,
-    TakenOver,
     retry_or_give_up,
     role_job,
     time_budget,
 )
-from pipeline.runtime.retry import classify
+from pipeline.runtime.retry import classify, describe, retry_delay
 from pipeline.runtime.roles import (
     import_settings,
     role_shutdown,
@@ -40,7 +37,7 @@ from pipeline.schemas import UploadBatch, UploadJob
 from pipeline.settings import Settings
 from pipeline.state.redisio import run_lua_batch
 from pipeline.storage import ObjectStore, PutResult, make_store
-from pipeline.storage.breaker import Permit, RedisCircuitBreaker
+from pipeline.storage.breaker import RedisCircuitBreaker
 from workers.payloads import BlobState, IoContext, let_go, put_blob, read_states
 
 log = get_logger("workers.io")
@@ -84,28 +81,6 @@ async def already_uploaded(ctx: IoContext, job: UploadJob) -> None:
     """A re-run found the artifact uploaded: only the upload's hold on the bytes is left."""
     await ctx.blobs.release(job.blob, upload_holder(job.artifact_id))
     log.info("upload.already_done", key=job.key)
-
-
-async def defer(ctx: IoContext, job: UploadJob, permit: Permit) -> dict[str, Any]:
-    """The breaker is open: ask again when it may allow the call, but at least every
-    breaker_defer_s, as a deferred job of its own."""
-    wait_s = deferral_s(ctx, permit.wait_s)
-    deferred = job.model_copy(update={"deferrals": job.deferrals + 1})
-    await ctx.redis.enqueue_job(
-        "upload",
-        payload=deferred.model_dump(mode="json"),
-        _job_id=upload_job_id(job.artifact_id, deferred.deferrals),
-        _queue_name=ctx.queue,
-        _defer_by=wait_s,
-    )
-    log.warning(
-        "upload.deferred",
-        key=job.key,
-        breaker=permit.state,
-        retry_in_s=round(wait_s, 2),
-        deferrals=deferred.deferrals,
-    )
-    return {"ok": False, "deferred_s": wait_s}
 
 
 async def record(ctx: IoContext, done: Sequence[tuple[UploadJob, PutResult]]) -> None:
@@ -162,42 +137,6 @@ async def mark_failed(ctx: IoContext, job: UploadJob, code: str, reason: str) ->
     )
 
 
-@role_job(UploadJob)
-async def upload(ctx: IoContext, run: JobRun, job: UploadJob) -> dict[str, Any]:
-    """Copy one blob to its key. Idempotent: an already-uploaded artifact is not re-sent."""
-    async with read_states(ctx, [job]) as [state]:
-        return await upload_one(ctx, run, job, state)
-
-
-async def upload_one(
-    ctx: IoContext, run: JobRun, job: UploadJob, state: BlobState
-) -> dict[str, Any]:
-    if state.uploaded:
-        await already_uploaded(ctx, job)
-        return {"ok": True, "key": job.key, "skipped": True}
-    permit = await ctx.breaker.allow()
-    if not permit.allowed:
-        run.outcome = "deferred"
-        return await defer(ctx, job, permit)
-
-    async def give_up(code: str, reason: str) -> None:
-        await mark_failed(ctx, job, code, reason)
-
-    result = await run.guard(
-        functools.partial(put_blob, ctx, job, state, time_budget(ctx.settings.io_job_timeout_s)),
-        budget_s=None,  # put_blob's own, which leaves out the wait for the byte budget
-        on_error=functools.partial(breaker_saw, ctx),
-        on_give_up=give_up,
-    )
-    if isinstance(result, GaveUp):
-        return result.summary()
-    if isinstance(result, TakenOver):
-        run.outcome = "deferred"
-        return await defer(ctx, job, Permit(False, "open", outage_wait_s(ctx)))
-    await record(ctx, [(job, result)])
-    return {"ok": True, "key": job.key, "etag": result.etag, "size": result.size}
-
-
 @dataclass(frozen=True)
 class Settled:
     """How one upload of a batch ended this time: done (with its result), skipped (done
@@ -221,12 +160,15 @@ async def settle(
         if state.uploaded:
             await already_uploaded(ctx, job)
             return Settled("skipped")
+        if crash is not None:
+            # A crash loop: an earlier run may have stored the object before its worker died
+            # (or before Redis lost the record).
+            stored = await stored_copy(ctx, job)
+            return Settled("done", stored) if stored else await failed(ctx, job, crash, attempt)
         permit = await ctx.breaker.allow()
-        if crash is None and not permit.allowed:
+        if not permit.allowed:
             return Settled("deferred", wait_s=permit.wait_s)
         try:
-            if crash is not None:
-                raise crash
             budget_s = time_budget(ctx.settings.io_job_timeout_s)
             return Settled("done", await put_blob(ctx, job, state, budget_s))
         except Exception as exc:
@@ -235,10 +177,37 @@ async def settle(
         let_go(ctx, state)
 
 
+async def stored_copy(ctx: IoContext, job: UploadJob) -> PutResult | None:
+    """The upload's object when the store already holds exactly its bytes (same size and
+    SHA-256): an earlier try stored it, but the record of it was lost (the worker died, or
+    Redis restarted, between the PUT and the record, or the PUT's answer never came back).
+    Asked before an upload gives up, so such an artifact is recorded uploaded, not failed.
+    None when the object is absent, different, or the store cannot be asked now."""
+    try:
+        info = await ctx.store.head(job.key)
+    except Exception as exc:
+        log.warning("upload.head_failed", key=job.key, error=describe(exc))
+        return None
+    if info is None or (info.size, info.sha256) != (job.blob.size, job.blob.sha256):
+        return None
+    log.info("upload.found_stored", key=job.key, bytes=info.size)
+    return PutResult(key=job.key, size=info.size, etag=info.etag, sha256=job.blob.sha256)
+
+
+def gives_up(ctx: IoContext, exc: Exception, attempt: int) -> bool:
+    """Whether the retry policy ends an upload that failed with ``exc`` on try ``attempt``."""
+    return not classify(exc).transient or retry_delay(ctx.settings, attempt) is None
+
+
 async def failed(ctx: IoContext, job: UploadJob, exc: Exception, attempt: int) -> Settled:
-    """Where one upload's failure leads: deferred (S3 is out), a retry, or given up."""
+    """Where one upload's failure leads: deferred (S3 is out), a retry, done after all (the
+    object was stored by a try whose record was lost), or given up."""
     if await breaker_saw(ctx, exc):
         return Settled("deferred", wait_s=outage_wait_s(ctx))
+    if gives_up(ctx, exc, attempt):
+        stored = await stored_copy(ctx, job)
+        if stored is not None:
+            return Settled("done", stored)
     verdict, delay = await retry_or_give_up(
         ctx,
         exc,
@@ -278,11 +247,22 @@ async def follow_up(ctx: IoContext, batch: UploadBatch, settled: Sequence[Settle
         log.warning("upload.deferred", uploads=len(deferred), retry_in_s=round(wait_s, 2))
 
 
+@role_job(UploadJob)
+async def upload(ctx: IoContext, run: JobRun, job: UploadJob) -> dict[str, Any]:
+    """Copy one blob to its key: a batch of one (one path for retries, deferrals, give-ups).
+    Idempotent: an already-uploaded artifact is not re-sent."""
+    return await upload_all(ctx, run, UploadBatch(uploads=[job], deferrals=job.deferrals))
+
+
 @role_job(UploadBatch)
 async def upload_batch(ctx: IoContext, run: JobRun, batch: UploadBatch) -> dict[str, Any]:
     """Uploads produced together, in one job: its bookkeeping (claim, payload, finish, state
     reads, records) is paid once for all of them, while each upload keeps its own artifact
     state, retries and dead letter — one upload's failure never fails or repeats another."""
+    return await upload_all(ctx, run, batch)
+
+
+async def upload_all(ctx: IoContext, run: JobRun, batch: UploadBatch) -> dict[str, Any]:
     crash = run.crash_loop()
     async with read_states(ctx, batch.uploads) as states:
         settled = await asyncio.gather(

@@ -20,6 +20,7 @@ class ObjectInfo(BaseModel):
     content_type: str
     etag: str | None = None
     metadata: dict[str, str] = {}
+    sha256: str | None = None  # of the bytes, as recorded when they were stored (None: unknown)
 
 
 class PutResult(BaseModel):

@@ -104,6 +104,7 @@ class LocalObjectStore:
             size=path.stat().st_size,
             content_type=str(meta.get("content_type", "application/octet-stream")),
             metadata=md,
+            sha256=str(meta["sha256"]) if isinstance(meta.get("sha256"), str) else None,
         )
 
     async def delete(self, key: str) -> None:

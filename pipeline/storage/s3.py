@@ -245,12 +245,14 @@ class S3ObjectStore:
             if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
                 return None
             raise
+        metadata = {str(k): str(v) for k, v in (resp.get("Metadata") or {}).items()}
         return ObjectInfo(
             key=key,
             size=int(resp.get("ContentLength", 0)),
             content_type=str(resp.get("ContentType", "")),
             etag=resp.get("ETag"),
-            metadata={str(k): str(v) for k, v in (resp.get("Metadata") or {}).items()},
+            metadata=metadata,
+            sha256=metadata.get("sha256"),
         )
 
     async def delete(self, key: str) -> None:

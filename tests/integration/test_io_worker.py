@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import pickle
 import random
@@ -14,7 +15,7 @@ import pytest
 from botocore.config import Config
 from redis.asyncio import Redis
 
-from pipeline.client import PipelineClient
+from pipeline.client import PipelineClient, UploadHandle
 from pipeline.errors import ConfigurationError, UploadFailed
 from pipeline.settings import Settings
 from tests.conftest import SettingsFactory, in_process_worker, settings_env
@@ -176,3 +177,49 @@ def test_settings_defaults_match_the_design() -> None:
     assert s.retry_delays_s == [2.0, 4.0, 8.0]
     assert (s.breaker_fail_max, s.breaker_reset_s) == (5, 60.0)
     assert s.max_upload_bytes == 20 * 1024 * 1024
+
+
+@pytest.mark.parametrize("stored", ["same bytes", "other bytes"])
+async def test_an_upload_out_of_tries_whose_object_is_stored_is_uploaded(
+    localstack: str, make_settings: SettingsFactory, redis: Redis, stored: str
+) -> None:
+    """Regression (the Redis kill -9 fault test, intermittently): a try stored the object,
+    then its record was lost (Redis restarted from an AOF a second behind, or the worker died
+    between the PUT and the record); the re-runs counted up to arq's last allowed try, where
+    the upload gave up as a crash loop — artifact ``failed``, dead letter — although the
+    object sat in S3. Before giving up an upload now asks the store: the same bytes there
+    (size and SHA-256) mean uploaded, no dead letter; other bytes still give up."""
+    from pipeline.runtime.retry import arq_max_tries
+    from pipeline.runtime.uploads import Output, upload_job_id
+
+    settings = make_settings()
+    data = b"the photo's thumbnail" * 50
+    async with PipelineClient(settings) as client:
+        [job] = await client._stage([Output("lost-record", "lost/record.jpg", "image/jpeg", data)])
+        async with s3_client(localstack) as s3:  # what the earlier, unrecorded try stored
+            body = data if stored == "same bytes" else data[::-1]
+            with contextlib.suppress(Exception):  # the worker creates it on start, later
+                await s3.create_bucket(Bucket=settings.s3_bucket)
+            await s3.put_object(
+                Bucket=settings.s3_bucket,
+                Key=job.key,
+                Body=body,
+                Metadata={"sha256": hashlib.sha256(body).hexdigest()},
+            )
+        await client.redis.enqueue_job(
+            "upload",
+            payload=job.model_dump(mode="json"),
+            _job_id=upload_job_id(job.artifact_id),
+            _queue_name=client.queues.io,
+            _job_try=arq_max_tries(settings),  # as arq starts the last try it allows
+        )
+        async with in_process_worker(io_worker.worker_options(settings), settings):
+            handle = UploadHandle(client, job.artifact_id, job.key)
+            if stored == "same bytes":
+                assert (await handle.wait(timeout=15)).state == "uploaded"
+                assert await client.failed() == []
+            else:
+                with pytest.raises(UploadFailed) as failure:
+                    await handle.wait(timeout=15)
+                assert failure.value.code == "crash_loop"
+                assert [d.error_code for d in await client.failed()] == ["crash_loop"]
