@@ -173,5 +173,9 @@ def evaluate(
 
 
 def default_analyzer(config: InferenceConfig | None = None) -> PhotoAnalyzer:
-    cfg = config or InferenceConfig(providers=["CPUExecutionProvider"], warmup=False)
+    cfg = config or InferenceConfig(
+        providers=["CPUExecutionProvider"],
+        pool_processes=1,
+        warmup=False,  # one, here
+    )
     return PhotoAnalyzer.load(cfg)

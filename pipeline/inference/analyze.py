@@ -220,10 +220,7 @@ class PhotoAnalyzer:
             cpu_ms[name] = (now_cpu - cpu) * 1000.0
             t, cpu = now, now_cpu
 
-        if self.config.max_pixels is not None:
-            image = decode_image(data, max_pixels=self.config.max_pixels)
-        else:
-            image = decode_image(data)
+        image = decode_image(data, max_pixels=self.config.max_pixels)
         rgb = np.ascontiguousarray(image.rgb)
         height, width = rgb.shape[:2]
         lap("decode")

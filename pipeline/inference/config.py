@@ -3,81 +3,42 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, model_validator
 
-from pipeline.settings import Settings
+from pipeline.settings import InferenceSettings, Settings
+from pipeline.settings_rules import resolve_auto
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 BUNDLED_SEG_MODEL = MODELS_DIR / "seg.onnx"
 BUNDLED_DET_MODEL = MODELS_DIR / "det.onnx"
 
 
-class InferenceConfig(BaseModel):
-    """Everything a pool process needs to build a ``PhotoAnalyzer`` (no live objects)."""
+class InferenceConfig(InferenceSettings):
+    """Everything a pool process needs to build a ``PhotoAnalyzer`` (no live objects): the
+    inference settings as ``Settings`` holds them (declared once, in ``InferenceSettings``),
+    plus ``warmup``. Built directly (tests, ``pipeline.evaluation``), "0 = auto" in
+    ``pool_processes``/``intra_op_threads`` resolves as ``Settings`` resolves it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    # models
-    seg_model_path: Path | None = None
-    seg_class_names: list[str] | None = None
-    seg_input_size: int = 1024
-    seg_conf: float = 0.30
-    seg_iou: float = 0.50
-    det_model_path: Path | None = None
-    det_class_names: list[str] | None = None
-    det_input_size: int = 512
-    det_conf: float = 0.25
-    det_iou: float = 0.35
-    det_max_per_slice: int = Field(300, ge=1)
-    # slicing / merge
-    slice_size: int = Field(512, ge=16)
-    slice_overlap: float = Field(0.25, ge=0, lt=1)
-    merge_ios: float = 0.85
-    merge_within_slice: bool = True
-    merge_large_px: float | None = 64.0
-    merge_ios_large: float = 0.5
-    det_batch_size: int = Field(16, ge=1)
-    slice_edge_margin_px: float | None = 2.0
-    # slice size from the measured plant size (pipeline.vision.scale)
-    rescale_slices: bool = True
-    rescale_min_px: float = 26.0
-    rescale_max_px: float = 80.0
-    rescale_small_target_px: float = 30.0
-    rescale_large_target_px: float = 60.0
-    rescale_min_detections: int = Field(8, ge=1)
-    rescale_small_gain: float = Field(1.1, ge=1.0)
-    # container segments / detections outside them
-    segment_merge_overlap: float | None = 0.3
-    count_unassigned: bool = True
-    segment_crop_pad: float = Field(0.03, ge=0, le=0.5)
-    unassigned_slice_fraction: float = Field(0.5, ge=0, le=1)
-    # runtime
-    pool_processes: int = Field(1, ge=1)
-    device_ids: list[int] = Field(default_factory=lambda: [0])
-    providers: list[str] = Field(
-        default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    )
-    intra_op_threads: int = 0
     warmup: bool = True
-    # band estimation
-    bands: int = Field(4, ge=1)
-    default_plant_area_px: float = 2500.0
-    min_calibration_detections: int = 10
-    plant_area_factor: float = 0.9
-    plant_area_fallback: bool = True
-    plant_colours: bool = True
-    min_plant_support: float = Field(0.1, ge=0, le=1)
-    # thumbnails
-    thumbnail_px: int = 300
-    thumbnail_quality: int = 85
-    max_pixels: int | None = Field(None, description="decode limit (None = decode_image default)")
+
+    @model_validator(mode="after")
+    def _resolve_auto(self) -> InferenceConfig:
+        values = {**self.__dict__, "gpu_max_jobs": 1}  # resolve_auto also resolves that one
+        for name, value in resolve_auto(values, self.model_fields_set).items():
+            if name in type(self).model_fields:
+                object.__setattr__(self, name, value)  # the model is frozen after this
+        return self
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> InferenceConfig:
-        fields = set(cls.model_fields) & set(type(settings).model_fields)
-        return cls(**{name: getattr(settings, name) for name in fields})
+    def from_settings(cls, settings: Settings, **changes: Any) -> InferenceConfig:
+        """The pool's configuration from ``settings`` (every inference setting, none left
+        out); ``changes``: fields to override (e.g. ``warmup=False``)."""
+        values = settings.model_dump(include=set(InferenceSettings.model_fields))
+        return cls.model_validate({**values, **changes})
 
     def model_file(self, kind: Literal["detect", "segment"]) -> Path:
         """The model file to load for ``kind``; raises a clear ``FileNotFoundError``."""

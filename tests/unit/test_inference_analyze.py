@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import pickle
 from pathlib import Path
@@ -12,12 +13,13 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from pipeline.errors import InvalidSettings
 from pipeline.inference import counting as counting_mod
 from pipeline.inference.analyze import PhotoAnalyzer
 from pipeline.inference.config import BUNDLED_SEG_MODEL, InferenceConfig
 from pipeline.inference.slicing import Region, region_detections
 from pipeline.inference.yolo import SegInstance
-from pipeline.settings import Settings
+from pipeline.settings import InferenceSettings, Settings
 from pipeline.testing.onnx_fixtures import (
     build_detect_model,
     build_segment_model,
@@ -391,3 +393,51 @@ def test_det_max_per_slice_caps_the_boxes_of_every_slice(model_dir: Path) -> Non
     for (_, all_scores, _), (_, scores, _) in zip(every, kept, strict=True):
         assert len(scores) == min(2, len(all_scores))
         np.testing.assert_array_equal(scores, np.sort(all_scores)[::-1][: len(scores)])
+
+
+def _changed(name: str, default: Any) -> Any:
+    """A valid value other than ``default`` for the inference setting ``name``."""
+    special: dict[str, Any] = {
+        "providers": ["CPUExecutionProvider"],
+        "device_ids": [1, 2],
+        "seg_model_path": Path("/models/seg.onnx"),
+        "det_model_path": Path("/models/det.onnx"),
+        "seg_class_names": ["tray"],
+        "det_class_names": ["plant"],
+    }
+    if name in special:
+        return special[name]
+    if isinstance(default, bool):
+        return not default
+    if isinstance(default, int | float):
+        tries = [default + 1, default * 2, default - 1, default * 0.95, default * 1.05]
+        for value in tries:
+            value = type(default)(round(value, 4))
+            try:
+                Settings(**{name: value})
+            except InvalidSettings:
+                continue
+            return value
+    raise AssertionError(f"give inference setting {name} (default {default!r}) a test value")
+
+
+def test_every_inference_setting_reaches_the_pool_processes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One source per setting: each field of ``InferenceSettings`` — a new one included, with
+    nothing to copy — is read from its ``PLANTPIPE_`` variable with the one range declared for
+    it, and arrives in a pool process (pickled with the pool's initializer, as spawn does)."""
+    changed = {
+        name: _changed(name, field.get_default(call_default_factory=True))
+        for name, field in InferenceSettings.model_fields.items()
+    }
+    for name, value in changed.items():
+        text = str(value) if isinstance(value, Path) else json.dumps(value)
+        monkeypatch.setenv(f"PLANTPIPE_{name.upper()}", text)
+    sent = pickle.loads(pickle.dumps(InferenceConfig.from_settings(Settings())))
+    assert {name: getattr(sent, name) for name in changed} == changed
+    assert set(InferenceConfig.model_fields) - set(InferenceSettings.model_fields) == {"warmup"}
+    for name in InferenceSettings.model_fields:  # the same range where the pool reads it
+        assert InferenceConfig.model_fields[name] is InferenceSettings.model_fields[name] or (
+            repr(InferenceConfig.model_fields[name]) == repr(Settings.model_fields[name])
+        ), name
