@@ -23,12 +23,12 @@ import time
 from typing import Any, Final
 
 from arq import func
-from arq.connections import ArqRedis, create_pool
+from arq.connections import ArqRedis
 
 from bench.cluster import celery_produce, start_celery_worker
 from bench.common import Stat
 from bench.harness import Harness, SectionOutput, settings_for
-from pipeline.runtime.connection import redis_settings
+from pipeline.runtime.connection import open_pool, redis_settings
 from pipeline.runtime.context import RoleContext, role_context
 from pipeline.runtime.enqueue import enqueue
 from pipeline.runtime.joins import Callback, JoinStore
@@ -156,7 +156,7 @@ async def run(h: Harness) -> SectionOutput:
     worker = h.arq_worker("fanin-worker", "bench.fanin.WorkerSettings", h.env(prefix))
     await h.wait_for_heartbeat(prefix, "fanin", worker)
     settings = settings_for(h, prefix)
-    redis = await create_pool(
+    redis = await open_pool(
         redis_settings(settings), job_serializer=serialize, job_deserializer=deserialize
     )
     ours: dict[int, list[float]] = {}

@@ -27,11 +27,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from arq import func
-from arq.connections import create_pool
 
 from bench.common import Stat
 from bench.harness import Harness, SectionOutput, settings_for
-from pipeline.runtime.connection import redis_settings
+from pipeline.runtime.connection import open_pool, redis_settings
 from pipeline.runtime.enqueue import enqueue
 from pipeline.runtime.roles import common_worker_options, worker_settings_class
 from pipeline.runtime.serialization import deserialize, serialize
@@ -187,7 +186,7 @@ async def run(h: Harness) -> SectionOutput:
 
         await h.wait_until(ready, f"{config} worker ready", 60, [proc])
     settings = settings_for(h, prefix)
-    redis = await create_pool(
+    redis = await open_pool(
         redis_settings(settings), job_serializer=serialize, job_deserializer=deserialize
     )
     p50: dict[str, list[float]] = {c: [] for c in CONFIGS}

@@ -20,12 +20,11 @@ from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Self
 
-from arq import create_pool
 from arq.connections import ArqRedis
 
 from pipeline.errors import UploadFailed
 from pipeline.runtime.coalesce import SameTurnBatcher
-from pipeline.runtime.connection import fail_fast, redis_settings
+from pipeline.runtime.connection import fail_fast, open_pool, redis_settings
 from pipeline.runtime.deadletter import DeadLetters
 from pipeline.runtime.enqueue import QueueNames, enqueue
 from pipeline.runtime.intake import check_photos
@@ -133,9 +132,9 @@ class PipelineClient:
             rs = redis_settings(self.settings)
             # Fail at once when Redis is not there at all; once connected, the pool's retry
             # policy rides out a restart (see pipeline.runtime.connection.redis_settings).
-            probe = await create_pool(fail_fast(rs))
+            probe = await open_pool(fail_fast(rs))
             await probe.aclose()
-            self._redis = await create_pool(
+            self._redis = await open_pool(
                 rs,
                 job_serializer=serialize,
                 job_deserializer=deserialize,

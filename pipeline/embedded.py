@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from redis.asyncio import Redis
-
 from pipeline.errors import ConfigurationError
+from pipeline.runtime.connection import quick_client
 from pipeline.runtime.health import redis_eviction_policy
 from pipeline.settings import Settings
 
@@ -33,9 +32,11 @@ ROLES = ("io", "cpu", "gpu")
 
 async def redis_usable(url: str) -> bool:
     """True if ``url`` answers and does not evict (we never run on an evicting Redis)."""
-    client = Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
     try:
-        await client.ping()
+        client = await quick_client(url, timeout_s=1.0)
+    except Exception:
+        return False
+    try:
         return await redis_eviction_policy(client) == "noeviction"
     except Exception:
         return False
@@ -71,7 +72,7 @@ def redis_server_binary() -> tuple[str, str] | None:
 async def drop_prefix(redis_url: str, prefix: str) -> int:
     """Delete every key under ``prefix`` on ``redis_url``, and arq's job keys of its sessions
     (``arq:job:…``, ``arq:result:…`` name the session, not the prefix). Returns the count."""
-    client: Any = Redis.from_url(redis_url)
+    client: Any = await quick_client(redis_url, timeout_s=5.0)
     try:
         sessions = {
             key.decode().split(":")[-1]

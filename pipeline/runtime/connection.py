@@ -1,14 +1,20 @@
-"""Redis connection settings for arq from ``PLANTPIPE_REDIS_URL``, with the retry policy that
-rides out a Redis restart."""
+"""Redis connections from ``PLANTPIPE_REDIS_URL``, with the retry policy that rides out a Redis
+restart or a Sentinel failover: :func:`redis_settings` for arq, :func:`open_pool` to connect."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-from arq.connections import RedisSettings
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.constants import default_queue_name as arq_default_queue
+from arq.constants import expires_extra_ms as arq_expires_extra_ms
+from arq.jobs import Deserializer, Serializer
 from redis.asyncio.retry import Retry as RedisRetry
+from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
+from redis.backoff import NoBackoff
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -17,16 +23,34 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from pipeline.settings import Settings
 
 
+@dataclasses.dataclass
+class SentinelRedisSettings(RedisSettings):
+    """arq's settings for a Sentinel-managed master, plus the Sentinels' own password
+    (``?sentinel_password=`` in the URL; the URL's password is the data nodes')."""
+
+    sentinel_password: str | None = None
+
+
 def redis_settings(settings: Settings) -> RedisSettings:
-    """arq RedisSettings from ``PLANTPIPE_REDIS_URL``.
+    """arq RedisSettings from ``PLANTPIPE_REDIS_URL`` (see :func:`url_settings`)."""
+    return url_settings(
+        settings.redis_url,
+        conn_timeout_s=settings.redis_conn_timeout_s,
+        conn_retries=settings.redis_conn_retries,
+    )
+
+
+def url_settings(url: str, *, conn_timeout_s: float = 5.0, conn_retries: int = 5) -> RedisSettings:
+    """arq RedisSettings from a Redis URL.
 
     Accepts ``redis://``, ``rediss://`` (TLS), ``unix:///path?db=N`` and
-    ``redis+sentinel://[:password@]host:port[,host:port]/service_name[/db]``.
+    ``redis+sentinel://[:password@]host:port[,host:port]/service_name[/db]
+    [?sentinel_password=...]`` (open with :func:`open_pool`: arq's own Sentinel client keeps
+    neither the retry policy nor the timeouts).
     """
-    url = settings.redis_url
     common: dict[str, Any] = {
-        "conn_timeout": int(max(1, settings.redis_conn_timeout_s)),
-        "conn_retries": settings.redis_conn_retries,
+        "conn_timeout": int(max(1, conn_timeout_s)),
+        "conn_retries": conn_retries,
         "conn_retry_delay": 1,
         # Ride out a Redis restart: commands *and new connections* retry with backoff (~30 s
         # in all) before the worker gives up. redis-py retries a refused or reset connect
@@ -51,12 +75,14 @@ def redis_settings(settings: Settings) -> RedisSettings:
         if not path:
             raise ValueError(f"sentinel URL needs a service name: {url!r}")
         password = unquote(parsed.password) if parsed.password else None
-        return RedisSettings(
+        sentinel_password = parse_qs(parsed.query).get("sentinel_password", [None])[0]
+        return SentinelRedisSettings(
             host=hosts,
             sentinel=True,
             sentinel_master=path[0],
             database=int(path[1]) if len(path) > 1 else 0,
             password=password,
+            sentinel_password=sentinel_password,
             **common,
         )
     if parsed.scheme == "unix":
@@ -81,3 +107,93 @@ def redis_settings(settings: Settings) -> RedisSettings:
 def fail_fast(rs: RedisSettings) -> RedisSettings:
     """The same connection without retries: one attempt, for a quick "is Redis there?"."""
     return dataclasses.replace(rs, retry=None, retry_on_error=None, conn_retries=0)
+
+
+class FailoverConnection(SentinelManagedConnection):
+    """A connection to the master the Sentinels name that tries each address they give once:
+    the retry policy around it asks them again before the next try. (redis-py's own retries
+    the first address it was given with the whole policy — about 30 s at a dead master while
+    the Sentinels already named its successor.)"""
+
+    async def connect_to(self, address: tuple[str, int]) -> None:
+        policy = self.retry
+        self.retry = RedisRetry(NoBackoff(), 0)
+        try:
+            await super().connect_to(address)  # type: ignore[no-untyped-call]
+        finally:
+            self.retry = policy
+
+
+def _sentinel_master(rs: RedisSettings) -> ArqRedis:
+    """A client of the master the Sentinels name, asked again on every new connection, with
+    the retry policy and timeouts of ``rs``: during a failover a command waits (retrying its
+    connection) until the Sentinels name the new master, instead of failing at once.
+    Connections to a master that became a replica are dropped on its READONLY answer."""
+    assert isinstance(rs.host, list)
+    sentinel_password = rs.sentinel_password if isinstance(rs, SentinelRedisSettings) else None
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        rs.host,
+        sentinel_kwargs={
+            "password": sentinel_password,
+            "socket_connect_timeout": rs.conn_timeout,
+            "socket_timeout": rs.conn_timeout,
+        },
+        socket_connect_timeout=rs.conn_timeout,
+        retry=rs.retry,
+        retry_on_error=rs.retry_on_error,
+    )
+    master = sentinel.master_for(
+        rs.sentinel_master,
+        redis_class=ArqRedis,
+        db=rs.database,
+        username=rs.username,
+        password=rs.password,
+        encoding="utf8",
+        connection_class=FailoverConnection,
+    )
+    assert isinstance(master, ArqRedis)
+    return master
+
+
+async def open_pool(
+    rs: RedisSettings,
+    *,
+    job_serializer: Serializer | None = None,
+    job_deserializer: Deserializer | None = None,
+    default_queue_name: str = arq_default_queue,
+    expires_extra_ms: int = arq_expires_extra_ms,
+) -> ArqRedis:
+    """arq's ``create_pool`` for every URL ``redis_settings`` accepts; for Sentinel our own
+    client (see :func:`_sentinel_master`), tried ``conn_retries`` times like arq's."""
+    if not rs.sentinel:
+        return await create_pool(
+            rs,
+            job_serializer=job_serializer,
+            job_deserializer=job_deserializer,
+            default_queue_name=default_queue_name,
+            expires_extra_ms=expires_extra_ms,
+        )
+    tries = 0
+    while True:
+        pool = _sentinel_master(rs)
+        pool.job_serializer = job_serializer
+        pool.job_deserializer = job_deserializer
+        pool.default_queue_name = default_queue_name
+        pool.expires_extra_ms = expires_extra_ms
+        try:
+            await pool.ping()
+        except Exception:
+            await pool.aclose()
+            if tries >= rs.conn_retries:
+                raise
+            tries += 1
+            await asyncio.sleep(rs.conn_retry_delay)
+        else:
+            return pool
+
+
+async def quick_client(url: str, *, timeout_s: float = 2.0) -> ArqRedis:
+    """A client of ``url`` (any URL :func:`url_settings` accepts) that tries once and waits
+    at most ``timeout_s`` for a connection: for "is Redis there?" and short chores."""
+    rs = fail_fast(url_settings(url, conn_timeout_s=timeout_s, conn_retries=0))
+    return await open_pool(rs)

@@ -28,7 +28,6 @@ from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import arq.worker
-from arq.connections import create_pool
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -37,7 +36,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pipeline.errors import PipelineError
 from pipeline.logs import get_logger, logging_configured
-from pipeline.runtime.connection import fail_fast
+from pipeline.runtime.connection import fail_fast, open_pool
 from pipeline.runtime.enqueue import wake_key
 from pipeline.runtime.retry import describe
 from pipeline.settings import Settings
@@ -130,11 +129,18 @@ class ResilientWorker(arq.worker.Worker):
     async def main(self) -> None:
         if self._pool is None and self.redis_settings is not None:
             try:  # one quick try first, so a Redis that is down is said at once
-                probe = await create_pool(fail_fast(self.redis_settings))
+                probe = await open_pool(fail_fast(self.redis_settings))
                 await probe.aclose()
             except Exception as exc:
                 print(f"{self.role} worker: Redis at {self.redis_url()} is not reachable "
                       f"({describe(exc)}); retrying", file=sys.stderr, flush=True)  # fmt: skip
+            self._pool = await open_pool(  # as arq's main would, Sentinel included
+                self.redis_settings,
+                job_deserializer=self.job_deserializer,
+                job_serializer=self.job_serializer,
+                default_queue_name=self.queue_name,
+                expires_extra_ms=self.expires_extra_ms,
+            )
         await super().main()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:

@@ -14,10 +14,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from arq.worker import Worker
-from redis.asyncio import Redis
 
 from pipeline.client import PipelineClient
 from pipeline.embedded import drop_prefix
+from pipeline.runtime.connection import quick_client
 from pipeline.runtime.worker import ResilientWorker
 from pipeline.settings import Settings
 
@@ -51,13 +51,12 @@ def localstack_healthy(endpoint: str | None = None) -> bool:
 
 
 async def redis_reachable(url: str | None = None) -> bool:
-    client = Redis.from_url(url or redis_url_for_tests(), socket_connect_timeout=2)
     try:
-        return bool(await client.ping())
+        client = await quick_client(url or redis_url_for_tests(), timeout_s=2.0)
     except Exception:
         return False
-    finally:
-        await client.aclose()
+    await client.aclose()
+    return True
 
 
 def isolated_settings(**overrides: Any) -> Settings:

@@ -248,8 +248,12 @@ class RedisServer:
         password: str | None = None,
         aof: bool = False,
         tls: dict[str, Path] | None = None,
+        replica_of: int | None = None,
+        maxmemory: str | None = None,
     ) -> None:
         self.workdir = workdir
+        self.replica_of = replica_of
+        self.maxmemory = maxmemory
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.tls_port = free_port() if tls else None
@@ -272,7 +276,11 @@ class RedisServer:
         if self.aof:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         if self.password:
-            args += ["--requirepass", self.password]
+            args += ["--requirepass", self.password, "--masterauth", self.password]
+        if self.replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+        if self.maxmemory is not None:
+            args += ["--maxmemory", self.maxmemory]
         if self.tls:
             args += [
                 "--tls-port", str(self.tls_port),
@@ -349,6 +357,168 @@ def private_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+class SentinelProcess:
+    """One ``redis-server --sentinel`` watching ``service`` (its config file is its own: a
+    Sentinel rewrites it)."""
+
+    def __init__(self, workdir: Path, service: str, master_port: int, password: str | None) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.config = workdir / "sentinel.conf"
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            f"dir {workdir}",
+            f"logfile {workdir / 'sentinel.log'}",
+            f"sentinel monitor {service} 127.0.0.1 {master_port} 2",
+            f"sentinel down-after-milliseconds {service} 1000",
+            f"sentinel failover-timeout {service} 4000",
+            f"sentinel parallel-syncs {service} 1",
+        ]
+        if password:
+            lines.append(f"sentinel auth-pass {service} {password}")
+        self.config.write_text("\n".join(lines) + "\n")
+        self.proc = subprocess.Popen(
+            ["redis-server", str(self.config), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=workdir,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class SentinelTopology:
+    """A master, a replica and three Sentinels, all ``redis-server`` processes with an AOF
+    (a restarted node comes back with its data, as a replica of whoever is master now)."""
+
+    service = "plantpipe"
+
+    def __init__(self, workdir: Path, password: str | None = None) -> None:
+        self.password = password
+        first = RedisServer(workdir / "node-a", aof=True, password=password)
+        first.start()
+        second = RedisServer(workdir / "node-b", aof=True, password=password, replica_of=first.port)
+        second.start()
+        self.nodes = {first.port: first, second.port: second}
+        self.sentinels = [
+            SentinelProcess(workdir / f"sentinel-{i}", self.service, first.port, password)
+            for i in range(3)
+        ]
+        self.wait_synced(scaled(20))
+
+    def url(self, db: int = 0) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis+sentinel://{auth}{hosts}/{self.service}/{db}"
+
+    def _ask(self, sentinel: SentinelProcess) -> int | None:
+        client = SyncRedis(port=sentinel.port, socket_timeout=1)
+        try:
+            reply = client.execute_command("SENTINEL", "get-master-addr-by-name", self.service)
+            return int(reply[1]) if reply else None
+        finally:
+            client.close()
+
+    def _replicas_known(self, sentinel: SentinelProcess) -> int:
+        client = SyncRedis(port=sentinel.port, socket_timeout=1, decode_responses=True)
+        try:
+            flat = client.execute_command("SENTINEL", "master", self.service)
+        finally:
+            client.close()
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        return int(fields.get("num-slaves", 0))
+
+    def master_port(self) -> int:
+        """The master's port as a majority of the Sentinels see it."""
+        seen: list[int] = []
+        for sentinel in self.sentinels:
+            with contextlib.suppress(Exception):
+                port = self._ask(sentinel)
+                if port is not None:
+                    seen.append(port)
+        best = max(set(seen), key=seen.count) if seen else None
+        if best is None or seen.count(best) < 2:
+            raise RuntimeError(f"no Sentinel majority on the master: {seen}")
+        return best
+
+    def master(self) -> RedisServer:
+        return self.nodes[self.master_port()]
+
+    def replica(self) -> RedisServer:
+        port = self.master_port()
+        return next(node for p, node in self.nodes.items() if p != port)
+
+    def wait_synced(self, timeout: float) -> None:
+        """Until the replica is online at the master's offset and every Sentinel knows it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(Exception):
+                master = self.master()
+                client = SyncRedis(port=master.port, password=self.password, socket_timeout=1)
+                try:
+                    info: dict[str, Any] = client.info("replication")  # type: ignore[assignment]
+                finally:
+                    client.close()
+                replica = info.get("slave0") or {}
+                in_step = replica.get("state") == "online" and replica.get("offset") == info.get(
+                    "master_repl_offset"
+                )
+                known = all(self._replicas_known(s) >= 1 for s in self.sentinels)
+                if in_step and known:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError("replica not in step with the master in time")
+            time.sleep(0.1)
+
+    def wait_failover(self, old_port: int, timeout: float) -> int:
+        """Until a majority of Sentinels name a master other than ``old_port`` and it answers
+        as master; returns its port."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(Exception):
+                port = self.master_port()
+                if port != old_port:
+                    client = SyncRedis(port=port, password=self.password, socket_timeout=1)
+                    try:
+                        role = client.execute_command("ROLE")
+                    finally:
+                        client.close()
+                    if role[0] == b"master":
+                        return port
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no failover from {old_port} within {timeout:.0f} s")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for sentinel in self.sentinels:
+            sentinel.stop()
+        for node in self.nodes.values():
+            node.stop()
+
+
+@pytest.fixture
+def sentinel_topology(tmp_path: Path) -> Iterator[Callable[..., SentinelTopology]]:
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed: the fault suite starts private instances")
+    made: list[SentinelTopology] = []
+
+    def start(password: str | None = None) -> SentinelTopology:
+        topology = SentinelTopology(tmp_path / f"sentinel-{len(made)}", password)
+        made.append(topology)
+        return topology
+
+    yield start
+    for topology in made:
+        topology.stop()
 
 
 # ---------------------------------------------------------------- inspection helpers
