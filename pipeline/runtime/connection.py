@@ -14,8 +14,7 @@ from arq.constants import expires_extra_ms as arq_expires_extra_ms
 from arq.jobs import Deserializer, Serializer
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
-from redis.backoff import NoBackoff
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
