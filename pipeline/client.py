@@ -26,17 +26,20 @@ from pipeline.errors import UploadFailed
 from pipeline.runtime.coalesce import SameTurnBatcher
 from pipeline.runtime.connection import fail_fast, open_pool, redis_settings
 from pipeline.runtime.deadletter import DeadLetters
-from pipeline.runtime.enqueue import QueueNames, enqueue
+from pipeline.runtime.enqueue import QueueNames
 from pipeline.runtime.intake import check_photos
-from pipeline.runtime.joins import Callback, JoinStore
 from pipeline.runtime.metadata import clean_metadata, upload_metadata
 from pipeline.runtime.serialization import deserialize, serialize
-from pipeline.runtime.uploads import Output, enqueue_uploads, hand_over, stage
+from pipeline.runtime.submission import NewSession
+from pipeline.runtime.uploads import (
+    Output,
+    hand_over,
+    stage,
+)
 from pipeline.schemas import (
     TERMINAL_STATUSES,
     ArtifactRecord,
     DeadLetter,
-    InferJob,
     SessionEvent,
     SessionRecord,
     SessionResult,
@@ -47,20 +50,8 @@ from pipeline.settings import Settings, get_settings
 from pipeline.state.artifacts import ArtifactStore
 from pipeline.state.blobs import BlobStore
 from pipeline.state.events import follow, last_event_id
-from pipeline.state.ids import (
-    aggregate_job_id,
-    infer_holder,
-    infer_job_id,
-    photo_key,
-    render_holder,
-    session_join_id,
-)
-from pipeline.state.ids import (
-    artifact_id as make_artifact_id,
-)
 from pipeline.state.keys import Keys
 from pipeline.state.sessions import SessionStore
-from pipeline.vision.decode import SUPPORTED_TYPES
 
 
 class UploadHandle:
@@ -243,46 +234,11 @@ class PipelineClient:
             raise ValueError("content_types must have one entry per photo")
         meta = clean_metadata(metadata)
         mimes = await check_photos(photos, declared, self.settings, decode=decode_check)
-        session_id = uuid.uuid4().hex
-        count = len(photos)
-        await self.sessions.create(session_id, count, meta, deadline_s=deadline_s)
-        await JoinStore(self.redis, self.settings).create(
-            session_join_id(session_id),
-            count,
-            Callback(
-                function="aggregate",
-                queue=self.queues.cpu,
-                job_id=aggregate_job_id(session_id),
-                arguments={"payload": {"session_id": session_id}},
-            ),
+        session = NewSession(
+            self.redis, self.settings, uuid.uuid4().hex, photos, mimes, meta, deadline_s
         )
-        originals = [
-            Output(
-                make_artifact_id(session_id, index, "original"),
-                photo_key(session_id, index, count, "original", SUPPORTED_TYPES[mime]),
-                mime,
-                data,
-                metadata={"session": session_id, "photo": str(index)},
-                holders=(infer_holder(session_id, index), render_holder(session_id, index)),
-            )
-            for index, (data, mime) in enumerate(zip(photos, mimes, strict=True))
-        ]
-        uploads = await self._stage(originals, session_id)
-        blobs = [upload.blob for upload in uploads]
-        await self.sessions.set_originals(session_id, blobs)
-        await enqueue_uploads(self.redis, self.settings, uploads)
-        for index, (blob, mime) in enumerate(zip(blobs, mimes, strict=True)):
-            job = InferJob(
-                session_id=session_id, index=index, photo_count=count, blob=blob, mime=mime
-            )
-            await enqueue(
-                self.redis,
-                "infer_photo",
-                payload=job.model_dump(mode="json"),
-                _job_id=infer_job_id(session_id, index),
-                _queue_name=self.queues.gpu,
-            )
-        return session_id
+        await session.store()
+        return session.session_id
 
     async def status(self, session_id: str) -> SessionRecord:
         record = await self.sessions.get(session_id)

@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, model_validator
 
-from pipeline.settings import InferenceSettings, Settings
+from pipeline.settings import Settings
+from pipeline.settings_inference import InferenceSettings
 from pipeline.settings_rules import resolve_auto
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"

@@ -36,10 +36,28 @@ def redis_settings(settings: Settings) -> RedisSettings:
         settings.redis_url,
         conn_timeout_s=settings.redis_conn_timeout_s,
         conn_retries=settings.redis_conn_retries,
+        ride_out_s=settings.redis_ride_out_s,
     )
 
 
-def url_settings(url: str, *, conn_timeout_s: float = 5.0, conn_retries: int = 5) -> RedisSettings:
+BACKOFF_BASE_S = 0.2
+BACKOFF_CAP_S = 5.0
+
+
+def ride_out(seconds: float) -> RedisRetry:
+    """A retry policy whose backoff (0.4 s, doubling, at most 5 s apart) adds up to at least
+    ``seconds``: how long a command waits for Redis to come back before it fails."""
+    backoff = ExponentialBackoff(cap=BACKOFF_CAP_S, base=BACKOFF_BASE_S)
+    retries, waited = 0, 0.0
+    while waited < seconds:
+        retries += 1
+        waited += backoff.compute(retries)
+    return RedisRetry(backoff, retries=retries)
+
+
+def url_settings(
+    url: str, *, conn_timeout_s: float = 5.0, conn_retries: int = 5, ride_out_s: float = 30.0
+) -> RedisSettings:
     """arq RedisSettings from a Redis URL.
 
     Accepts ``redis://``, ``rediss://`` (TLS), ``unix:///path?db=N`` and
@@ -51,11 +69,11 @@ def url_settings(url: str, *, conn_timeout_s: float = 5.0, conn_retries: int = 5
         "conn_timeout": int(max(1, conn_timeout_s)),
         "conn_retries": conn_retries,
         "conn_retry_delay": 1,
-        # Ride out a Redis restart: commands *and new connections* retry with backoff (~30 s
-        # in all) before the worker gives up. redis-py retries a refused or reset connect
+        # Ride out a Redis restart or failover: commands *and new connections* retry with
+        # backoff (ride_out_s in all) before they fail. redis-py retries a refused or reset connect
         # only when the builtin ConnectionError is listed: without it a worker's poll loop
         # died the moment Redis was unreachable.
-        "retry": RedisRetry(ExponentialBackoff(cap=5.0, base=0.2), retries=10),
+        "retry": ride_out(ride_out_s),
         "retry_on_error": [
             RedisConnectionError,
             RedisTimeoutError,

@@ -12,9 +12,10 @@ handed to the handler's ``on_give_up`` (which records the failure where the user
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, overload
 
@@ -25,8 +26,10 @@ from pydantic import BaseModel
 from pipeline.errors import PermanentError
 from pipeline.logs import get_logger
 from pipeline.runtime.context import RoleContext, role_context
+from pipeline.runtime.replication import MasterChanged, keep_writes, master_id, replica_acks
 from pipeline.runtime.retry import Classified, arq_max_tries, classify, retry_delay
 from pipeline.schemas import DeadLetter
+from pipeline.state.keys import Keys
 
 log = get_logger("pipeline.job")
 
@@ -236,6 +239,31 @@ async def retry_or_give_up(
     return verdict, None
 
 
+@contextlib.asynccontextmanager
+async def kept_through_failover(run: JobRun) -> AsyncIterator[None]:
+    """Under Sentinel (``replica_acks`` > 0), a job counts as done only once its writes are
+    safe from a failover: they are waited for on a replica (``WAIT``), and when the master
+    changed while the job ran (what the old one acknowledged — a join report, an artifact
+    record — may be gone) the job runs again (arq ``Retry``): every job is idempotent, so
+    the re-run restores what was lost and repeats nothing that was kept."""
+    ctx = run.ctx
+    want = replica_acks(ctx.settings)
+    if want == 0:
+        yield
+        return
+    before = await master_id(ctx.redis)
+    yield
+    try:
+        keys = Keys.from_settings(ctx.settings)
+        acked = await keep_writes(ctx.redis, keys, want, ctx.settings.redis_replica_wait_s, before)
+    except MasterChanged as exc:
+        run.outcome = "retried"
+        log.warning("job.rerun_after_failover", function=run.function, reason=str(exc))
+        raise Retry(defer=0) from exc
+    if acked < want:
+        log.warning("job.not_replicated", function=run.function, replicas=acked, wanted=want)
+
+
 Handler = Callable[[C, JobRun, M], Awaitable[dict[str, Any]]]
 
 
@@ -265,7 +293,8 @@ def role_job(
                 outcome="error",
             )
             try:
-                result = await handler(run.ctx, run, job)  # type: ignore[arg-type]
+                async with kept_through_failover(run):
+                    result = await handler(run.ctx, run, job)  # type: ignore[arg-type]
                 if run.outcome == "error":
                     run.outcome = "ok"
                 return result

@@ -151,6 +151,16 @@ async def enqueue_batch(
     )
 
 
+def upload_job_ids(settings: Settings, jobs: Sequence[UploadJob]) -> list[str]:
+    """The arq job ids :func:`enqueue_uploads` gives ``jobs``."""
+    return [
+        upload_job_id(chunk[0].artifact_id, chunk[0].deferrals)
+        if len(chunk) == 1
+        else batch_job_id(UploadBatch(uploads=chunk))
+        for chunk in io_batches(jobs, lambda job: job.blob.size, settings)
+    ]
+
+
 async def enqueue_uploads(redis: ArqRedis, settings: Settings, jobs: Sequence[UploadJob]) -> None:
     """Hand uploads to the io role: one ``upload`` job for a lone upload, ``upload_batch``
     jobs (``io_batches``) for uploads produced together (idempotent either way)."""

@@ -92,6 +92,12 @@ class Keys:
     def joins_open(self) -> str:
         return f"{self.prefix}:joins:open"
 
+    @property
+    def replication_marker(self) -> str:
+        """Written before a WAIT, so the WAIT covers every earlier write
+        (``pipeline.runtime.replication``); expires by itself."""
+        return f"{self.prefix}:replication:marker"
+
     # metrics / worker registry
     def worker_heartbeat(self, role: str, worker_id: str) -> str:
         return f"{self.prefix}:worker:{role}:{worker_id}"

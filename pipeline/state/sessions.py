@@ -161,6 +161,19 @@ class SessionStore:
             await pipe.execute()
         return deadline
 
+    async def discard(self, session_id: str) -> None:
+        """Remove a session no worker ever saw (a submit Redis refused half-way, at
+        ``maxmemory``: deletes are allowed there): its record, its events, its places in the
+        listing's indexes. (Its ``session.created`` note stays in the feed.)"""
+        client: Any = self._redis
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.delete(self._keys.session(session_id), self._keys.session_events(session_id))
+            pipe.zrem(self._keys.sessions_active, session_id)
+            pipe.zrem(self._keys.sessions_index, session_id)
+            pipe.zrem(self._keys.sessions_by_status("pending"), session_id)
+            pipe.hdel(self._keys.sessions_search, session_id)
+            await pipe.execute()
+
     async def transition(
         self,
         session_id: str,

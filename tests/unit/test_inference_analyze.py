@@ -19,7 +19,8 @@ from pipeline.inference.analyze import PhotoAnalyzer
 from pipeline.inference.config import BUNDLED_SEG_MODEL, InferenceConfig
 from pipeline.inference.slicing import Region, region_detections
 from pipeline.inference.yolo import SegInstance
-from pipeline.settings import InferenceSettings, Settings
+from pipeline.settings import Settings
+from pipeline.settings_inference import InferenceSettings
 from pipeline.testing.onnx_fixtures import (
     build_detect_model,
     build_segment_model,

@@ -65,6 +65,7 @@ def test_to_env_hands_a_child_process_this_configuration(
 #: Numeric settings where 0 is a meaningful value ("auto", "none", "every body waits"...).
 ZERO_ALLOWED = {
     "redis_conn_retries",
+    "redis_replica_acks",  # 0 = do not wait for replicas
     "s3_expect_continue_bytes",
     "cpu_max_jobs",
     "gpu_max_jobs",
