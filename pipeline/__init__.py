@@ -9,7 +9,8 @@ The public API, re-exported here (``from pipeline import PipelineClient, Setting
   jobs (``enqueue`` is arq's ``enqueue_job`` plus a wake-up for plantpipe's workers);
 - :class:`ChildReport`, :class:`SessionRecord`, :class:`SessionResult`,
   :class:`SessionEvent` — what the client returns and what children report;
-- errors: :class:`PipelineError` and its kinds, :class:`InvalidImage`.
+- errors: :class:`PipelineError` and its kinds, :class:`InvalidImage`, :class:`RedisFull`
+  (a submit refused while Redis is near ``maxmemory``: retry later).
 
 Names resolve on first use, so ``import pipeline.settings`` alone stays light (the
 inference pool's processes import only what they run).
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     )
     from pipeline.runtime.enqueue import enqueue
     from pipeline.runtime.joins import Callback, JoinStore
+    from pipeline.runtime.memory import RedisFull
     from pipeline.schemas import (
         ChildReport,
         SessionEvent,
@@ -59,6 +61,7 @@ _WHERE: dict[str, str] = {
     "TransientError": "pipeline.errors",
     "ConfigurationError": "pipeline.errors",
     "UploadFailed": "pipeline.errors",
+    "RedisFull": "pipeline.runtime.memory",
     "InvalidImage": "pipeline.vision.decode",
 }
 
@@ -71,6 +74,7 @@ __all__ = [
     "PermanentError",
     "PipelineClient",
     "PipelineError",
+    "RedisFull",
     "SessionEvent",
     "SessionRecord",
     "SessionResult",

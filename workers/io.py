@@ -83,24 +83,31 @@ async def already_uploaded(ctx: IoContext, job: UploadJob) -> None:
     log.info("upload.already_done", key=job.key)
 
 
-async def record(ctx: IoContext, done: Sequence[tuple[UploadJob, PutResult]]) -> None:
-    """One round trip for every finished upload: its artifact is uploaded, its upload lets go
-    of the bytes."""
+async def record(ctx: IoContext, done: Sequence[tuple[UploadJob, PutResult]]) -> list[UploadJob]:
+    """Every finished upload's artifact is uploaded (one round trip), then each upload lets
+    go of its bytes (one more). Returns the uploads whose artifact record does not exist:
+    its registration was lost (a Sentinel failover dropped it; the producer's re-run
+    registers it again) — those keep their bytes and are tried again (:func:`upload_all`)."""
     if not done:
-        return
+        return []
     if await ctx.breaker.record_success() != "closed":
         log.info("breaker.closed", store=ctx.store.description)
-    calls = []
-    for job, result in done:
-        calls.append(
-            ctx.artifacts.transition_call(
-                job.artifact_id, "uploaded", session_id=job.session_id, etag=result.etag
-            )
+    calls = [
+        ctx.artifacts.transition_call(
+            job.artifact_id, "uploaded", session_id=job.session_id, etag=result.etag
         )
-        calls.append(ctx.blobs.release_call(job.blob, upload_holder(job.artifact_id)))
+        for job, result in done
+    ]
     replies = await run_lua_batch(ctx.redis, calls)
-    for (job, result), moved in zip(done, replies[::2], strict=True):
-        _, ready = ctx.artifacts.transition_result(moved)
+    unknown: list[UploadJob] = []
+    kept: list[UploadJob] = []
+    for (job, result), reply in zip(done, replies, strict=True):
+        moved, ready = ctx.artifacts.transition_result(reply)
+        if moved == -1:
+            log.warning("upload.artifact_unknown", key=job.key, action="tried again later")
+            unknown.append(job)
+            continue
+        kept.append(job)
         metrics.UPLOAD_BYTES.inc(result.size)
         log.info(
             "upload.done",
@@ -109,6 +116,12 @@ async def record(ctx: IoContext, done: Sequence[tuple[UploadJob, PutResult]]) ->
             multipart=result.multipart,
             artifacts_ready=ready,
         )
+    if kept:
+        releases = [
+            ctx.blobs.release_call(job.blob, upload_holder(job.artifact_id)) for job in kept
+        ]
+        await run_lua_batch(ctx.redis, releases)
+    return unknown
 
 
 async def breaker_saw(ctx: IoContext, exc: BaseException) -> bool:
@@ -224,6 +237,30 @@ async def failed(ctx: IoContext, job: UploadJob, exc: Exception, attempt: int) -
     return Settled("failed")
 
 
+async def unrecorded(ctx: IoContext, job: UploadJob, attempt: int) -> Settled:
+    """An upload stored in S3 whose artifact record is missing: tried again after the retry
+    delay (by then the producer's re-run registered it); out of tries, dead-lettered."""
+    exc = PermanentError(
+        f"no artifact record for {job.key!r} (lost in a Redis failover, or expired)",
+        code="artifact_unknown",
+    )
+    delay = retry_delay(ctx.settings, attempt)
+    if delay is not None:
+        return Settled("retry", wait_s=delay)
+    await retry_or_give_up(
+        ctx,
+        exc,
+        function="upload",
+        job_id=upload_job_id(job.artifact_id),
+        payload=job.model_dump(mode="json"),
+        attempt=attempt,
+        session_id=job.session_id,
+        key=job.key,
+    )
+    await ctx.blobs.release(job.blob, upload_holder(job.artifact_id))
+    return Settled("failed")
+
+
 async def follow_up(ctx: IoContext, batch: UploadBatch, settled: Sequence[Settled]) -> None:
     """What must run again does, as a batch of its own: retried uploads on their next try
     after the retry delay; deferred ones when the breaker may let them through (at least every
@@ -272,7 +309,12 @@ async def upload_all(ctx: IoContext, run: JobRun, batch: UploadBatch) -> dict[st
             )
         )
     done = [(job, s.result) for job, s in zip(batch.uploads, settled, strict=True) if s.result]
-    await record(ctx, done)
+    unknown = {job.artifact_id for job in await record(ctx, done)}
+    if unknown:
+        settled = [
+            await unrecorded(ctx, job, batch.attempt) if job.artifact_id in unknown else s
+            for job, s in zip(batch.uploads, settled, strict=True)
+        ]
     await follow_up(ctx, batch, settled)
     counts: Counter[str] = Counter(s.kind for s in settled)
     if counts["failed"] or counts["retry"] or counts["deferred"]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from redis.exceptions import RedisError
 
 from pipeline.errors import InvalidSettings, PipelineError
+from pipeline.runtime.memory import is_out_of_memory
 from pipeline.schemas import SessionRecord
 from pipeline.settings import Settings, get_settings
 from pipeline.vision.decode import InvalidImage
@@ -47,6 +48,12 @@ def explain(exc: BaseException) -> tuple[str, int]:
         return exc.reason, EXIT_USAGE
     if isinstance(exc, TimeoutError):  # before OSError: TimeoutError is one
         return "timed out (the work goes on; follow it with `plantpipe watch ID`)", EXIT_FAILED
+    if is_out_of_memory(exc):
+        return (
+            f"Redis at {redis_url_hint()} is full (maxmemory reached, it refuses writes): "
+            "wait for running sessions to finish, or give Redis more memory",
+            EXIT_FAILED,
+        )
     if isinstance(exc, RedisError | ConnectionError | OSError):
         return (
             f"cannot reach Redis at {redis_url_hint()} ({one_line(str(exc)) or type(exc).__name__})"

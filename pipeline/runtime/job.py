@@ -22,16 +22,26 @@ from typing import Any, Literal, TypeVar, overload
 import structlog
 from arq.worker import Retry
 from pydantic import BaseModel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pipeline.errors import PermanentError
 from pipeline.logs import get_logger
 from pipeline.runtime.context import RoleContext, role_context
 from pipeline.runtime.replication import MasterChanged, keep_writes, master_id, replica_acks
-from pipeline.runtime.retry import Classified, arq_max_tries, classify, retry_delay
+from pipeline.runtime.retry import Classified, arq_max_tries, classify, describe, retry_delay
 from pipeline.schemas import DeadLetter
 from pipeline.state.keys import Keys
 
 log = get_logger("pipeline.job")
+
+#: Redis errors that say nothing about the job: Redis cannot take writes now.
+REDIS_CANNOT_WRITE: tuple[type[Exception], ...] = (
+    OutOfMemoryError,
+    RedisConnectionError,
+    RedisTimeoutError,
+)
 
 Outcome = Literal["ok", "failed", "retried", "deferred", "error"]
 GiveUp = Callable[[str, str], Awaitable[None]]
@@ -259,6 +269,12 @@ async def kept_through_failover(run: JobRun) -> AsyncIterator[None]:
     except MasterChanged as exc:
         run.outcome = "retried"
         log.warning("job.rerun_after_failover", function=run.function, reason=str(exc))
+        # The new master may not know this job at all (its enqueue was among the lost
+        # writes): queue it there first — a no-op when it is known — so arq's retry finds
+        # its definition instead of dropping it as expired.
+        await ctx.redis.enqueue_job(
+            run.function, payload=run.payload, _job_id=run.job_id, _queue_name=ctx.queue
+        )
         raise Retry(defer=0) from exc
     if acked < want:
         log.warning("job.not_replicated", function=run.function, replicas=acked, wanted=want)
@@ -298,6 +314,19 @@ def role_job(
                 if run.outcome == "error":
                     run.outcome = "ok"
                 return result
+            except REDIS_CANNOT_WRITE as exc:
+                # Redis full (maxmemory) or still unreachable after the ride-out, past the
+                # handler's own error handling: the job runs again later (every job is
+                # idempotent) rather than arq recording it failed and its work lost.
+                run.outcome = "retried"
+                delay = min(30.0, 2.0**run.job_try)
+                log.warning(
+                    "job.redis_unavailable",
+                    function=run.function,
+                    error=describe(exc),
+                    retry_in_s=delay,
+                )
+                raise Retry(defer=delay) from exc
             finally:
                 ctx["outcome"] = run.outcome
 

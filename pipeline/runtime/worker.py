@@ -31,7 +31,7 @@ import arq.worker
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import OutOfMemoryError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pipeline.errors import PipelineError
@@ -44,8 +44,10 @@ from pipeline.state.redisio import run_lua, text
 
 log = get_logger("pipeline.worker")
 
-# What "Redis is not reachable right now" looks like from inside arq's loop.
+# What "Redis is not reachable right now" looks like from inside arq's loop — or cannot take
+# a write now (at maxmemory with noeviction: claiming a job is a write); both pass.
 REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OutOfMemoryError,
     RedisConnectionError,
     RedisTimeoutError,
     WatchError,

@@ -4,7 +4,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, UploadFile
 
-from pipeline import PipelineClient
+from pipeline import PipelineClient, RedisFull
 
 
 @asynccontextmanager
@@ -30,6 +30,10 @@ async def create(request: Request, photos: list[UploadFile]) -> dict[str, str]:
         session_id = await pipeline(request).submit(datas, {"user": "42"}, content_types=types)
     except ValueError as exc:  # InvalidImage (not a photo, too big, wrong type) is a ValueError
         raise HTTPException(status_code=400, detail=str(exc)) from exc
+    except RedisFull as exc:  # Redis near maxmemory: nothing was stored, try again later
+        raise HTTPException(
+            status_code=503, detail=exc.reason, headers={"Retry-After": "30"}
+        ) from exc
     return {"session_id": session_id}  # at once: the work goes on in the workers
 
 

@@ -81,3 +81,32 @@ async def test_fastapi_example(app_env: None, plantpipe_client: PipelineClient) 
     # lifespan ended: the app's client is closed
     with pytest.raises(RuntimeError, match="not connected"):
         _ = client.redis
+
+
+async def test_fastapi_example_answers_503_while_redis_is_too_full(
+    app_env: None, plantpipe_client: PipelineClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis near maxmemory: the example answers 503 with Retry-After and stores nothing.
+    (The test Redis gets a maxmemory far above its use, and the share new work may fill
+    is made tiny, so the refusal comes without filling a shared Redis.)"""
+    from tests.examples.fastapi_app import app
+
+    monkeypatch.setenv("PLANTPIPE_REDIS_SUBMIT_MAX_USED", "0.000000001")
+    forget_settings()
+    redis = plantpipe_client.redis
+    before = (await redis.config_get("maxmemory"))["maxmemory"]
+    await redis.config_set("maxmemory", str(64 * 2**30))
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+                files = [("photos", ("bench.jpg", nursery_photo(), "image/jpeg"))]
+                full = await http.post("/sessions", files=files)
+    finally:
+        await redis.config_set("maxmemory", before)
+        forget_settings()
+    assert full.status_code == 503, full.text
+    assert full.headers["retry-after"] == "30"
+    assert "PLANTPIPE_REDIS_SUBMIT_MAX_USED" in full.json()["detail"]
+    prefix = plantpipe_client.settings.key_prefix
+    assert [k async for k in redis.scan_iter(match=f"{prefix}:session:*")] == []

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from redis import Redis as SyncRedis
 
 from pipeline.client import PipelineClient
 from tests.faults.conftest import (
@@ -191,3 +193,52 @@ async def test_a_failover_that_loses_the_masters_last_writes(
     assert stuck == [], "sessions not settled after losing writes:\n" + "\n".join(stuck)
     assert check.problems() == []
     assert [(d.function, d.error_code) for d in letters] == []
+
+
+async def test_the_testing_kit_runs_a_session_over_a_sentinel_url(
+    sentinel_topology: Callable[..., SentinelTopology], localstack: str
+) -> None:
+    """``pipeline.testing`` with a ``redis+sentinel://`` URL: the services check passes, the
+    in-process workers and the client find the master through the Sentinels."""
+    from pipeline.testing import isolated_settings, redis_reachable, running_pipeline
+
+    topology = sentinel_topology()
+    assert await redis_reachable(topology.url(0))
+    assert not await redis_reachable(topology.url(0).replace("/plantpipe/", "/no-such/"))
+    photo, plants = small_photo(7900)
+    async with running_pipeline(isolated_settings(redis_url=topology.url(0))) as client:
+        sid = await client.submit([photo])
+        record = await client.wait(sid, timeout=scaled(120), artifacts=True)
+        result = await client.result(sid)
+    assert record.status == "completed" and record.artifacts_ready
+    assert result.total_detected == plants
+
+
+def test_plantpipe_run_over_a_sentinel_url(
+    sentinel_topology: Callable[..., SentinelTopology],
+    fault_models: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    """``PLANTPIPE_REDIS_URL=redis+sentinel://…plantpipe run``: the run uses the Sentinels'
+    master (no private Redis), finishes, and leaves none of its keys there."""
+    from tests.e2e.test_cli import PLANTPIPE, run_env
+
+    topology = sentinel_topology()
+    photo = tmp_path / "tray.png"
+    photo.write_bytes(small_photo(7901)[0])
+    env = run_env(fault_models)
+    env["PLANTPIPE_REDIS_URL"] = topology.url(0)
+    proc = subprocess.run(
+        [PLANTPIPE, "run", str(photo), "--out", str(tmp_path / "out")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text
+    assert f"Redis: {topology.url(0)}" in text, text
+    assert list((tmp_path / "out").glob("*/results.json"))
+    master = SyncRedis(port=topology.master_port())
+    try:
+        left = [k for k in master.scan_iter(count=1000) if not k.startswith(b"plantpipe:repl")]
+    finally:
+        master.close()
+    assert left == [], left[:5]

@@ -60,6 +60,7 @@ CONDITIONS = {"service_started", "service_healthy", "service_completed_successfu
 RESTART = {"no", "always", "on-failure", "unless-stopped"}
 HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period", "disable"}
 DURATION = re.compile(r"^(\d+(\.\d+)?(us|ms|s|m|h))+$")
+DEFAULTED = re.compile(r"\$\{[A-Z_]+:-([^}]*)\}")  # ${VAR:-default}: what compose uses unset
 
 
 def compose_problems(text: str) -> list[str]:
@@ -102,8 +103,8 @@ def compose_problems(text: str) -> list[str]:
         if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
             problems.append(f"{name}: environment values must be strings (quote numbers)")
         elif any(k.startswith("PLANTPIPE_") for k in env):
-            settings = {k[len("PLANTPIPE_") :].lower(): v for k, v in env.items()
-                        if k.startswith("PLANTPIPE_")}  # fmt: skip
+            settings = {k[len("PLANTPIPE_") :].lower(): DEFAULTED.sub(r"\1", v)
+                        for k, v in env.items() if k.startswith("PLANTPIPE_")}  # fmt: skip
             try:
                 Settings.model_validate(settings)
             except (InvalidSettings, ValueError) as exc:
@@ -141,3 +142,61 @@ def test_the_compose_check_catches_what_docker_compose_would(
     assert old in text
     found = compose_problems(text.replace(old, new, 1))
     assert any(problem in p for p in found), found
+
+
+def test_compose_ha_profile_is_a_sentinel_topology_the_documented_url_reaches() -> None:
+    """Profile "ha": a master, a replica of it and three Sentinels monitoring it (quorum 2),
+    all with noeviction/AOF; the URL in the file's header names those Sentinels and is one
+    plantpipe accepts."""
+    from pipeline.runtime.connection import url_settings
+    from pipeline.settings import Settings
+
+    text = (DEPLOY / "docker-compose.yml").read_text()
+    services = yaml.safe_load(text)["services"]
+    ha = {name for name, svc in services.items() if "ha" in (svc.get("profiles") or [])}
+    assert ha == {"redis-a", "redis-b", "sentinel-1", "sentinel-2", "sentinel-3"}
+    assert services["redis-b"]["command"][-2:] == ["redis-a", "6379"]
+    for node in ("redis-a", "redis-b"):
+        assert "noeviction" in services[node]["command"]
+    for name in ("sentinel-1", "sentinel-2", "sentinel-3"):
+        script = " ".join(services[name]["command"])
+        assert "sentinel monitor plantpipe redis-a 6379 2" in script and "--sentinel" in script
+    url = re.search(r"PLANTPIPE_REDIS_URL=(redis\+sentinel://\S+)", text)
+    assert url is not None
+    rs = url_settings(Settings(redis_url=url[1]).redis_url)
+    assert rs.sentinel and rs.sentinel_master == "plantpipe"
+    assert isinstance(rs.host, list)
+    assert {address[0] for address in rs.host} == {"sentinel-1", "sentinel-2", "sentinel-3"}
+
+
+def test_keda_scales_each_role_on_its_queue_depth() -> None:
+    """deploy/k8s/keda: a ScaledObject per role (KEDA's CRD, so checked here rather than by
+    kubernetes-validate): each targets its role's Deployment and scales on that role's arq
+    queue as the workers export it, within sane bounds."""
+    docs = [
+        d
+        for d in yaml.safe_load_all((DEPLOY / "k8s" / "keda" / "scaledobjects.yaml").read_text())
+        if d
+    ]
+    deployments = {
+        d["metadata"]["name"]
+        for path in (DEPLOY / "k8s").glob("*.yaml")
+        for d in yaml.safe_load_all(path.read_text())
+        if d and d["kind"] == "Deployment"
+    }
+    assert {d["kind"] for d in docs} == {"ScaledObject"}
+    assert {d["apiVersion"] for d in docs} == {"keda.sh/v1alpha1"}
+    by_role = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in docs}
+    assert set(by_role) == {"io", "cpu", "gpu"}
+    for role, doc in by_role.items():
+        spec = doc["spec"]
+        assert spec["scaleTargetRef"]["name"] == f"plantpipe-{role}" in deployments
+        assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+        [trigger] = spec["triggers"]
+        assert trigger["type"] == "prometheus"
+        assert f'queue="plantpipe:queue:{role}"' in trigger["metadata"]["query"]
+        assert "plantpipe_queue_depth" in trigger["metadata"]["query"]
+        assert float(trigger["metadata"]["threshold"]) > 0
+    from pipeline.runtime.metrics import QUEUE_DEPTH
+
+    assert QUEUE_DEPTH._name == "plantpipe_queue_depth"  # the metric the queries read
