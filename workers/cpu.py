@@ -115,7 +115,8 @@ async def render_photo(ctx: CpuContext, run: JobRun, job: RenderJob) -> dict[str
     The count is the product, the picture a by-product: when the visualization cannot be
     made (it fails, times out, or its inputs are gone) the photo still reports ``done`` with
     its analysis, and a warning that says what failed."""
-    if await ctx.joins.is_complete(session_join_id(job.session_id)):
+    complete = await ctx.joins.is_complete(session_join_id(job.session_id))
+    if complete and not await run.after_failover():
         await release_inputs(ctx, job)
         return {"ok": True, "skipped": True}
     analysis = PhotoAnalysis.model_validate(job.analysis)

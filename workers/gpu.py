@@ -125,7 +125,7 @@ async def hand_over(ctx: GpuContext, job: InferJob, output: AnalysisOutput) -> N
 async def infer_photo(ctx: GpuContext, run: JobRun, job: InferJob) -> dict[str, Any]:
     """Analyse one photo and hand it to render_photo (which reports into the join once)."""
     sid, index = job.session_id, job.index
-    if await already_analysed(ctx, job):
+    if not await run.after_failover() and await already_analysed(ctx, job):
         log.info("infer.skipped", why="photo already analysed")
         await ctx.blobs.release(job.blob, infer_holder(sid, index))
         return {"ok": True, "skipped": True}

@@ -43,6 +43,9 @@ REDIS_CANNOT_WRITE: tuple[type[Exception], ...] = (
     RedisTimeoutError,
 )
 
+#: How long a job re-run after a failover is marked as such (:meth:`JobRun.after_failover`).
+RERUN_MARK_S = 3600
+
 Outcome = Literal["ok", "failed", "retried", "deferred", "error"]
 GiveUp = Callable[[str, str], Awaitable[None]]
 OnError = Callable[[Exception], Awaitable[bool]]
@@ -117,6 +120,16 @@ class JobRun:
     session_id: str | None
     outcome: Outcome = "ok"
     replayable: bool = True
+
+    async def after_failover(self) -> bool:
+        """Whether this run repeats one the Redis master changed under. Its "already done"
+        shortcuts (a photo already analysed, a join already complete) cannot be trusted then:
+        a command retried on the new master can land there although writes made before it
+        were lost with the old one. Such a run redoes every write (each is idempotent)."""
+        if replica_acks(self.ctx.settings) == 0:
+            return False
+        key = Keys.from_settings(self.ctx.settings).failover_rerun(self.job_id)
+        return bool(await self.ctx.redis.exists(key))
 
     def crash_loop(self) -> PermanentError | None:
         """Give up before arq does: a job re-run this often was interrupted by its worker
@@ -269,6 +282,9 @@ async def kept_through_failover(run: JobRun) -> AsyncIterator[None]:
     except MasterChanged as exc:
         run.outcome = "retried"
         log.warning("job.rerun_after_failover", function=run.function, reason=str(exc))
+        await ctx.redis.set(
+            Keys.from_settings(ctx.settings).failover_rerun(run.job_id), "1", ex=RERUN_MARK_S
+        )
         # The new master may not know this job at all (its enqueue was among the lost
         # writes): queue it there first — a no-op when it is known — so arq's retry finds
         # its definition instead of dropping it as expired.

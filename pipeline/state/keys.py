@@ -98,6 +98,11 @@ class Keys:
         (``pipeline.runtime.replication``); expires by itself."""
         return f"{self.prefix}:replication:marker"
 
+    def failover_rerun(self, job_id: str) -> str:
+        """Marks a job re-run because the Redis master changed while it ran: its "already
+        done" shortcuts cannot be trusted then (``pipeline.runtime.job``)."""
+        return f"{self.prefix}:failover-rerun:{job_id}"
+
     # metrics / worker registry
     def worker_heartbeat(self, role: str, worker_id: str) -> str:
         return f"{self.prefix}:worker:{role}:{worker_id}"

@@ -373,7 +373,8 @@ class SentinelProcess:
             f"dir {workdir}",
             f"logfile {workdir / 'sentinel.log'}",
             f"sentinel monitor {service} 127.0.0.1 {master_port} 2",
-            f"sentinel down-after-milliseconds {service} 1000",
+            # 1 s gave spurious failovers on a loaded 2-core machine
+            f"sentinel down-after-milliseconds {service} 2000",
             f"sentinel failover-timeout {service} 4000",
             f"sentinel parallel-syncs {service} 1",
         ]
