@@ -109,6 +109,13 @@ async def test_sentinel_failover_twice_under_load(
         letters = await client.failed()
     for exp in expected:
         fault_report.count_session(len(exp.counts))
+    lines = [line for w in workers for line in w.lines]
+    rerun = sum("job.rerun_after_failover" in line for line in lines)
+    fault_report.notes.append(
+        f"Sentinel failover: jobs re-run because the master changed while they ran: {rerun}; "
+        f"jobs kept on the master alone (no replica in time): "
+        f"{sum('job.not_replicated' in line for line in lines)}"
+    )
     fault_report.notes.append(
         f"Sentinel failover (kill -9 of the master under load, {SESSIONS} sessions x {PHOTOS} "
         f"photos), twice (master on port {first}, then {second}): replica promoted "
