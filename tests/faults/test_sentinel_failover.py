@@ -250,3 +250,23 @@ def test_plantpipe_run_over_a_sentinel_url(
     finally:
         master.close()
     assert left == [], left[:5]
+
+
+async def test_a_password_protected_sentinel_deployment(
+    sentinel_topology: Callable[..., SentinelTopology], localstack: str
+) -> None:
+    """Data nodes with ``requirepass`` (the Sentinels given ``auth-pass``): the URL's password
+    reaches the master found through the Sentinels; a wrong one is refused at once."""
+    from pipeline.testing import isolated_settings, redis_reachable, running_pipeline
+
+    topology = sentinel_topology(password="s3cret-pass")
+    url = topology.url(0)
+    assert ":s3cret-pass@" in url
+    assert await redis_reachable(url)
+    assert not await redis_reachable(url.replace("s3cret-pass", "wrong"))
+    photo, plants = small_photo(7902)
+    async with running_pipeline(isolated_settings(redis_url=url)) as client:
+        sid = await client.submit([photo])
+        await client.wait(sid, timeout=scaled(120))
+        result = await client.result(sid)
+    assert result.total_detected == plants
