@@ -219,7 +219,8 @@ async def test_the_testing_kit_runs_a_session_over_a_sentinel_url(
         record = await client.wait(sid, timeout=scaled(120), artifacts=True)
         result = await client.result(sid)
     assert record.status == "completed" and record.artifacts_ready
-    assert result.total_detected == plants
+    # the kit runs the bundled models: the count is theirs, not the fault suite's exact one
+    assert abs(result.total_detected - plants) <= plants // 4
 
 
 def test_plantpipe_run_over_a_sentinel_url(
@@ -267,6 +268,7 @@ async def test_a_password_protected_sentinel_deployment(
     photo, plants = small_photo(7902)
     async with running_pipeline(isolated_settings(redis_url=url)) as client:
         sid = await client.submit([photo])
-        await client.wait(sid, timeout=scaled(120))
+        record = await client.wait(sid, timeout=scaled(120))
         result = await client.result(sid)
-    assert result.total_detected == plants
+    # the kit runs the bundled models: the count is theirs, not the fault suite's exact one
+    assert record.status == "completed" and abs(result.total_detected - plants) <= plants // 4
