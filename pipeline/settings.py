@@ -51,14 +51,14 @@ class Settings(BaseSettings, InferenceSettings):
         ge=0,
         le=16,
         description="replicas that must hold a new session (photos, records, jobs) before "
-        "submit returns, so a failover cannot lose it (None = 1 under a redis+sentinel:// URL, "
-        "else 0 = no wait)",
+        "submit returns, and a job's writes before it counts as done, so a failover cannot "
+        "lose them (None = 1 under a redis+sentinel:// URL, else 0 = no wait)",
     )
     redis_replica_wait_s: rules.Seconds = Field(
         2.0,
         le=60,
-        description="how long submit waits for those replicas; past it the session is kept "
-        "on the master alone (logged: a failover now could lose it)",
+        description="how long submit or a job waits for those replicas; past it the writes "
+        "are kept on the master alone (logged: a failover now could lose them)",
     )
     redis_submit_max_used: float = Field(
         0.8,
