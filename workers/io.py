@@ -23,7 +23,7 @@ from pipeline.runtime.job import (
     role_job,
     time_budget,
 )
-from pipeline.runtime.retry import classify, describe, retry_delay
+from pipeline.runtime.retry import Classified, classify, describe, retry_delay
 from pipeline.runtime.roles import (
     import_settings,
     role_shutdown,
@@ -212,16 +212,12 @@ def gives_up(ctx: IoContext, exc: Exception, attempt: int) -> bool:
     return not classify(exc).transient or retry_delay(ctx.settings, attempt) is None
 
 
-async def failed(ctx: IoContext, job: UploadJob, exc: Exception, attempt: int) -> Settled:
-    """Where one upload's failure leads: deferred (S3 is out), a retry, done after all (the
-    object was stored by a try whose record was lost), or given up."""
-    if await breaker_saw(ctx, exc):
-        return Settled("deferred", wait_s=outage_wait_s(ctx))
-    if gives_up(ctx, exc, attempt):
-        stored = await stored_copy(ctx, job)
-        if stored is not None:
-            return Settled("done", stored)
-    verdict, delay = await retry_or_give_up(
+async def upload_verdict(
+    ctx: IoContext, job: UploadJob, exc: Exception, attempt: int
+) -> tuple[Classified, float | None]:
+    """The retry policy for one upload of a batch (``retry_or_give_up``, its dead letter
+    replayable as a lone ``upload``)."""
+    return await retry_or_give_up(
         ctx,
         exc,
         function="upload",
@@ -231,6 +227,18 @@ async def failed(ctx: IoContext, job: UploadJob, exc: Exception, attempt: int) -
         session_id=job.session_id,
         key=job.key,
     )
+
+
+async def failed(ctx: IoContext, job: UploadJob, exc: Exception, attempt: int) -> Settled:
+    """Where one upload's failure leads: deferred (S3 is out), a retry, done after all (the
+    object was stored by a try whose record was lost), or given up."""
+    if await breaker_saw(ctx, exc):
+        return Settled("deferred", wait_s=outage_wait_s(ctx))
+    if gives_up(ctx, exc, attempt):
+        stored = await stored_copy(ctx, job)
+        if stored is not None:
+            return Settled("done", stored)
+    verdict, delay = await upload_verdict(ctx, job, exc, attempt)
     if delay is not None:
         return Settled("retry", wait_s=delay)
     await mark_failed(ctx, job, verdict.code, verdict.reason)
@@ -247,16 +255,7 @@ async def unrecorded(ctx: IoContext, job: UploadJob, attempt: int) -> Settled:
     delay = retry_delay(ctx.settings, attempt)
     if delay is not None:
         return Settled("retry", wait_s=delay)
-    await retry_or_give_up(
-        ctx,
-        exc,
-        function="upload",
-        job_id=upload_job_id(job.artifact_id),
-        payload=job.model_dump(mode="json"),
-        attempt=attempt,
-        session_id=job.session_id,
-        key=job.key,
-    )
+    await upload_verdict(ctx, job, exc, attempt)
     await ctx.blobs.release(job.blob, upload_holder(job.artifact_id))
     return Settled("failed")
 

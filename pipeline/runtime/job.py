@@ -22,26 +22,23 @@ from typing import Any, Literal, TypeVar, overload
 import structlog
 from arq.worker import Retry
 from pydantic import BaseModel
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pipeline.errors import PermanentError
 from pipeline.logs import get_logger
 from pipeline.runtime.context import RoleContext, role_context
 from pipeline.runtime.replication import MasterChanged, keep_writes, master_id, replica_acks
-from pipeline.runtime.retry import Classified, arq_max_tries, classify, describe, retry_delay
+from pipeline.runtime.retry import (
+    REDIS_CANNOT_WRITE,
+    Classified,
+    arq_max_tries,
+    classify,
+    describe,
+    retry_delay,
+)
 from pipeline.schemas import DeadLetter
 from pipeline.state.keys import Keys
 
 log = get_logger("pipeline.job")
-
-#: Redis errors that say nothing about the job: Redis cannot take writes now.
-REDIS_CANNOT_WRITE: tuple[type[Exception], ...] = (
-    OutOfMemoryError,
-    RedisConnectionError,
-    RedisTimeoutError,
-)
 
 #: How long a job re-run after a failover is marked as such (:meth:`JobRun.after_failover`).
 RERUN_MARK_S = 3600

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.exceptions import OutOfMemoryError
+
 from pipeline.errors import TransientError
 
 #: Bytes a session's records, events and jobs take besides its photos (generous).
@@ -46,4 +48,4 @@ async def check_room(redis: Any, incoming: int, max_used: float) -> None:
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """Redis refused a write because it is at ``maxmemory`` (``OOM command not allowed``)."""
-    return type(exc).__name__ == "OutOfMemoryError" or str(exc).startswith("OOM ")
+    return isinstance(exc, OutOfMemoryError) or str(exc).startswith("OOM ")

@@ -12,6 +12,10 @@ import asyncio
 from dataclasses import dataclass
 from typing import Final
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from pipeline.errors import PermanentError, PipelineError, TransientError
 from pipeline.settings import Settings
 
@@ -38,6 +42,15 @@ PROGRAMMING_ERRORS: Final = (
     AssertionError,
     NotImplementedError,
     ArithmeticError,
+)
+
+
+#: Redis errors that say nothing about the work: Redis cannot take writes now (full at
+#: maxmemory, or unreachable past the ride-out).
+REDIS_CANNOT_WRITE: tuple[type[Exception], ...] = (
+    OutOfMemoryError,
+    RedisConnectionError,
+    RedisTimeoutError,
 )
 
 

@@ -30,15 +30,13 @@ from urllib.parse import urlsplit, urlunsplit
 import arq.worker
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ResponseError, WatchError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import ResponseError, WatchError
 
 from pipeline.errors import PipelineError
 from pipeline.logs import get_logger, logging_configured
 from pipeline.runtime.connection import fail_fast, open_pool
 from pipeline.runtime.enqueue import wake_key
-from pipeline.runtime.retry import describe
+from pipeline.runtime.retry import REDIS_CANNOT_WRITE, describe
 from pipeline.settings import Settings
 from pipeline.state.redisio import run_lua, text
 
@@ -47,9 +45,7 @@ log = get_logger("pipeline.worker")
 # What "Redis is not reachable right now" looks like from inside arq's loop — or cannot take
 # a write now (at maxmemory with noeviction: claiming a job is a write); both pass.
 REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OutOfMemoryError,
-    RedisConnectionError,
-    RedisTimeoutError,
+    *REDIS_CANNOT_WRITE,
     WatchError,
     ConnectionError,
     TimeoutError,

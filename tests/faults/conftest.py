@@ -731,6 +731,26 @@ def log_reason(line: str) -> str | None:
     return None
 
 
+async def settle_sessions(
+    client: PipelineClient,
+    expected: list[Expected],
+    workers: list[WorkerProcess],
+    timeout_s: float,
+) -> list[str]:
+    """Wait (``timeout_s`` in all) for every expected session and its artifacts to settle;
+    returns a description of each one that did not."""
+    stuck: list[str] = []
+    settle_by = time.monotonic() + timeout_s
+    for exp in expected:
+        try:
+            await client.wait(
+                exp.session_id, timeout=max(1.0, settle_by - time.monotonic()), artifacts=True
+            )
+        except TimeoutError:
+            stuck.append(await describe_stuck(client, exp.session_id, workers))
+    return stuck
+
+
 async def describe_stuck(
     client: PipelineClient, session_id: str, workers: list[WorkerProcess]
 ) -> str:

@@ -20,9 +20,9 @@ from tests.faults.conftest import (
     RedisServer,
     bucket_objects,
     check_sessions,
-    describe_stuck,
     dump_logs,
     scaled,
+    settle_sessions,
     small_photo,
 )
 
@@ -73,15 +73,7 @@ async def test_redis_at_maxmemory_refuses_new_work_and_loses_none(
         }
         await filler.delete(*(f"filler:{i}" for i in range(filled)))
         workers = list(cluster.workers.values())
-        stuck: list[str] = []
-        settle_by = time.monotonic() + scaled(120)
-        for exp in expected:
-            try:
-                await client.wait(
-                    exp.session_id, timeout=max(1.0, settle_by - time.monotonic()), artifacts=True
-                )
-            except TimeoutError:
-                stuck.append(await describe_stuck(client, exp.session_id, workers))
+        stuck = await settle_sessions(client, expected, workers, scaled(120))
         if stuck or exited:
             stuck.append(dump_logs(tmp_path, workers))
         objects = await bucket_objects(localstack, cluster.settings.s3_bucket)

@@ -29,6 +29,7 @@ from tests.faults.conftest import (
     dump_logs,
     free_port,
     scaled,
+    settle_sessions,
     small_photo,
 )
 from tests.faults.test_redis_restart import retrying
@@ -90,15 +91,7 @@ async def test_sentinel_failover_twice_under_load(
         promotions.append(second_s)
 
         workers = list(cluster.workers.values())
-        stuck: list[str] = []
-        settle_by = time.monotonic() + scaled(120)
-        for exp in expected:
-            try:
-                await client.wait(
-                    exp.session_id, timeout=max(1.0, settle_by - time.monotonic()), artifacts=True
-                )
-            except TimeoutError:
-                stuck.append(await describe_stuck(client, exp.session_id, workers))
+        stuck = await settle_sessions(client, expected, workers, scaled(120))
         exited = {
             r: w.proc.returncode for r, w in cluster.workers.items() if w.proc.poll() is not None
         }
