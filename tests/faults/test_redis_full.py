@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError
 
 from pipeline.client import PipelineClient
@@ -31,6 +32,16 @@ pytestmark = pytest.mark.faults
 SESSIONS = 6
 PHOTOS = 3
 FULL_S = 20.0
+
+
+async def session_ids(redis: Redis) -> set[str]:
+    """The ids of the sessions Redis holds a key for. Ids, not keys: a session in flight
+    gains its ``:events`` stream lazily, so its key count may grow while Redis is full."""
+    ids: set[str] = set()
+    async for key in redis.scan_iter(match="*:session:*"):
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        ids.add(name.split(":session:", 1)[1].split(":", 1)[0])
+    return ids
 
 
 async def test_redis_at_maxmemory_refuses_new_work_and_loses_none(
@@ -60,11 +71,11 @@ async def test_redis_at_maxmemory_refuses_new_work_and_loses_none(
                 break
             filled += 1
         full_at = time.monotonic()
-        sessions_before = len([k async for k in filler.scan_iter(match="*:session:*")])
+        sessions_before = await session_ids(filler)
         with pytest.raises(RedisFull) as refused:
             await client.submit([small_photo(8999)[0]])
         refused_in_s = time.monotonic() - full_at
-        sessions_after = len([k async for k in filler.scan_iter(match="*:session:*")])
+        sessions_after = await session_ids(filler)
         await asyncio.sleep(FULL_S)  # the workers meet a full Redis
         exited = {
             role: w.proc.returncode
@@ -89,7 +100,9 @@ async def test_redis_at_maxmemory_refuses_new_work_and_loses_none(
         f"freed: {not stuck and not check.problems()}"
     )
     assert "PLANTPIPE_REDIS_SUBMIT_MAX_USED" in str(refused.value)
-    assert sessions_after == sessions_before, "a refused submit wrote a session"
+    assert sessions_after <= sessions_before, (
+        f"a refused submit wrote a session: {sorted(sessions_after - sessions_before)}"
+    )
     assert exited == {}, f"workers exited at maxmemory: {exited}"
     assert stuck == [], "sessions not settled once memory freed:\n" + "\n".join(stuck)
     assert check.problems() == []
