@@ -22,6 +22,10 @@ class PermanentError(PipelineError):
     """Retrying cannot help (missing bucket, access denied, invalid image...)."""
 
     code = "permanent"
+    #: Whether this error can be the trace of writes a Redis failover lost, which the job
+    #: that made them restores when it re-runs (``pipeline.runtime.job``): right after a
+    #: failover such a failure is retried before it counts as permanent.
+    may_follow_failover: bool = False
 
 
 class TransientError(PipelineError):

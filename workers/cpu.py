@@ -96,6 +96,21 @@ async def release_inputs(ctx: CpuContext, job: RenderJob) -> None:
         await ctx.blobs.release(blob, render_holder(job.session_id, job.index))
 
 
+async def rendered_before(ctx: CpuContext, run: JobRun, job: RenderJob) -> bool:
+    """Whether an earlier run did this render's work: its session's join is complete (its
+    inputs are let go here), or — in a re-run after a failover, where that shortcut is not
+    trusted — the interrupted run let go of its input (:meth:`JobRun.finished_before_failover`)."""
+    if await run.after_failover():
+        done = await run.finished_before_failover(job.blob)
+        if done:
+            log.info("render.skipped", why="finished before the failover")
+        return done
+    if await ctx.joins.is_complete(session_join_id(job.session_id)):
+        await release_inputs(ctx, job)
+        return True
+    return False
+
+
 def rendered_outputs(job: RenderJob, avif: bytes, thumb: bytes) -> list[Output]:
     sid, index, count = job.session_id, job.index, job.photo_count
     return [
@@ -115,9 +130,7 @@ async def render_photo(ctx: CpuContext, run: JobRun, job: RenderJob) -> dict[str
     The count is the product, the picture a by-product: when the visualization cannot be
     made (it fails, times out, or its inputs are gone) the photo still reports ``done`` with
     its analysis, and a warning that says what failed."""
-    complete = await ctx.joins.is_complete(session_join_id(job.session_id))
-    if complete and not await run.after_failover():
-        await release_inputs(ctx, job)
+    if await rendered_before(ctx, run, job):
         return {"ok": True, "skipped": True}
     analysis = PhotoAnalysis.model_validate(job.analysis)
     budget_s = time_budget(ctx.settings.cpu_job_timeout_s)

@@ -121,13 +121,28 @@ async def hand_over(ctx: GpuContext, job: InferJob, output: AnalysisOutput) -> N
     )
 
 
+async def analysed_before(ctx: GpuContext, run: JobRun, job: InferJob) -> bool:
+    """Whether an earlier run did this job's work: the photo is analysed (its hold on the
+    photo is let go here), or — in a re-run after a failover, where that shortcut is not
+    trusted — the photo's bytes are gone, let go by the interrupted run and its render
+    (:meth:`JobRun.finished_before_failover`)."""
+    if await run.after_failover():
+        done = await run.finished_before_failover(job.blob)
+        if done:
+            log.info("infer.skipped", why="finished before the failover")
+        return done
+    if await already_analysed(ctx, job):
+        log.info("infer.skipped", why="photo already analysed")
+        await ctx.blobs.release(job.blob, infer_holder(job.session_id, job.index))
+        return True
+    return False
+
+
 @role_job(InferJob, replayable=False)
 async def infer_photo(ctx: GpuContext, run: JobRun, job: InferJob) -> dict[str, Any]:
     """Analyse one photo and hand it to render_photo (which reports into the join once)."""
     sid, index = job.session_id, job.index
-    if not await run.after_failover() and await already_analysed(ctx, job):
-        log.info("infer.skipped", why="photo already analysed")
-        await ctx.blobs.release(job.blob, infer_holder(sid, index))
+    if await analysed_before(ctx, run, job):
         return {"ok": True, "skipped": True}
     await ctx.sessions.transition(sid, "processing", stage="inference")
     await ctx.sessions.update_photo(sid, PhotoProgress(index=index, state="processing"))

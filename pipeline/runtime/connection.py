@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -15,7 +16,7 @@ from arq.jobs import Deserializer, Serializer
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
 from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import BusyLoadingError
+from redis.exceptions import BusyLoadingError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -126,19 +127,54 @@ def fail_fast(rs: RedisSettings) -> RedisSettings:
     return dataclasses.replace(rs, retry=None, retry_on_error=None, conn_retries=0)
 
 
+NO_REPLAY: ContextVar[bool] = ContextVar("plantpipe_no_replay", default=False)
+"""True while a job's own work runs under Sentinel (``pipeline.runtime.job``): a command whose
+answer a failover cut off raises :class:`CommandOutcomeUnknown` there instead of being sent
+again to the new master."""
+
+
+class CommandOutcomeUnknown(BaseException):
+    """A command was sent to the Redis master and its connection broke before the answer came
+    back (the master died in a failover): it may or may not have been applied, and if it was,
+    the promoted replica may not hold it.
+
+    redis-py's retry would send it again to the new master — where the writes acknowledged just
+    before it may be missing: a blob released while the records written before the release
+    were lost (the new master would no longer hold a prefix of the old one's history). A job
+    instead stops there and runs again as a whole (``kept_through_failover``); every job is
+    idempotent. A ``BaseException``, so the job's own ``except Exception`` handlers (which
+    would retry one step, record a failure or dead-letter it) let it through to that re-run."""
+
+
 class FailoverConnection(SentinelManagedConnection):
     """A connection to the master the Sentinels name that tries each address they give once:
     the retry policy around it asks them again before the next try. (redis-py's own retries
     the first address it was given with the whole policy — about 30 s at a dead master while
-    the Sentinels already named its successor.)"""
+    the Sentinels already named its successor.) Inside a job (``NO_REPLAY``), a command whose
+    answer never came raises :class:`CommandOutcomeUnknown` rather than being replayed."""
+
+    _connecting = False
 
     async def connect_to(self, address: tuple[str, int]) -> None:
         policy = self.retry
         self.retry = RedisRetry(NoBackoff(), 0)
+        self._connecting = True
         try:
             await super().connect_to(address)  # type: ignore[no-untyped-call]
         finally:
             self.retry = policy
+            self._connecting = False
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            refused = isinstance(exc.__context__, ReadOnlyError)  # not applied: retry is safe
+            if self._connecting or refused or not NO_REPLAY.get():
+                raise
+            raise CommandOutcomeUnknown(
+                f"the connection to the Redis master broke before a command's answer ({exc})"
+            ) from exc
 
 
 def _sentinel_master(rs: RedisSettings) -> ArqRedis:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Final
 
 from arq.connections import ArqRedis
 from arq.jobs import Job
+from redis.exceptions import WatchError
 
 from pipeline.settings import Settings
 
@@ -34,6 +36,9 @@ class QueueNames:
 
 WAKE_TTL_MS: Final = 60_000
 
+#: How often ``enqueue`` asks again when arq's WATCH of the job's key was broken.
+ENQUEUE_TRIES: Final = 5
+
 
 def wake_key(queue_name: str) -> str:
     return f"{queue_name}:wake"
@@ -49,9 +54,20 @@ async def enqueue(
 ) -> Job | None:
     """``redis.enqueue_job`` plus a wake-up for the queue's workers (when the job is due now).
     Returns arq's ``Job``, or None when a job with that id already exists."""
-    job = await redis.enqueue_job(
-        function, *args, _job_id=_job_id, _queue_name=_queue_name, **kwargs
-    )
+    for attempt in range(1, ENQUEUE_TRIES + 1):
+        try:
+            job = await redis.enqueue_job(
+                function, *args, _job_id=_job_id, _queue_name=_queue_name, **kwargs
+            )
+            break
+        except WatchError:
+            # arq WATCHes the job's key while it queues the job: the connection broke under
+            # the WATCH (a Redis restart or failover; redis-py does not retry a watched
+            # pipeline), or another client queued the same id meanwhile. Asking again is
+            # safe: arq queues a job id once (the next try sees it and returns None).
+            if attempt == ENQUEUE_TRIES:
+                raise
+            await asyncio.sleep(0.1 * attempt)
     if job is not None and "_defer_by" not in kwargs and "_defer_until" not in kwargs:
         key = wake_key(_queue_name)
         client: Any = redis

@@ -17,7 +17,7 @@ import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, NoReturn, TypeVar, overload
 
 import structlog
 from arq.worker import Retry
@@ -25,8 +25,15 @@ from pydantic import BaseModel
 
 from pipeline.errors import PermanentError
 from pipeline.logs import get_logger
+from pipeline.runtime.connection import NO_REPLAY, CommandOutcomeUnknown
 from pipeline.runtime.context import RoleContext, role_context
-from pipeline.runtime.replication import MasterChanged, keep_writes, master_id, replica_acks
+from pipeline.runtime.replication import (
+    FAILOVERS,
+    MasterChanged,
+    keep_writes,
+    master_id,
+    replica_acks,
+)
 from pipeline.runtime.retry import (
     REDIS_CANNOT_WRITE,
     Classified,
@@ -35,7 +42,7 @@ from pipeline.runtime.retry import (
     describe,
     retry_delay,
 )
-from pipeline.schemas import DeadLetter
+from pipeline.schemas import BlobRef, DeadLetter
 from pipeline.state.keys import Keys
 
 log = get_logger("pipeline.job")
@@ -105,6 +112,31 @@ async def dead_letter(
     )
 
 
+def failover_retry_delay(
+    ctx: RoleContext, exc: Exception, attempt: int, **fields: Any
+) -> float | None:
+    """The delay before another try of a permanent-looking failure that a recent failover's
+    lost writes explain (``PermanentError.may_follow_failover``, e.g. a blob gone because the
+    old master took it along) — the job that wrote it is re-running and stores it again —
+    or None: not such a failure, no failover lately, not under Sentinel (``replica_acks``
+    0), or out of tries. ``fields`` go on the log line."""
+    if not (isinstance(exc, PermanentError) and exc.may_follow_failover):
+        return None
+    if replica_acks(ctx.settings) == 0 or not FAILOVERS.recent():
+        return None
+    delay = retry_delay(ctx.settings, attempt)
+    if delay is not None:
+        log.warning(
+            "job.retry_after_failover",
+            error_code=exc.code,
+            reason=exc.reason,
+            retry_in_s=delay,
+            next_try=attempt + 1,
+            **fields,
+        )
+    return delay
+
+
 @dataclass
 class JobRun:
     """One run of one job: who it is, which try, how it ended."""
@@ -127,6 +159,23 @@ class JobRun:
             return False
         key = Keys.from_settings(self.ctx.settings).failover_rerun(self.job_id)
         return bool(await self.ctx.redis.exists(key))
+
+    async def finished_before_failover(self, blob: BlobRef) -> bool:
+        """In a re-run after a failover (:meth:`after_failover`): whether the run the failover
+        interrupted had finished. It had when its input ``blob`` is gone — every holder let
+        go of it, this job's last step — for then every write it made before that reached
+        the new master too (a job's commands are never replayed on a new master, see
+        ``CommandOutcomeUnknown``, so the new master holds a past of the old one's)."""
+        if not await self.after_failover():
+            return False
+        return not await self.ctx.blobs.exists(blob)
+
+    def retry_after_failover(self, exc: Exception) -> None:
+        """Raise arq ``Retry`` when :func:`failover_retry_delay` says ``exc`` is worth one."""
+        delay = failover_retry_delay(self.ctx, exc, self.job_try, function=self.function)
+        if delay is not None:
+            self.outcome = "retried"
+            raise Retry(defer=delay) from exc
 
     def crash_loop(self) -> PermanentError | None:
         """Give up before arq does: a job re-run this often was interrupted by its worker
@@ -189,6 +238,7 @@ class JobRun:
 
     async def fail(self, exc: Exception, on_give_up: GiveUp | None = None) -> GaveUp:
         """Retry ``exc`` (raises ``Retry``) or give up: dead letter, then ``on_give_up``."""
+        self.retry_after_failover(exc)
         verdict, delay = await retry_or_give_up(
             self.ctx,
             exc,
@@ -264,33 +314,48 @@ async def kept_through_failover(run: JobRun) -> AsyncIterator[None]:
     """Under Sentinel (``replica_acks`` > 0), a job counts as done only once its writes are
     safe from a failover: they are waited for on a replica (``WAIT``), and when the master
     changed while the job ran (what the old one acknowledged — a join report, an artifact
-    record — may be gone) the job runs again (arq ``Retry``): every job is idempotent, so
-    the re-run restores what was lost and repeats nothing that was kept."""
+    record — may be gone), or a command's answer was cut off by the failover, the job runs
+    again (arq ``Retry``): every job is idempotent, so the re-run restores what was lost and
+    repeats nothing that was kept."""
     ctx = run.ctx
     want = replica_acks(ctx.settings)
     if want == 0:
         yield
         return
     before = await master_id(ctx.redis)
-    yield
+    # The job's own commands are never replayed on a new master (see CommandOutcomeUnknown).
+    no_replay = NO_REPLAY.set(True)
+    lost: MasterChanged | CommandOutcomeUnknown | None = None
     try:
+        yield
         keys = Keys.from_settings(ctx.settings)
         acked = await keep_writes(ctx.redis, keys, want, ctx.settings.redis_replica_wait_s, before)
-    except MasterChanged as exc:
-        run.outcome = "retried"
-        log.warning("job.rerun_after_failover", function=run.function, reason=str(exc))
-        await ctx.redis.set(
-            Keys.from_settings(ctx.settings).failover_rerun(run.job_id), "1", ex=RERUN_MARK_S
-        )
-        # The new master may not know this job at all (its enqueue was among the lost
-        # writes): queue it there first — a no-op when it is known — so arq's retry finds
-        # its definition instead of dropping it as expired.
-        await ctx.redis.enqueue_job(
-            run.function, payload=run.payload, _job_id=run.job_id, _queue_name=ctx.queue
-        )
-        raise Retry(defer=0) from exc
+    except (MasterChanged, CommandOutcomeUnknown) as exc:
+        lost = exc
+    finally:
+        NO_REPLAY.reset(no_replay)
+    if lost is not None:
+        await rerun_after_failover(run, lost)
     if acked < want:
         log.warning("job.not_replicated", function=run.function, replicas=acked, wanted=want)
+
+
+async def rerun_after_failover(run: JobRun, exc: BaseException) -> NoReturn:
+    """Run ``run`` again, with its "already done" shortcuts off (:meth:`JobRun.after_failover`):
+    the master changed while it wrote, or a command's answer was cut off by a failover."""
+    ctx = run.ctx
+    run.outcome = "retried"
+    log.warning("job.rerun_after_failover", function=run.function, reason=str(exc))
+    await ctx.redis.set(
+        Keys.from_settings(ctx.settings).failover_rerun(run.job_id), "1", ex=RERUN_MARK_S
+    )
+    # The new master may not know this job at all (its enqueue was among the lost writes):
+    # queue it there first — a no-op when it is known — so arq's retry finds its definition
+    # instead of dropping it as expired.
+    await ctx.redis.enqueue_job(
+        run.function, payload=run.payload, _job_id=run.job_id, _queue_name=ctx.queue
+    )
+    raise Retry(defer=0) from exc
 
 
 Handler = Callable[[C, JobRun, M], Awaitable[dict[str, Any]]]

@@ -9,6 +9,9 @@ before it."""
 
 from __future__ import annotations
 
+import math
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.settings import Settings
@@ -25,11 +28,50 @@ def replica_acks(settings: Settings) -> int:
     return 1 if settings.redis_url.startswith("redis+sentinel://") else 0
 
 
+#: How long after this process saw the master change a failure that a failover's lost
+#: writes can explain (``PermanentError.may_follow_failover``) is retried first: the job that
+#: made those writes re-runs within seconds of the failover and restores them.
+FAILOVER_DOUBT_S = 120.0
+
+
+@dataclass
+class FailoverClock:
+    """When this process last saw the Redis master change (fed every replication reading).
+
+    A job can meet a failover's loss without its own master changing under it: a command
+    retried on the new master queued it there, while the blob it reads was among the writes
+    the old master took with it. Its producer, which the failover did interrupt, re-runs
+    and stores the blob again — so right after a failover such a failure is worth a retry."""
+
+    replid: str | None = None
+    changed_at: float = -math.inf
+
+    def note(self, info: dict[str, Any]) -> str:
+        """Record one ``INFO replication`` reading; returns the master's replication id."""
+        replid = str(info["master_replid"])
+        if self.replid is None:
+            # First reading of this process: a master promoted from a replica names its old
+            # replication id (second_repl_offset is set) — it may have just failed over.
+            if int(info.get("second_repl_offset", -1)) != -1:
+                self.changed_at = time.monotonic()
+        elif replid != self.replid:
+            self.changed_at = time.monotonic()
+        self.replid = replid
+        return replid
+
+    def recent(self, within_s: float = FAILOVER_DOUBT_S) -> bool:
+        """Whether the master changed less than ``within_s`` ago (as this process saw it)."""
+        return time.monotonic() - self.changed_at < within_s
+
+
+#: This process's clock: a worker process talks to one Redis deployment.
+FAILOVERS = FailoverClock()
+
+
 async def master_id(redis: Any) -> str:
     """The master's replication id: it changes when a replica is promoted (and when a master
     restarts), so writes made between two equal readings all went to one master."""
-    info = await redis.info("replication")
-    return str(info["master_replid"])
+    return FAILOVERS.note(await redis.info("replication"))
 
 
 async def replicated(redis: Any, keys: Keys, replicas: int, timeout_s: float) -> tuple[int, str]:
@@ -41,7 +83,7 @@ async def replicated(redis: Any, keys: Keys, replicas: int, timeout_s: float) ->
         pipe.execute_command("WAIT", replicas, max(1, int(timeout_s * 1000)))
         pipe.info("replication")
         _, acked, info = await pipe.execute()
-    return int(acked), str(info["master_replid"])
+    return int(acked), FAILOVERS.note(info)
 
 
 class MasterChanged(Exception):

@@ -44,6 +44,7 @@ LARGE_BLOB_BYTES: Final = 1024 * 1024
 
 class BlobMissing(PermanentError):
     code = "blob_missing"
+    may_follow_failover = True  # its producer re-runs after a failover and stores it again
 
 
 class BlobTooLarge(PermanentError):

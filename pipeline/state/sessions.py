@@ -94,6 +94,7 @@ class SessionLost(PermanentError):
     session, whose workers then wrote a few fields into an empty hash)."""
 
     code = "session_lost"
+    may_follow_failover = True
 
 
 class InvalidTransition(RuntimeError):

@@ -95,11 +95,11 @@ async def test_sentinel_failover_twice_under_load(
         exited = {
             r: w.proc.returncode for r, w in cluster.workers.items() if w.proc.poll() is not None
         }
-        if stuck or exited:
-            stuck.append(dump_logs(tmp_path, workers))
         objects = await bucket_objects(localstack, cluster.settings.s3_bucket)
         check = await check_sessions(client, expected, objects=objects, report=fault_report)
         letters = await client.failed()
+        if stuck or exited or letters:
+            stuck.append(dump_logs(tmp_path, workers))
     for exp in expected:
         fault_report.count_session(len(exp.counts))
     lines = [line for w in workers for line in w.lines]
@@ -119,12 +119,10 @@ async def test_sentinel_failover_twice_under_load(
     assert stuck == [], "sessions not settled after the failovers:\n" + "\n".join(stuck)
     assert exited == {}, f"workers exited on a failover: {exited}"
     assert check.problems() == []  # every photo counted once, every artifact in S3
-    # Known gap (issue 24): a command in flight at the kill is replayed by redis-py on the
-    # new master while the job's earlier writes went with the old one; a render re-run after
-    # the failover can then find its input released and leave a dead letter although its
-    # outputs were stored (seen: render_photo blob_missing). Any other dead letter fails.
-    spurious = {("render_photo", "blob_missing")}
-    assert {(d.function, d.error_code) for d in letters} <= spurious, letters
+    # No dead letter either: a command cut off by the kill is not replayed on the new master
+    # (CommandOutcomeUnknown: its job runs again as a whole), and a blob a failover took along
+    # is waited for while its producer re-runs (PermanentError.may_follow_failover).
+    assert [(d.function, d.error_code, d.reason) for d in letters] == [], stuck
 
 
 async def test_a_failover_that_loses_the_masters_last_writes(
