@@ -19,11 +19,11 @@ from pipeline.runtime.context import ROLE_CONTEXT
 from pipeline.runtime.enqueue import QueueNames
 from pipeline.runtime.job import (
     JobRun,
-    failover_retry_delay,
     retry_or_give_up,
     role_job,
     time_budget,
 )
+from pipeline.runtime.replication import failover_retry_delay
 from pipeline.runtime.retry import Classified, classify, describe, retry_delay
 from pipeline.runtime.roles import (
     import_settings,
@@ -235,7 +235,7 @@ async def failed(ctx: IoContext, job: UploadJob, exc: Exception, attempt: int) -
     object was stored by a try whose record was lost), or given up."""
     if await breaker_saw(ctx, exc):
         return Settled("deferred", wait_s=outage_wait_s(ctx))
-    again_s = failover_retry_delay(ctx, exc, attempt, function="upload", key=job.key)
+    again_s = failover_retry_delay(ctx.settings, exc, attempt, function="upload", key=job.key)
     if again_s is not None:
         return Settled("retry", wait_s=again_s)
     if gives_up(ctx, exc, attempt):

@@ -28,8 +28,8 @@ from pipeline.logs import get_logger
 from pipeline.runtime.connection import NO_REPLAY, CommandOutcomeUnknown
 from pipeline.runtime.context import RoleContext, role_context
 from pipeline.runtime.replication import (
-    FAILOVERS,
     MasterChanged,
+    failover_retry_delay,
     keep_writes,
     master_id,
     replica_acks,
@@ -112,31 +112,6 @@ async def dead_letter(
     )
 
 
-def failover_retry_delay(
-    ctx: RoleContext, exc: Exception, attempt: int, **fields: Any
-) -> float | None:
-    """The delay before another try of a permanent-looking failure that a recent failover's
-    lost writes explain (``PermanentError.may_follow_failover``, e.g. a blob gone because the
-    old master took it along) — the job that wrote it is re-running and stores it again —
-    or None: not such a failure, no failover lately, not under Sentinel (``replica_acks``
-    0), or out of tries. ``fields`` go on the log line."""
-    if not (isinstance(exc, PermanentError) and exc.may_follow_failover):
-        return None
-    if replica_acks(ctx.settings) == 0 or not FAILOVERS.recent():
-        return None
-    delay = retry_delay(ctx.settings, attempt)
-    if delay is not None:
-        log.warning(
-            "job.retry_after_failover",
-            error_code=exc.code,
-            reason=exc.reason,
-            retry_in_s=delay,
-            next_try=attempt + 1,
-            **fields,
-        )
-    return delay
-
-
 @dataclass
 class JobRun:
     """One run of one job: who it is, which try, how it ended."""
@@ -172,7 +147,7 @@ class JobRun:
 
     def retry_after_failover(self, exc: Exception) -> None:
         """Raise arq ``Retry`` when :func:`failover_retry_delay` says ``exc`` is worth one."""
-        delay = failover_retry_delay(self.ctx, exc, self.job_try, function=self.function)
+        delay = failover_retry_delay(self.ctx.settings, exc, self.job_try, function=self.function)
         if delay is not None:
             self.outcome = "retried"
             raise Retry(defer=delay) from exc

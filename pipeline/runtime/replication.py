@@ -14,8 +14,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.errors import PermanentError
+from pipeline.logs import get_logger
+from pipeline.runtime.retry import retry_delay
 from pipeline.settings import Settings
 from pipeline.state.keys import Keys
+
+log = get_logger("pipeline.replication")
 
 MARKER_TTL_MS = 60_000
 
@@ -100,3 +105,28 @@ async def keep_writes(redis: Any, keys: Keys, replicas: int, timeout_s: float, b
     if now != before:
         raise MasterChanged(f"Redis master changed during the job ({before[:8]} -> {now[:8]})")
     return acked
+
+
+def failover_retry_delay(
+    settings: Settings, exc: Exception, attempt: int, **fields: Any
+) -> float | None:
+    """The delay before another try of a permanent-looking failure that a recent failover's
+    lost writes explain (``PermanentError.may_follow_failover``, e.g. a blob gone because the
+    old master took it along) — the job that wrote it is re-running and stores it again —
+    or None: not such a failure, no failover lately, not under Sentinel (``replica_acks``
+    0), or out of tries. ``fields`` go on the log line."""
+    if not (isinstance(exc, PermanentError) and exc.may_follow_failover):
+        return None
+    if replica_acks(settings) == 0 or not FAILOVERS.recent():
+        return None
+    delay = retry_delay(settings, attempt)
+    if delay is not None:
+        log.warning(
+            "job.retry_after_failover",
+            error_code=exc.code,
+            reason=exc.reason,
+            retry_in_s=delay,
+            next_try=attempt + 1,
+            **fields,
+        )
+    return delay

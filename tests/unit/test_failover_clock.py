@@ -3,16 +3,13 @@ the process's failover clock, and the decision built on it (pure logic, no Redis
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 from pipeline.errors import PermanentError
 from pipeline.runtime import replication
-from pipeline.runtime.context import RoleContext
-from pipeline.runtime.job import failover_retry_delay
-from pipeline.runtime.replication import FailoverClock
+from pipeline.runtime.replication import FailoverClock, failover_retry_delay
 from pipeline.settings import Settings
 from pipeline.state.blobs import BlobMissing
 
@@ -46,9 +43,8 @@ def test_a_process_starting_on_a_promoted_master_counts_the_failover_as_recent()
     assert clock.recent()
 
 
-def context(redis_url: str = SENTINEL_URL, **settings: Any) -> RoleContext:
-    made = Settings(redis_url=redis_url, retry_delays_s=[1.0, 2.0], **settings)
-    return cast(RoleContext, SimpleNamespace(settings=made))
+def context(redis_url: str = SENTINEL_URL, **settings: Any) -> Settings:
+    return Settings(redis_url=redis_url, retry_delays_s=[1.0, 2.0], **settings)
 
 
 @pytest.fixture
@@ -57,7 +53,6 @@ def failed_over(monkeypatch: pytest.MonkeyPatch) -> FailoverClock:
     clock.note(reading("a" * 40))
     clock.note(reading("b" * 40, promoted=True))
     monkeypatch.setattr(replication, "FAILOVERS", clock)
-    monkeypatch.setattr("pipeline.runtime.job.FAILOVERS", clock)
     return clock
 
 
@@ -81,5 +76,5 @@ def test_without_sentinel_or_without_a_recent_failover_nothing_is_retried(
     assert failover_retry_delay(context(redis_replica_acks=0), missing, attempt=1) is None
     quiet = FailoverClock()
     quiet.note(reading("a" * 40))
-    monkeypatch.setattr("pipeline.runtime.job.FAILOVERS", quiet)
+    monkeypatch.setattr(replication, "FAILOVERS", quiet)
     assert failover_retry_delay(context(), missing, attempt=1) is None
