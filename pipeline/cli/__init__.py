@@ -23,9 +23,11 @@ failure is one 'error:' line on stderr saying what to do; --debug adds the trace
 
 from __future__ import annotations
 
+import inspect
 import sys
 import traceback
-from typing import Annotated, NoReturn
+from collections.abc import Callable
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -34,7 +36,20 @@ from pipeline.cli.errors import EXIT_OK, EXIT_USAGE, explain, one_line
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+def flowed(text: str | None) -> str:
+    """A docstring as ``--help`` shows it: each paragraph one line, wrapped by the terminal
+    (typer keeps the source's line breaks after the first paragraph)."""
+    paragraphs = inspect.cleandoc(text or "").split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+def command(group: typer.Typer, handler: Callable[..., Any], name: str | None = None) -> None:
+    """Register ``handler`` on ``group`` with its docstring flowed as its help."""
+    group.command(name, help=flowed(handler.__doc__))(handler)
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=flowed(__doc__))
 failed_app = typer.Typer(no_args_is_help=True, help="Dead letters: jobs that gave up.")
 app.add_typer(failed_app, name="failed")
 DEBUG = False
@@ -49,15 +64,12 @@ def root(
     DEBUG = debug
 
 
-app.command()(run.run)
-app.command()(sessions.submit)
-app.command()(sessions.status)
-app.command()(sessions.watch)
-failed_app.command("list")(failed.failed_list)
-failed_app.command("retry")(failed.failed_retry)
-app.command()(workers.workers)
-app.command()(evaluate.evaluate)
-app.command()(dashboard.dashboard)
+for handler in (run.run, sessions.submit, sessions.status, sessions.watch, workers.workers):
+    command(app, handler)
+command(failed_app, failed.failed_list, "list")
+command(failed_app, failed.failed_retry, "retry")
+command(app, evaluate.evaluate)
+command(app, dashboard.dashboard)
 
 
 def _error(message: str, code: int, exc: BaseException | None = None) -> NoReturn:
