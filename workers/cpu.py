@@ -96,19 +96,16 @@ async def release_inputs(ctx: CpuContext, job: RenderJob) -> None:
         await ctx.blobs.release(blob, render_holder(job.session_id, job.index))
 
 
-async def rendered_before(ctx: CpuContext, run: JobRun, job: RenderJob) -> bool:
-    """Whether an earlier run did this render's work: its session's join is complete (its
-    inputs are let go here), or — in a re-run after a failover, where that shortcut is not
-    trusted — the interrupted run let go of its input (:meth:`JobRun.finished_before_failover`)."""
-    if await run.after_failover():
-        done = await run.finished_before_failover(job.blob)
-        if done:
-            log.info("render.skipped", why="finished before the failover")
-        return done
-    if await ctx.joins.is_complete(session_join_id(job.session_id)):
-        await release_inputs(ctx, job)
-        return True
-    return False
+async def rendered_before(ctx: CpuContext, job: RenderJob) -> bool:
+    """Whether an earlier run did this render's work: its photo reported into the session's
+    join, which a run does only after handing its outputs over. Such a run can be repeated
+    when Redis could not take arq's record of its end (full at ``maxmemory``, a worker killed,
+    a failover); letting go of the inputs, its last step, is done again here (idempotent)."""
+    if not await ctx.joins.has_reported(session_join_id(job.session_id), child_id(job.index)):
+        return False
+    await release_inputs(ctx, job)
+    log.info("render.skipped", why="photo already reported")
+    return True
 
 
 def rendered_outputs(job: RenderJob, avif: bytes, thumb: bytes) -> list[Output]:
@@ -130,7 +127,7 @@ async def render_photo(ctx: CpuContext, run: JobRun, job: RenderJob) -> dict[str
     The count is the product, the picture a by-product: when the visualization cannot be
     made (it fails, times out, or its inputs are gone) the photo still reports ``done`` with
     its analysis, and a warning that says what failed."""
-    if await rendered_before(ctx, run, job):
+    if await rendered_before(ctx, job):
         return {"ok": True, "skipped": True}
     analysis = PhotoAnalysis.model_validate(job.analysis)
     budget_s = time_budget(ctx.settings.cpu_job_timeout_s)

@@ -468,3 +468,48 @@ async def test_an_infer_rerun_after_its_photo_is_done_does_not_fail_it(
         await forget_jobs(redis, sid)
     assert record.photos[0].state == "done", f"photo 0 now {record.photos[0]} after {outcome}"
     assert [(d.function, d.error_code) for d in letters] == []
+
+
+async def test_a_render_rerun_after_its_photo_reported_does_not_fail_it(
+    make_settings: SettingsFactory, redis: Redis
+) -> None:
+    """A render_photo whose work was done (outputs handed over, photo reported into the join,
+    its hold on the photo let go) is run again because arq's record of its end was never
+    written — Redis was full at ``maxmemory`` (seen in the fault suite: a spurious
+    ``render_photo blob_missing`` dead letter), or the worker died. The re-run must see the
+    photo reported and end there, not fail on the photo's bytes being gone."""
+    settings = make_settings()
+    photos = [small_photo(9310), small_photo(9311)]
+    analysis = PhotoAnalysis(
+        width=640, height=480, segments=[], detections=[], estimations=[], provider="CPU"
+    )
+    async with PipelineClient(settings) as client:
+        sid = await client.submit([d for d, _ in photos])
+        blob = (await client.sessions.originals(sid))[0]
+        # photo 0's render ran to its end: reported, every hold on the photo let go
+        await client.sessions.update_photo(sid, PhotoProgress(index=0, state="done", detected=0))
+        await JoinStore(client.redis, settings).report(
+            session_join_id(sid),
+            child_id(0),
+            ChildReport(ok=True, result={"analysis": analysis.model_dump(mode="json")}),
+        )
+        blobs = BlobStore(client.redis, settings)
+        for holder in (infer_holder(sid, 0), render_holder(sid, 0), f"upload:{sid}:0:original"):
+            await blobs.release(blob, holder)
+        # … and arq runs it again
+        ctx = job_ctx(client, "cpu", job_try=2)
+        ctx["job_id"] = render_job_id(sid, 0)
+        job = RenderJob(
+            session_id=sid,
+            index=0,
+            photo_count=2,
+            blob=blob,
+            analysis=analysis.model_dump(mode="json"),
+        )
+        outcome = await cpu_worker.render_photo(ctx, job.model_dump(mode="json"))
+        record = await client.status(sid)
+        letters = await client.failed()
+        await forget_jobs(redis, sid)
+    assert outcome.get("skipped") is True, outcome
+    assert record.photos[0].state == "done", f"photo 0 now {record.photos[0]} after {outcome}"
+    assert [(d.function, d.error_code) for d in letters] == []
