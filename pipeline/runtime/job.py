@@ -35,11 +35,11 @@ from pipeline.runtime.replication import (
     replica_acks,
 )
 from pipeline.runtime.retry import (
-    REDIS_CANNOT_WRITE,
     Classified,
     arq_max_tries,
     classify,
     describe,
+    redis_cannot_write,
     retry_delay,
 )
 from pipeline.schemas import BlobRef, DeadLetter
@@ -367,7 +367,9 @@ def role_job(
                 if run.outcome == "error":
                     run.outcome = "ok"
                 return result
-            except REDIS_CANNOT_WRITE as exc:
+            except Exception as exc:
+                if not redis_cannot_write(exc):
+                    raise
                 # Redis full (maxmemory) or still unreachable after the ride-out, past the
                 # handler's own error handling: the job runs again later (every job is
                 # idempotent) rather than arq recording it failed and its work lost.

@@ -48,4 +48,4 @@ async def check_room(redis: Any, incoming: int, max_used: float) -> None:
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """Redis refused a write because it is at ``maxmemory`` (``OOM command not allowed``)."""
-    return isinstance(exc, OutOfMemoryError) or str(exc).startswith("OOM ")
+    return isinstance(exc, OutOfMemoryError) or "OOM command not allowed" in str(exc)

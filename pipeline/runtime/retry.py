@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError
+from redis.exceptions import ExecAbortError, OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pipeline.errors import PermanentError, PipelineError, TransientError
@@ -52,6 +52,14 @@ REDIS_CANNOT_WRITE: tuple[type[Exception], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
 )
+
+
+def redis_cannot_write(exc: BaseException) -> bool:
+    """Redis cannot take writes now (:data:`REDIS_CANNOT_WRITE`), also when it says so as the
+    EXECABORT of a MULTI whose write it refused at ``maxmemory`` (arq's own transactions)."""
+    if isinstance(exc, REDIS_CANNOT_WRITE):
+        return True
+    return isinstance(exc, ExecAbortError) and "OOM command not allowed" in str(exc)
 
 
 @dataclass(frozen=True)

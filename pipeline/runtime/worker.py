@@ -36,7 +36,7 @@ from pipeline.errors import PipelineError
 from pipeline.logs import get_logger, logging_configured
 from pipeline.runtime.connection import fail_fast, open_pool
 from pipeline.runtime.enqueue import wake_key
-from pipeline.runtime.retry import REDIS_CANNOT_WRITE, describe
+from pipeline.runtime.retry import REDIS_CANNOT_WRITE, describe, redis_cannot_write
 from pipeline.settings import Settings
 from pipeline.state.redisio import run_lua, text
 
@@ -191,7 +191,9 @@ class ResilientWorker(arq.worker.Worker):
             await super()._poll_iteration()
             while await self._wait_for_work():  # woken: poll again now, not after arq's sleep
                 await super()._poll_iteration()
-        except REDIS_UNAVAILABLE as exc:
+        except Exception as exc:
+            if not (isinstance(exc, REDIS_UNAVAILABLE) or redis_cannot_write(exc)):
+                raise
             await self._redis_unavailable(exc)
         else:
             if self._redis_down_since is not None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from redis.exceptions import ExecAbortError, OutOfMemoryError
 
 from pipeline.errors import PermanentError, TransientError
-from pipeline.runtime.retry import classify, retry_delay
+from pipeline.runtime.memory import is_out_of_memory
+from pipeline.runtime.retry import classify, redis_cannot_write, retry_delay
 from pipeline.settings import Settings
 
 
@@ -56,3 +58,15 @@ def test_a_bug_says_it_is_one() -> None:
 def test_retry_delays_then_give_up() -> None:
     settings = Settings(retry_delays_s=[1.0, 2.0])
     assert [retry_delay(settings, t) for t in (1, 2, 3)] == [1.0, 2.0, None]
+
+
+def test_redis_at_maxmemory_is_recognised_also_inside_a_multi() -> None:
+    """arq's own MULTI (the start of every job) fails at maxmemory as EXECABORT, not OOM:
+    it still means "Redis cannot take writes now" (a worker once exited on it)."""
+    oom = "OOM command not allowed when used memory > 'maxmemory'."
+    aborted = ExecAbortError(f"Transaction discarded because of: {oom}")
+    assert redis_cannot_write(OutOfMemoryError(oom))
+    assert redis_cannot_write(aborted)
+    assert is_out_of_memory(aborted)
+    assert not redis_cannot_write(ExecAbortError("Transaction discarded because of: ERR syntax"))
+    assert not redis_cannot_write(ValueError(oom))
