@@ -23,7 +23,6 @@ from pipeline.runtime.job import (
     role_job,
     time_budget,
 )
-from pipeline.runtime.replication import failover_retry_delay
 from pipeline.runtime.retry import Classified, classify, describe, retry_delay
 from pipeline.runtime.roles import (
     import_settings,
@@ -235,9 +234,6 @@ async def failed(ctx: IoContext, job: UploadJob, exc: Exception, attempt: int) -
     object was stored by a try whose record was lost), or given up."""
     if await breaker_saw(ctx, exc):
         return Settled("deferred", wait_s=outage_wait_s(ctx))
-    again_s = failover_retry_delay(ctx.settings, exc, attempt, function="upload", key=job.key)
-    if again_s is not None:
-        return Settled("retry", wait_s=again_s)
     if gives_up(ctx, exc, attempt):
         stored = await stored_copy(ctx, job)
         if stored is not None:

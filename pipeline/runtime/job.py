@@ -145,13 +145,6 @@ class JobRun:
             return False
         return not await self.ctx.blobs.exists(blob)
 
-    def retry_after_failover(self, exc: Exception) -> None:
-        """Raise arq ``Retry`` when :func:`failover_retry_delay` says ``exc`` is worth one."""
-        delay = failover_retry_delay(self.ctx.settings, exc, self.job_try, function=self.function)
-        if delay is not None:
-            self.outcome = "retried"
-            raise Retry(defer=delay) from exc
-
     def crash_loop(self) -> PermanentError | None:
         """Give up before arq does: a job re-run this often was interrupted by its worker
         dying (our own retries stop earlier). On arq's last allowed try we fail it ourselves,
@@ -213,7 +206,6 @@ class JobRun:
 
     async def fail(self, exc: Exception, on_give_up: GiveUp | None = None) -> GaveUp:
         """Retry ``exc`` (raises ``Retry``) or give up: dead letter, then ``on_give_up``."""
-        self.retry_after_failover(exc)
         verdict, delay = await retry_or_give_up(
             self.ctx,
             exc,
@@ -249,10 +241,13 @@ async def retry_or_give_up(
     the delay before the next try, or None once it gave up (logged, dead letter written:
     replayable as ``function(payload=payload)``). ``fields`` go on the log line."""
     verdict = classify(exc)
-    delay = retry_delay(ctx.settings, attempt) if verdict.transient else None
+    if verdict.transient:
+        event, delay = "job.retry", retry_delay(ctx.settings, attempt)
+    else:  # permanent, unless a recent failover's lost writes explain it
+        event, delay = "job.retry_after_failover", failover_retry_delay(ctx.settings, exc, attempt)
     if delay is not None:
         log.warning(
-            "job.retry",
+            event,
             function=function,
             error_code=verdict.code,
             reason=verdict.reason,

@@ -15,12 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import PermanentError
-from pipeline.logs import get_logger
 from pipeline.runtime.retry import retry_delay
 from pipeline.settings import Settings
 from pipeline.state.keys import Keys
-
-log = get_logger("pipeline.replication")
 
 MARKER_TTL_MS = 60_000
 
@@ -43,10 +40,10 @@ FAILOVER_DOUBT_S = 120.0
 class FailoverClock:
     """When this process last saw the Redis master change (fed every replication reading).
 
-    A job can meet a failover's loss without its own master changing under it: a command
-    retried on the new master queued it there, while the blob it reads was among the writes
-    the old master took with it. Its producer, which the failover did interrupt, re-runs
-    and stores the blob again — so right after a failover such a failure is worth a retry."""
+    A job can meet a failover's loss without its own master changing under it: a ``submit``
+    whose master changed writes its session again on the new one, and the jobs it had queued
+    can run before their photos are back; a producer job interrupted by the failover re-runs
+    and stores its blobs again. Right after a failover such a failure is worth a retry."""
 
     replid: str | None = None
     changed_at: float = -math.inf
@@ -107,26 +104,13 @@ async def keep_writes(redis: Any, keys: Keys, replicas: int, timeout_s: float, b
     return acked
 
 
-def failover_retry_delay(
-    settings: Settings, exc: Exception, attempt: int, **fields: Any
-) -> float | None:
+def failover_retry_delay(settings: Settings, exc: BaseException, attempt: int) -> float | None:
     """The delay before another try of a permanent-looking failure that a recent failover's
-    lost writes explain (``PermanentError.may_follow_failover``, e.g. a blob gone because the
-    old master took it along) — the job that wrote it is re-running and stores it again —
-    or None: not such a failure, no failover lately, not under Sentinel (``replica_acks``
-    0), or out of tries. ``fields`` go on the log line."""
+    lost writes explain (``PermanentError.may_follow_failover``, e.g. a blob gone with the old
+    master while the submit or job that wrote it is written again), or None: not such a
+    failure, no failover lately, not under Sentinel (``replica_acks`` 0), or out of tries."""
     if not (isinstance(exc, PermanentError) and exc.may_follow_failover):
         return None
     if replica_acks(settings) == 0 or not FAILOVERS.recent():
         return None
-    delay = retry_delay(settings, attempt)
-    if delay is not None:
-        log.warning(
-            "job.retry_after_failover",
-            error_code=exc.code,
-            reason=exc.reason,
-            retry_in_s=delay,
-            next_try=attempt + 1,
-            **fields,
-        )
-    return delay
+    return retry_delay(settings, attempt)

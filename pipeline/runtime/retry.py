@@ -17,6 +17,7 @@ from redis.exceptions import ExecAbortError, OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pipeline.errors import PermanentError, PipelineError, TransientError
+from pipeline.runtime.memory import is_out_of_memory
 from pipeline.settings import Settings
 
 _TRANSIENT_S3_CODES: Final = frozenset(
@@ -57,9 +58,9 @@ REDIS_CANNOT_WRITE: tuple[type[Exception], ...] = (
 def redis_cannot_write(exc: BaseException) -> bool:
     """Redis cannot take writes now (:data:`REDIS_CANNOT_WRITE`), also when it says so as the
     EXECABORT of a MULTI whose write it refused at ``maxmemory`` (arq's own transactions)."""
-    if isinstance(exc, REDIS_CANNOT_WRITE):
-        return True
-    return isinstance(exc, ExecAbortError) and "OOM command not allowed" in str(exc)
+    return isinstance(exc, REDIS_CANNOT_WRITE) or (
+        isinstance(exc, ExecAbortError) and is_out_of_memory(exc)
+    )
 
 
 @dataclass(frozen=True)

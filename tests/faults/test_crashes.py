@@ -25,7 +25,7 @@ from pipeline.runtime.context import ROLE_CONTEXT, RoleContext
 from pipeline.runtime.joins import JoinStore
 from pipeline.runtime.retry import arq_max_tries
 from pipeline.runtime.uploads import upload_job_id
-from pipeline.schemas import ChildReport, InferJob, PhotoProgress, RenderJob
+from pipeline.schemas import BlobRef, ChildReport, InferJob, PhotoProgress, RenderJob
 from pipeline.settings import Settings
 from pipeline.state.blobs import BlobStore
 from pipeline.state.ids import (
@@ -425,6 +425,27 @@ async def test_a_pool_rebuild_survives_the_job_that_started_it_being_cancelled(
     assert outcome == str(plants), outcome
 
 
+EMPTY_ANALYSIS = PhotoAnalysis(
+    width=640, height=480, segments=[], detections=[], estimations=[], provider="CPU"
+)
+
+
+async def photo_zero_done(client: PipelineClient, sid: str) -> BlobRef:
+    """Photo 0 of session ``sid`` went all the way — analysed, rendered and reported, its
+    original uploaded — so every hold on its bytes is let go. Returns its blob."""
+    blob = (await client.sessions.originals(sid))[0]
+    await client.sessions.update_photo(sid, PhotoProgress(index=0, state="done", detected=0))
+    await JoinStore(client.redis, client.settings).report(
+        session_join_id(sid),
+        child_id(0),
+        ChildReport(ok=True, result={"analysis": EMPTY_ANALYSIS.model_dump(mode="json")}),
+    )
+    blobs = BlobStore(client.redis, client.settings)
+    for holder in (infer_holder(sid, 0), render_holder(sid, 0), f"upload:{sid}:0:original"):
+        await blobs.release(blob, holder)
+    return blob
+
+
 async def test_an_infer_rerun_after_its_photo_is_done_does_not_fail_it(
     make_settings: SettingsFactory, redis: Redis
 ) -> None:
@@ -442,22 +463,9 @@ async def test_an_infer_rerun_after_its_photo_is_done_does_not_fail_it(
     "already done" when the thumbnail artifact is registered."""
     settings = make_settings()
     photos = [small_photo(9300), small_photo(9301)]
-    analysis = PhotoAnalysis(
-        width=640, height=480, segments=[], detections=[], estimations=[], provider="CPU"
-    )
     async with PipelineClient(settings) as client:
         sid = await client.submit([d for d, _ in photos])
-        blob = (await client.sessions.originals(sid))[0]
-        # photo 0 went all the way: analysed, rendered and reported, original uploaded
-        await client.sessions.update_photo(sid, PhotoProgress(index=0, state="done", detected=0))
-        await JoinStore(client.redis, settings).report(
-            session_join_id(sid),
-            child_id(0),
-            ChildReport(ok=True, result={"analysis": analysis.model_dump(mode="json")}),
-        )
-        blobs = BlobStore(client.redis, settings)
-        for holder in (infer_holder(sid, 0), render_holder(sid, 0), f"upload:{sid}:0:original"):
-            await blobs.release(blob, holder)
+        blob = await photo_zero_done(client, sid)
         # … and arq re-runs its infer job (the worker died before arq wrote it off)
         ctx = job_ctx(client, "gpu", pool=None, job_try=2)
         ctx["job_id"] = infer_job_id(sid, 0)
@@ -480,22 +488,9 @@ async def test_a_render_rerun_after_its_photo_reported_does_not_fail_it(
     photo reported and end there, not fail on the photo's bytes being gone."""
     settings = make_settings()
     photos = [small_photo(9310), small_photo(9311)]
-    analysis = PhotoAnalysis(
-        width=640, height=480, segments=[], detections=[], estimations=[], provider="CPU"
-    )
     async with PipelineClient(settings) as client:
         sid = await client.submit([d for d, _ in photos])
-        blob = (await client.sessions.originals(sid))[0]
-        # photo 0's render ran to its end: reported, every hold on the photo let go
-        await client.sessions.update_photo(sid, PhotoProgress(index=0, state="done", detected=0))
-        await JoinStore(client.redis, settings).report(
-            session_join_id(sid),
-            child_id(0),
-            ChildReport(ok=True, result={"analysis": analysis.model_dump(mode="json")}),
-        )
-        blobs = BlobStore(client.redis, settings)
-        for holder in (infer_holder(sid, 0), render_holder(sid, 0), f"upload:{sid}:0:original"):
-            await blobs.release(blob, holder)
+        blob = await photo_zero_done(client, sid)
         # … and arq runs it again
         ctx = job_ctx(client, "cpu", job_try=2)
         ctx["job_id"] = render_job_id(sid, 0)
@@ -504,7 +499,7 @@ async def test_a_render_rerun_after_its_photo_reported_does_not_fail_it(
             index=0,
             photo_count=2,
             blob=blob,
-            analysis=analysis.model_dump(mode="json"),
+            analysis=EMPTY_ANALYSIS.model_dump(mode="json"),
         )
         outcome = await cpu_worker.render_photo(ctx, job.model_dump(mode="json"))
         record = await client.status(sid)
