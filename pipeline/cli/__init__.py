@@ -64,12 +64,18 @@ def root(
     DEBUG = debug
 
 
-for handler in (run.run, sessions.submit, sessions.status, sessions.watch, workers.workers):
+for handler in (
+    run.run,
+    sessions.submit,
+    sessions.status,
+    sessions.watch,
+    workers.workers,
+    evaluate.evaluate,
+    dashboard.dashboard,
+):
     command(app, handler)
 command(failed_app, failed.failed_list, "list")
 command(failed_app, failed.failed_retry, "retry")
-command(app, evaluate.evaluate)
-command(app, dashboard.dashboard)
 
 
 def _error(message: str, code: int, exc: BaseException | None = None) -> NoReturn:
