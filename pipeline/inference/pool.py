@@ -1,11 +1,11 @@
 """A process pool of ``PhotoAnalyzer``s for asyncio callers.
 
-Rules (DESIGN.md, "ONNX Runtime in a pool"): ``spawn`` context only (CUDA does not survive
-``fork``); sessions are created in the pool initializer, once per process, on
-``device_ids[i % len(device_ids)]`` where ``i`` counts started processes (a shared
-``multiprocessing.Value``, so a rebuilt pool keeps rotating devices); each process warms up with
-one dummy inference before it takes work. A dead process (``BrokenProcessPool``) makes the pool
-rebuild itself and retry the job, up to ``max_retries`` times.
+Rules: ``spawn`` context only (CUDA does not survive ``fork``); sessions are created in the
+pool initializer, once per process, on ``device_ids[i % len(device_ids)]`` where ``i`` counts
+started processes (a shared ``multiprocessing.Value``, so a rebuilt pool keeps rotating
+devices); each process warms up with one dummy inference before it takes work. A dead process
+(``BrokenProcessPool``) makes the pool rebuild itself and retry the job, up to ``max_retries``
+times.
 
     pool = InferencePool(InferenceConfig.from_settings(settings))
     await pool.start()            # waits for every process to load + warm up

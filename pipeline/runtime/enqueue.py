@@ -30,7 +30,7 @@ class QueueNames:
 # arq workers poll their queue (every ``poll_delay_s``), so a job enqueued right after a poll
 # waits for the next one, and a chain of jobs (child → callback) pays that wait at each step.
 # ``enqueue`` also drops a token on the queue's wake list; plantpipe's workers
-# (``pipeline.arq_worker``) block on that list between polls for up to ``poll_delay_s``
+# (``pipeline.runtime.worker``) block on that list between polls for up to ``poll_delay_s``
 # instead of sleeping, so they start a job as soon as it is queued. The list holds at most one
 # token and expires: it never grows and never outlives its use.
 
