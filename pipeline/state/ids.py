@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-ArtifactName = Literal["original", "thumbnail_original", "processed", "thumbnail_processed"]
-
 FILE_NAMES: dict[str, str] = {
     "thumbnail_original": "thumbnail_original.jpg",
     "processed": "processed.avif",
