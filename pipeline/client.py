@@ -266,8 +266,11 @@ class PipelineClient:
             yield SessionEvent(id=event_id, type=kind, session_id=session_id, data=data)
             if kind == "session.status" and data.get("status") in TERMINAL_STATUSES:
                 terminal = True
-            elif not terminal or kind not in ("artifacts.ready", "artifact.failed",
-                                              "artifact.uploaded"):  # fmt: skip
+            elif not terminal or kind not in (
+                "artifacts.ready",
+                "artifact.failed",
+                "artifact.uploaded",
+            ):
                 continue
             if not artifacts:
                 return

@@ -214,8 +214,12 @@ def _constraints(annotation: Any, metadata: list[Any]) -> tuple[Any, list[Any]]:
 def _range(kind: str, constraints: list[Any]) -> str:
     bounds: dict[str, list[float]] = {"≥": [], ">": [], "≤": [], "<": []}
     for c in constraints:
-        for cls, sign, attr in ((at.Ge, "≥", "ge"), (at.Gt, ">", "gt"), (at.Le, "≤", "le"),
-                                (at.Lt, "<", "lt")):  # fmt: skip
+        for cls, sign, attr in (
+            (at.Ge, "≥", "ge"),
+            (at.Gt, ">", "gt"),
+            (at.Le, "≤", "le"),
+            (at.Lt, "<", "lt"),
+        ):
             if isinstance(c, cls):
                 bounds[sign].append(float(getattr(c, attr)))
     lows = [(v, s) for s in ("≥", ">") for v in bounds[s]]

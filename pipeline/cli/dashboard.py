@@ -23,14 +23,21 @@ if TYPE_CHECKING:
 
 HostOption = Annotated[
     str | None,
-    typer.Option("--host", help="address to listen on (default PLANTPIPE_DASHBOARD_HOST, "
-                 "127.0.0.1; beyond loopback PLANTPIPE_DASHBOARD_TOKEN is required)"),
-]  # fmt: skip
+    typer.Option(
+        "--host",
+        help="address to listen on (default PLANTPIPE_DASHBOARD_HOST, "
+        "127.0.0.1; beyond loopback PLANTPIPE_DASHBOARD_TOKEN is required)",
+    ),
+]
 PortOption = Annotated[
     int | None,
-    typer.Option("--port", min=0, max=65535,
-                 help="port (default PLANTPIPE_DASHBOARD_PORT, 8080; 0 = any free one)"),
-]  # fmt: skip
+    typer.Option(
+        "--port",
+        min=0,
+        max=65535,
+        help="port (default PLANTPIPE_DASHBOARD_PORT, 8080; 0 = any free one)",
+    ),
+]
 
 
 def require_extra() -> None:
@@ -51,8 +58,11 @@ def make_dashboard(settings: Settings, host: str | None, port: int | None) -> Da
     from pipeline.dashboard.server import Dashboard
 
     try:
-        return Dashboard(settings, host or settings.dashboard_host,
-                         settings.dashboard_port if port is None else port)  # fmt: skip
+        return Dashboard(
+            settings,
+            host or settings.dashboard_host,
+            settings.dashboard_port if port is None else port,
+        )
     except ConfigurationError as exc:
         raise fail(exc.reason, EXIT_USAGE) from None
 

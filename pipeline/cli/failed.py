@@ -29,8 +29,11 @@ def failed_list(
         say(f"{len(letters)} dead letters (id, function, code, tries, replayable, reason):")
     for d in letters:
         replayable = "replayable" if d.replayable else "not-replayable"
-        emit("\t".join((d.id, d.function, d.error_code, str(d.attempts), replayable,
-                        one_line(d.reason))))  # fmt: skip
+        emit(
+            "\t".join(
+                (d.id, d.function, d.error_code, str(d.attempts), replayable, one_line(d.reason))
+            )
+        )
 
 
 def failed_retry(
@@ -47,12 +50,16 @@ def failed_retry(
             for letter_id in ids:
                 letter = await letters.get(letter_id)
                 if letter is None:
-                    say(f"error: no dead letter {letter_id!r} (`plantpipe failed list` shows "
-                        "the ids)")  # fmt: skip
+                    say(
+                        f"error: no dead letter {letter_id!r} (`plantpipe failed list` shows "
+                        "the ids)"
+                    )
                     code = EXIT_USAGE
                 elif not letter.replayable:
-                    say(f"error: {letter_id} ({letter.function}) cannot be replayed: "
-                        f"{NOT_REPLAYABLE}")  # fmt: skip
+                    say(
+                        f"error: {letter_id} ({letter.function}) cannot be replayed: "
+                        f"{NOT_REPLAYABLE}"
+                    )
                     code = max(code, EXIT_FAILED)
                 else:
                     targets.append(letter_id)
@@ -67,8 +74,10 @@ def failed_retry(
         for job_id in replayed:
             emit(f"  {job_id}")
         if len(replayed) < len(targets) and code == EXIT_OK:
-            say("error: some dead letters could not be enqueued again (a job with the same "
-                "id is queued); see `plantpipe failed list`")  # fmt: skip
+            say(
+                "error: some dead letters could not be enqueued again (a job with the same "
+                "id is queued); see `plantpipe failed list`"
+            )
             code = EXIT_FAILED
         return code
 

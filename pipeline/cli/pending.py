@@ -84,8 +84,13 @@ async def keep_pending(
             lost.append(f"{status.key} (its bytes are gone from Redis)")
             continue
         try:
-            await local.put(art.key, data, content_type=art.content_type, metadata=art.metadata,
-                        sha256=art.sha256)  # fmt: skip
+            await local.put(
+                art.key,
+                data,
+                content_type=art.content_type,
+                metadata=art.metadata,
+                sha256=art.sha256,
+            )
         except (OSError, PipelineError) as exc:
             lost.append(f"{status.key} (cannot write {folder / art.key}: {exc})")
             continue
@@ -117,12 +122,16 @@ def find_manifests(path: Path) -> list[Path]:
     if path.is_file() and path.name == MANIFEST:
         return [path]
     if not path.is_dir():
-        raise fail(f"--resume {path}: no such folder (give the folder a run named for its "
-                   "pending uploads)")  # fmt: skip
+        raise fail(
+            f"--resume {path}: no such folder (give the folder a run named for its pending uploads)"
+        )
     found = [path / MANIFEST] if (path / MANIFEST).is_file() else sorted(path.glob(f"*/{MANIFEST}"))
     if not found:
-        raise fail(f"--resume {path}: no {MANIFEST} there: nothing is pending (or the folder "
-                   "is not one a run named)", EXIT_USAGE)  # fmt: skip
+        raise fail(
+            f"--resume {path}: no {MANIFEST} there: nothing is pending (or the folder "
+            "is not one a run named)",
+            EXIT_USAGE,
+        )
     return found
 
 
@@ -131,9 +140,14 @@ async def _resume_one(path: Path, base: Settings) -> tuple[int, list[str]]:
     Returns ``(uploaded, still pending with why)``."""
     manifest = PendingManifest.model_validate_json(await asyncio.to_thread(path.read_text))
     root = path.parent.parent  # the manifest sits in {root}/{session}/
-    settings = base.model_copy(update={"storage": "s3", "s3_bucket": manifest.bucket,
-                                       "s3_endpoint_url": manifest.endpoint_url,
-                                       "s3_region": manifest.region})  # fmt: skip
+    settings = base.model_copy(
+        update={
+            "storage": "s3",
+            "s3_bucket": manifest.bucket,
+            "s3_endpoint_url": manifest.endpoint_url,
+            "s3_region": manifest.region,
+        }
+    )
     store = make_store(settings)
     done: set[str] = set()
     problems: list[str] = []
@@ -145,8 +159,13 @@ async def _resume_one(path: Path, base: Settings) -> tuple[int, list[str]]:
             if hashlib.sha256(data).hexdigest() != upload.sha256:
                 problems.append(f"{upload.key}: the local copy changed since the run; not sent")
                 return
-            await store.put(upload.key, data, content_type=upload.content_type,
-                            metadata=upload.metadata, sha256=upload.sha256)  # fmt: skip
+            await store.put(
+                upload.key,
+                data,
+                content_type=upload.content_type,
+                metadata=upload.metadata,
+                sha256=upload.sha256,
+            )
             done.add(upload.key)
 
         results = await asyncio.gather(*(one(u) for u in manifest.uploads), return_exceptions=True)
@@ -179,8 +198,10 @@ async def resume(path: Path, base: Settings) -> int:
     if left:
         for problem in problems:
             say(f"still pending: {problem}")
-        say(f"{uploaded} uploaded, {left} still pending: run `plantpipe run --resume {path}` "
-            "again once S3 answers")  # fmt: skip
+        say(
+            f"{uploaded} uploaded, {left} still pending: run `plantpipe run --resume {path}` "
+            "again once S3 answers"
+        )
         return EXIT_PENDING
     say(f"all pending uploads finished ({uploaded} uploaded)")
     return EXIT_OK

@@ -10,8 +10,12 @@ from pipeline.runtime.intake import check_photo
 from pipeline.settings import Settings
 from pipeline.vision.decode import InvalidImage
 
-CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
-                 ".webp": "image/webp"}  # fmt: skip
+CONTENT_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+}
 
 
 def read_photos(paths: list[Path], settings: Settings) -> tuple[list[bytes], list[str | None]]:

@@ -191,8 +191,7 @@ async def embedded_run(
                 say(describe(board))
             started = time.monotonic()
             meta = {"source": "plantpipe run", **photo_names_metadata(names)}
-            session_id = await client.submit(datas, meta,
-                                             content_types=types, decode_check=False)  # fmt: skip
+            session_id = await client.submit(datas, meta, content_types=types, decode_check=False)
             if board is not None:
                 say(f"live: {board.url}sessions/{session_id}")
             kept_results: list[Path] = []
@@ -201,12 +200,22 @@ async def embedded_run(
                 if folder is None:  # S3: the counts on this disk now, whatever S3 does
                     kept_results.append(await keep_results(client, session_id, local))
 
-            hint = (f"; its records stay under prefix {prefix}: `plantpipe status {{}} --prefix "
-                    f"{prefix}`" if private is None else "")  # fmt: skip
+            hint = (
+                f"; its records stay under prefix {prefix}: `plantpipe status {{}} --prefix "
+                f"{prefix}`"
+                if private is None
+                else ""
+            )
             try:
-                record = await follow_session(client, session_id, names, timeout,
-                                              on_final=counts_final, upload_wait=upload_wait,
-                                              prefix_hint=hint.format(session_id))  # fmt: skip
+                record = await follow_session(
+                    client,
+                    session_id,
+                    names,
+                    timeout,
+                    on_final=counts_final,
+                    upload_wait=upload_wait,
+                    prefix_hint=hint.format(session_id),
+                )
             except CliError:
                 keep_keys = private is None  # what the hint points at stays
                 raise
@@ -224,13 +233,17 @@ async def embedded_run(
                 emit(f"results (local copy): {path}")
             keep_keys = code == EXIT_FAILED and private is None
             if keep_keys:
-                say(f"this run's records stay under prefix {prefix} for "
+                say(
+                    f"this run's records stay under prefix {prefix} for "
                     f"{base.session_ttl_s // 86400} days: "
-                    f"`plantpipe failed list --prefix {prefix}`")  # fmt: skip
+                    f"`plantpipe failed list --prefix {prefix}`"
+                )
             finished = True
             if board is not None and not pending:
-                say(f"the dashboard stays up with the workers: {board.url} (drop more photos "
-                    f"on {board.url}upload); Ctrl-C stops both")  # fmt: skip
+                say(
+                    f"the dashboard stays up with the workers: {board.url} (drop more photos "
+                    f"on {board.url}upload); Ctrl-C stops both"
+                )
                 await asyncio.Event().wait()  # until Ctrl-C or SIGTERM
     except asyncio.CancelledError:
         if stopper.signum is None:
@@ -259,9 +272,11 @@ async def keep_results(client: PipelineClient, session_id: str, local: Path) -> 
     """The session's results.json under ``local`` (the bytes aggregate uploads)."""
     result = await client.result(session_id)
     path = local / session_id / "results.json"
-    await LocalObjectStore(local).put(f"{session_id}/results.json",
-                                      result.model_dump_json(indent=2).encode(),
-                                      content_type="application/json")  # fmt: skip
+    await LocalObjectStore(local).put(
+        f"{session_id}/results.json",
+        result.model_dump_json(indent=2).encode(),
+        content_type="application/json",
+    )
     say(f"counts final: results.json kept at {path}")
     return path
 
@@ -277,19 +292,26 @@ async def report_pending(
     """After the workers stopped: keep what is not uploaded on disk, say which and how to
     finish them; the exit code (EXIT_PENDING unless processing failed)."""
     breaker = await RedisCircuitBreaker(client.redis, client.settings).state()
-    why = ("S3 unreachable: the io workers' circuit breaker is open" if breaker == "open"
-           else f"not uploaded when the run stopped waiting ({breaker} breaker)")  # fmt: skip
+    why = (
+        "S3 unreachable: the io workers' circuit breaker is open"
+        if breaker == "open"
+        else f"not uploaded when the run stopped waiting ({breaker} breaker)"
+    )
     kept, lost = await keep_pending(client, record.session_id, local, why)
     for item in lost:
         emit(f"  not written: {item}")
     if folder is not None:  # a local folder: written in place, nothing left to do
         say(f"{len(kept)} outputs the io worker had not written were written by the run")
         return code if not lost else EXIT_FAILED
-    say(f"{len(kept)} uploads pending; kept on this disk, to finish with `plantpipe run "
-        f"--resume {local / record.session_id}`:")  # fmt: skip
+    say(
+        f"{len(kept)} uploads pending; kept on this disk, to finish with `plantpipe run "
+        f"--resume {local / record.session_id}`:"
+    )
     for upload in kept:
-        emit(f"  pending: s3://{base.s3_bucket}/{upload.key} <- {local / upload.key} "
-             f"({upload.reason})")  # fmt: skip
+        emit(
+            f"  pending: s3://{base.s3_bucket}/{upload.key} <- {local / upload.key} "
+            f"({upload.reason})"
+        )
     return EXIT_FAILED if code == EXIT_FAILED or lost else EXIT_PENDING
 
 

@@ -30,9 +30,11 @@ async def warn_missing_workers(client: PipelineClient) -> None:
     live = {w.role for w in await list_workers(client.redis, client.settings)}
     missing = [r for r in ("io", "gpu", "cpu") if r not in live]
     if missing:
-        say(f"warning: no live {', '.join(missing)} worker on this Redis (prefix "
+        say(
+            f"warning: no live {', '.join(missing)} worker on this Redis (prefix "
             f"{client.settings.key_prefix}): the session waits until one starts "
-            "(`plantpipe workers`, or `plantpipe run` for an all-in-one)")  # fmt: skip
+            "(`plantpipe workers`, or `plantpipe run` for an all-in-one)"
+        )
 
 
 def submit(
@@ -60,8 +62,11 @@ def submit(
         try:
             record = await client.wait(sid, timeout=timeout)
         except TimeoutError:
-            raise fail(f"session {sid} not terminal within {timeout:.0f} s; it goes on: "
-                       f"`plantpipe watch {sid}`", EXIT_FAILED) from None  # fmt: skip
+            raise fail(
+                f"session {sid} not terminal within {timeout:.0f} s; it goes on: "
+                f"`plantpipe watch {sid}`",
+                EXIT_FAILED,
+            ) from None
         say(f"{record.status}{': ' + record.reason if record.reason else ''}")
         return exit_code(record)
 

@@ -52,8 +52,11 @@ async def wait_for_workers(client: PipelineClient, workers: RoleProcesses, timeo
                 return
             if time.monotonic() > deadline:
                 missing = ", ".join(sorted(set(ROLES) - roles))
-                raise fail(f"{missing} workers did not start in {timeout:.0f} s; logs in "
-                           f"{workers.log_dir}/", EXIT_FAILED)  # fmt: skip
+                raise fail(
+                    f"{missing} workers did not start in {timeout:.0f} s; logs in "
+                    f"{workers.log_dir}/",
+                    EXIT_FAILED,
+                )
             await asyncio.sleep(0.2)
 
 
@@ -118,8 +121,7 @@ def list_live_workers() -> None:
     for column in ("role", "host", "pid", "up", "id"):
         table.add_column(column, no_wrap=column == "id")
     for w in found:
-        table.add_row(w.role, w.host, str(w.pid), f"{time.time() - w.started_at:.0f}s",
-                      w.worker_id)  # fmt: skip
+        table.add_row(w.role, w.host, str(w.pid), f"{time.time() - w.started_at:.0f}s", w.worker_id)
     out.print(table)
 
 
@@ -162,11 +164,15 @@ def workers(
     echo.poll()
     dead = procs.dead()
     if stop:
-        say(f"stopping: waiting up to {STOP_GRACE_S:.0f} s for the workers to finish or hand "
-            "back their jobs")  # fmt: skip
+        say(
+            f"stopping: waiting up to {STOP_GRACE_S:.0f} s for the workers to finish or hand "
+            "back their jobs"
+        )
     procs.stop(STOP_GRACE_S)
     if dead and not stop:
         role = next(iter(dead))
-        raise fail(f"{role} worker exited (exit {dead[role]}): "
-                   f"{procs.cause(role) or 'no cause logged'}; log: {procs.log_path(role)}",
-                   EXIT_FAILED)  # fmt: skip
+        raise fail(
+            f"{role} worker exited (exit {dead[role]}): "
+            f"{procs.cause(role) or 'no cause logged'}; log: {procs.log_path(role)}",
+            EXIT_FAILED,
+        )

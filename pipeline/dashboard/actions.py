@@ -51,9 +51,16 @@ def causes(letters: list[DeadLetter]) -> list[dict[str, Any]]:
     for d in letters:
         g = groups.setdefault(
             (d.function, d.error_code),
-            {"function": d.function, "error_code": d.error_code, "count": 0, "tries": 0,
-             "replayable": 0, "last_failed_at": d.failed_at, "example": d.reason},
-        )  # fmt: skip
+            {
+                "function": d.function,
+                "error_code": d.error_code,
+                "count": 0,
+                "tries": 0,
+                "replayable": 0,
+                "last_failed_at": d.failed_at,
+                "example": d.reason,
+            },
+        )
         g["count"] += 1
         g["tries"] += d.attempts
         g["replayable"] += d.replayable
@@ -107,14 +114,23 @@ async def retry_one(client: PipelineClient, letter_id: str, who: str) -> dict[st
     if letter is None:
         raise ActionError(f"no dead letter {letter_id!r} (already retried or discarded?)", 404)
     if not letter.replayable:
-        raise ActionError(f"{letter_id} ({letter.function}) cannot be replayed: "
-                          f"{NOT_REPLAYABLE}", 409)  # fmt: skip
+        raise ActionError(
+            f"{letter_id} ({letter.function}) cannot be replayed: {NOT_REPLAYABLE}", 409
+        )
     replayed = await client.retry_failed([letter_id])
     if not replayed:
-        raise ActionError(f"{letter_id} could not be enqueued again: a job with the same id "
-                          "is queued", 409)  # fmt: skip
-    await audit(client, who, "retry", letter=letter_id, function=letter.function,
-                error_code=letter.error_code, target=target(letter))  # fmt: skip
+        raise ActionError(
+            f"{letter_id} could not be enqueued again: a job with the same id is queued", 409
+        )
+    await audit(
+        client,
+        who,
+        "retry",
+        letter=letter_id,
+        function=letter.function,
+        error_code=letter.error_code,
+        target=target(letter),
+    )
     return {"replayed": replayed}
 
 
@@ -123,17 +139,33 @@ async def retry_all(client: PipelineClient, who: str) -> dict[str, Any]:
     targets = [d.id for d in letters if d.replayable]
     replayed = await client.retry_failed(targets) if targets else []
     skipped = len(letters) - len(targets)
-    await audit(client, who, "retry-all", replayed=len(replayed), not_replayable=skipped,
-                not_enqueued=len(targets) - len(replayed))  # fmt: skip
-    return {"replayed": replayed, "not_replayable": skipped,
-            "not_enqueued": len(targets) - len(replayed),
-            "note": NOT_REPLAYABLE if skipped else None}  # fmt: skip
+    await audit(
+        client,
+        who,
+        "retry-all",
+        replayed=len(replayed),
+        not_replayable=skipped,
+        not_enqueued=len(targets) - len(replayed),
+    )
+    return {
+        "replayed": replayed,
+        "not_replayable": skipped,
+        "not_enqueued": len(targets) - len(replayed),
+        "note": NOT_REPLAYABLE if skipped else None,
+    }
 
 
 async def discard(client: PipelineClient, letter_id: str, who: str) -> dict[str, Any]:
     letter = await client.dead_letters.get(letter_id)
     if letter is None or not await client.dead_letters.remove(letter_id):
         raise ActionError(f"no dead letter {letter_id!r} (already retried or discarded?)", 404)
-    await audit(client, who, "discard", letter=letter_id, function=letter.function,
-                error_code=letter.error_code, target=target(letter))  # fmt: skip
+    await audit(
+        client,
+        who,
+        "discard",
+        letter=letter_id,
+        function=letter.function,
+        error_code=letter.error_code,
+        target=target(letter),
+    )
     return {"discarded": letter_id}

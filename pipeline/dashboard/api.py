@@ -47,24 +47,32 @@ def _int(request: Request, name: str, default: int) -> int:
 
 
 async def index(request: Request) -> Response:
-    return JSONResponse({"endpoints": [
-        {"method": m, "path": p, "what": what} for p, _h, methods, what in DOCS for m in methods
-    ]})  # fmt: skip
+    return JSONResponse(
+        {
+            "endpoints": [
+                {"method": m, "path": p, "what": what}
+                for p, _h, methods, what in DOCS
+                for m in methods
+            ]
+        }
+    )
 
 
 async def overview(request: Request) -> Response:
     ctx = _ctx(request)
     client = ctx.client
-    return JSONResponse({
-        "prefix": ctx.settings.key_prefix,
-        "storage": ctx.files.description,
-        "auth": ctx.auth_mode,
-        "counts": await ctx.listing.counts(),
-        "dead_letters": int(await client.redis.zcard(client.keys.dead_letter_order)),
-        "max_upload_bytes": ctx.settings.max_upload_bytes,
-        "max_photos": MAX_PHOTOS,
-        "max_request_bytes": body_limit(client),
-    })  # fmt: skip
+    return JSONResponse(
+        {
+            "prefix": ctx.settings.key_prefix,
+            "storage": ctx.files.description,
+            "auth": ctx.auth_mode,
+            "counts": await ctx.listing.counts(),
+            "dead_letters": int(await client.redis.zcard(client.keys.dead_letter_order)),
+            "max_upload_bytes": ctx.settings.max_upload_bytes,
+            "max_photos": MAX_PHOTOS,
+            "max_request_bytes": body_limit(client),
+        }
+    )
 
 
 async def sessions(request: Request) -> Response:
@@ -130,9 +138,11 @@ async def events(request: Request) -> Response:
         finally:
             hub.unsubscribe(sub)
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store",
-                                      "X-Accel-Buffering": "no"})  # fmt: skip
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 def action(
@@ -156,8 +166,7 @@ def action(
 
 async def _create(request: Request, ctx: DashboardContext) -> dict[str, Any]:
     session_id, names = await submit_upload(request, ctx.client)
-    await actions.audit(ctx.client, _who(request), "upload", session=session_id,
-                        photos=len(names))  # fmt: skip
+    await actions.audit(ctx.client, _who(request), "upload", session=session_id, photos=len(names))
     return {"session_id": session_id, "url": f"sessions/{session_id}", "files": names}
 
 

@@ -47,14 +47,21 @@ def page_route(key: str) -> Handler:
         ctx: DashboardContext = request.app.state.dashboard
         argument = request.path_params.get("session_id", "")
         if argument and not valid_session_id(argument):
-            return HTMLResponse("<!doctype html><title>not found</title><p>No such session "
-                                "id.</p>", status_code=404)  # fmt: skip
-        body = render(page, base=_base(request), auth=ctx.auth_mode,
-                      prefix=ctx.settings.key_prefix, argument=argument)  # fmt: skip
+            return HTMLResponse(
+                "<!doctype html><title>not found</title><p>No such session id.</p>", status_code=404
+            )
+        body = render(
+            page,
+            base=_base(request),
+            auth=ctx.auth_mode,
+            prefix=ctx.settings.key_prefix,
+            argument=argument,
+        )
         response = HTMLResponse(body, headers={"Cache-Control": "no-store"})
         if ctx.auth_mode == "cookie" and len(request.cookies.get(COOKIE, "")) < 16:
-            response.set_cookie(COOKIE, new_cookie_value(), path=_base(request),
-                                samesite="strict", httponly=False)  # fmt: skip
+            response.set_cookie(
+                COOKIE, new_cookie_value(), path=_base(request), samesite="strict", httponly=False
+            )
         return response
 
     return handler
@@ -69,8 +76,10 @@ def guarded(handler: Handler) -> Handler:
             await ctx.ready()
             return await handler(request)
         except (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError) as exc:
-            return JSONResponse({"error": f"Redis is not reachable: {exc}; the dashboard "
-                                 "answers again once it is"}, status_code=503)  # fmt: skip
+            return JSONResponse(
+                {"error": f"Redis is not reachable: {exc}; the dashboard answers again once it is"},
+                status_code=503,
+            )
         except Exception as exc:
             log.exception("dashboard.error", path=request.url.path)
             message = f"internal error: {type(exc).__name__}: {exc}".splitlines()[0][:300]

@@ -110,8 +110,9 @@ async def session_events(client: PipelineClient, session_id: str) -> list[dict[s
             data = json.loads(decoded.get("data", "{}"))
         except ValueError:
             data = {}
-        events.append({"id": eid, "at": at.isoformat(), "type": decoded.get("type", ""),
-                       "data": data})  # fmt: skip
+        events.append(
+            {"id": eid, "at": at.isoformat(), "type": decoded.get("type", ""), "data": data}
+        )
     return events
 
 

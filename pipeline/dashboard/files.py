@@ -96,17 +96,22 @@ class FileSource:
         name = request.path_params["name"]
         artifact = artifact_of(session_id, index, name) if valid_session_id(session_id) else None
         if artifact is None:
-            return _not_found("no such file: /files/{session}/{photo}/{original|"
-                              "thumbnail_original|processed|thumbnail_processed} or "
-                              "/files/{session}/results.json")  # fmt: skip
+            return _not_found(
+                "no such file: /files/{session}/{photo}/{original|"
+                "thumbnail_original|processed|thumbnail_processed} or "
+                "/files/{session}/results.json"
+            )
         state, key = await self.locate(redis, session_id, artifact)
         if not key:
             return _not_found(f"session {session_id} has no {name} file (yet)")
         if state != "uploaded":
             return _not_found(f"{key} is not in the store: its upload is {state or 'unknown'}")
         if self._s3 is not None:
-            return RedirectResponse(await self._presigned(key), status_code=302,
-                                    headers={"Cache-Control": "private, max-age=300"})  # fmt: skip
+            return RedirectResponse(
+                await self._presigned(key),
+                status_code=302,
+                headers={"Cache-Control": "private, max-age=300"},
+            )
         assert self._local is not None
         try:
             path = self._local.path(key)
@@ -118,8 +123,9 @@ class FileSource:
         media = (
             TYPES.get(suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         )
-        return FileResponse(path, media_type=media,
-                            headers={"Cache-Control": "private, max-age=3600"})  # fmt: skip
+        return FileResponse(
+            path, media_type=media, headers={"Cache-Control": "private, max-age=3600"}
+        )
 
     async def _presigned(self, key: str) -> str:
         assert self._s3 is not None

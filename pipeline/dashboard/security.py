@@ -138,10 +138,16 @@ class SecurityMiddleware:
                     b"refused: this dashboard answers on loopback names only (Host header "
                     b"127.0.0.1, localhost or [::1])\n"
                 )
-                await send({"type": "http.response.start", "status": 421, "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                ]})  # fmt: skip
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 421,
+                        "headers": [
+                            (b"content-type", b"text/plain; charset=utf-8"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
                 await send({"type": "http.response.body", "body": body})
                 return
 

@@ -69,8 +69,9 @@ class Dashboard:
                     f"port {self.port} on {self.host} is taken: choose another with --port",
                     code="dashboard_port_taken",
                 ) from exc
-            raise ConfigurationError(f"cannot listen on {self.host}:{self.port}: {exc}",
-                                     code="dashboard_bind_failed") from exc  # fmt: skip
+            raise ConfigurationError(
+                f"cannot listen on {self.host}:{self.port}: {exc}", code="dashboard_bind_failed"
+            ) from exc
         sock.listen(128)
         sock.setblocking(False)
         self.port = int(sock.getsockname()[1])
@@ -95,8 +96,9 @@ class Dashboard:
         while not self._server.started:
             if self._task.done():
                 self._task.result()  # raises the start-up error
-                raise ConfigurationError("the dashboard stopped while starting",
-                                         code="dashboard_start_failed")  # fmt: skip
+                raise ConfigurationError(
+                    "the dashboard stopped while starting", code="dashboard_start_failed"
+                )
             await asyncio.sleep(0.02)
 
     async def serve_until(self, stop: asyncio.Event) -> None:

@@ -54,8 +54,11 @@ async def submit_upload(request: Request, client: PipelineClient) -> tuple[str, 
         raise UploadRefused("send the photos with a Content-Length (a multipart form)", 411)
     limit = body_limit(client)
     if int(length) > limit:
-        raise UploadRefused(f"upload of {int(length) / 2**20:.0f} MiB is over the limit of "
-                            f"{limit / 2**20:.0f} MiB: send fewer photos at once", 413)  # fmt: skip
+        raise UploadRefused(
+            f"upload of {int(length) / 2**20:.0f} MiB is over the limit of "
+            f"{limit / 2**20:.0f} MiB: send fewer photos at once",
+            413,
+        )
     try:
         form = await request.form(max_files=MAX_PHOTOS, max_fields=20)
     except Exception as exc:  # MultiPartException and friends: a malformed or oversized form

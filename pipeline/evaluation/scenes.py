@@ -47,10 +47,12 @@ def score_scene(
     analysis = output.analysis
     truth = photo.boxes
     boxes = np.array(
-        [(d.cx - d.w / 2, d.cy - d.h / 2, d.cx + d.w / 2, d.cy + d.h / 2)
-         for d in analysis.detections],
+        [
+            (d.cx - d.w / 2, d.cy - d.h / 2, d.cx + d.w / 2, d.cy + d.h / 2)
+            for d in analysis.detections
+        ],
         dtype=np.float64,
-    ).reshape(-1, 4)  # fmt: skip
+    ).reshape(-1, 4)
     confidences = np.array([d.confidence for d in analysis.detections], dtype=np.float64)
     matched, _ = match_one_to_one(boxes, confidences, truth)
     false = false_detections(boxes, truth)

@@ -28,8 +28,9 @@ class DeadLetters:
 
     def _note(self, pipe: Any, kind: str, session_id: str | None) -> None:
         """Note the change in the prefix's feed (pipeline.state.events), in ``pipe``."""
-        pipe.xadd(self._keys.feed, feed_fields(kind, session_id), maxlen=FEED_MAXLEN,
-                  approximate=True)  # fmt: skip
+        pipe.xadd(
+            self._keys.feed, feed_fields(kind, session_id), maxlen=FEED_MAXLEN, approximate=True
+        )
         pipe.expire(self._keys.feed, self._ttl)
 
     async def add(self, letter: DeadLetter) -> None:

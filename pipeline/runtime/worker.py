@@ -117,8 +117,10 @@ class ResilientWorker(arq.worker.Worker):
                 raise
             reason = exc.reason if isinstance(exc, PipelineError) else describe(exc)
             if isinstance(exc, REDIS_UNAVAILABLE) or "redis" in type(exc).__module__:
-                reason = (f"cannot reach Redis at {self.redis_url()} ({describe(exc)}): start "
-                          "Redis or point PLANTPIPE_REDIS_URL at a running one")  # fmt: skip
+                reason = (
+                    f"cannot reach Redis at {self.redis_url()} ({describe(exc)}): start "
+                    "Redis or point PLANTPIPE_REDIS_URL at a running one"
+                )
             if logging_configured():  # the log file keeps the record too
                 log.error("worker.start_failed", queue=self.queue_name, reason=reason)
             print(f"error: {self.role} worker cannot start: {reason}", file=sys.stderr, flush=True)
@@ -130,8 +132,12 @@ class ResilientWorker(arq.worker.Worker):
                 probe = await open_pool(fail_fast(self.redis_settings))
                 await probe.aclose()
             except Exception as exc:
-                print(f"{self.role} worker: Redis at {self.redis_url()} is not reachable "
-                      f"({describe(exc)}); retrying", file=sys.stderr, flush=True)  # fmt: skip
+                print(
+                    f"{self.role} worker: Redis at {self.redis_url()} is not reachable "
+                    f"({describe(exc)}); retrying",
+                    file=sys.stderr,
+                    flush=True,
+                )
             self._pool = await open_pool(  # as arq's main would, Sentinel included
                 self.redis_settings,
                 job_deserializer=self.job_deserializer,
@@ -252,9 +258,12 @@ class ResilientWorker(arq.worker.Worker):
         if now - self._redis_down_logged >= REPEAT_LOG_S:
             if self._redis_down_logged == 0.0:  # once per outage on the console too
                 limit = f"{self.redis_outage_limit_s:.0f} s"
-                print(f"{self.role} worker: Redis at {self.redis_url()} unreachable "
-                      f"({type(exc).__name__}); polling on for up to {limit}",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                print(
+                    f"{self.role} worker: Redis at {self.redis_url()} unreachable "
+                    f"({type(exc).__name__}); polling on for up to {limit}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             self._redis_down_logged = now
             log.warning(
                 "worker.redis_unavailable",

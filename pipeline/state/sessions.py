@@ -149,15 +149,20 @@ class SessionStore:
             # the listing's indexes (pipeline.state.listing) and the feed
             pipe.zadd(self._keys.sessions_index, {session_id: now.timestamp()})
             pipe.expire(self._keys.sessions_index, self._ttl)
-            pipe.hset(self._keys.sessions_search, session_id,
-                      search_text(session_id, metadata or {}))  # fmt: skip
+            pipe.hset(
+                self._keys.sessions_search, session_id, search_text(session_id, metadata or {})
+            )
             pipe.expire(self._keys.sessions_search, self._ttl)
             pending = self._keys.sessions_by_status("pending")
             pipe.zadd(pending, {session_id: now.timestamp()})
             pipe.expire(pending, self._ttl)
             feed = self._keys.feed
-            pipe.xadd(feed, feed_fields("session.created", session_id),
-                      maxlen=FEED_MAXLEN, approximate=True)  # fmt: skip
+            pipe.xadd(
+                feed,
+                feed_fields("session.created", session_id),
+                maxlen=FEED_MAXLEN,
+                approximate=True,
+            )
             pipe.expire(feed, self._ttl)
             await pipe.execute()
         return deadline

@@ -57,23 +57,30 @@ class FaultReport:
             f"{', '.join(self.worker_restarts_after_redis) or 'none needed'})"
         )
         rows = [
-            ("load held", f"{self.load_sessions} sessions, {self.load_photos} photos in "
-             f"{self.load_wall_s:.1f} s (20 concurrent client tasks)"),
+            (
+                "load held",
+                f"{self.load_sessions} sessions, {self.load_photos} photos in "
+                f"{self.load_wall_s:.1f} s (20 concurrent client tasks)",
+            ),
             ("sessions / photos through the suite", f"{self.sessions_total} / {self.photos_total}"),
             ("worker SIGKILLs per role", kills),
             ("inference pool process SIGKILLs", str(self.pool_kills)),
             ("S3 outage", f"{self.s3_outage_s:.1f} s (S3 cut mid-load)"),
-            ("403 AccessDenied / 404 NoSuchBucket uploads dead-lettered, then replayed",
-             str(self.s3_denied_replayed)),
+            (
+                "403 AccessDenied / 404 NoSuchBucket uploads dead-lettered, then replayed",
+                str(self.s3_denied_replayed),
+            ),
             ("Redis kill -9 + restart (AOF)", restarts),
             ("bad inputs tried", f"{len(self.inputs_tried)}: {inputs}"),
-            ("job payloads scanned / pickled", f"{self.job_payloads_checked} / "
-             f"{self.pickled_payloads}"),
+            (
+                "job payloads scanned / pickled",
+                f"{self.job_payloads_checked} / {self.pickled_payloads}",
+            ),
             ("sessions checked / lost", f"{self.sessions_checked} / {self.sessions_lost}"),
             ("artifacts checked / lost", f"{self.artifacts_checked} / {self.artifacts_lost}"),
             ("double counts", str(self.double_counts)),
             ("permanent keys (no TTL) seen", ", ".join(sorted(self.permanent_keys)) or "none"),
-        ]  # fmt: skip
+        ]
         lines = ["| measure | observed |", "|---|---|"]
         lines += [f"| {a} | {b} |" for a, b in rows]
         return "\n".join(lines)
