@@ -67,8 +67,11 @@ async def seed(redis: Redis, settings: Settings, count: int) -> float:
         sid = uuid.uuid4().hex
         photos = 1 + i % 3
         names = [f"bench-B{i % 400}-{p}.jpg" for p in range(photos)]
-        meta = {"bench": f"B-{i % 400}", "grower": GROWERS[i % len(GROWERS)],
-                "files": json.dumps(names)}  # fmt: skip
+        meta = {
+            "bench": f"B-{i % 400}",
+            "grower": GROWERS[i % len(GROWERS)],
+            "files": json.dumps(names),
+        }
         async with sem:
             await store.create(sid, photos, meta)
             if i % 10 == 0:
@@ -77,11 +80,12 @@ async def seed(redis: Redis, settings: Settings, count: int) -> float:
             for p in range(photos):
                 failed = i % 20 == 3 and p == 0
                 progress = PhotoProgress(
-                    index=p, state="failed" if failed else "done",
+                    index=p,
+                    state="failed" if failed else "done",
                     detected=None if failed else 200 + (i * 7 + p) % 400,
                     estimated=None if failed else (i + p) % 30,
                     reason="the photo could not be decoded" if failed else None,
-                )  # fmt: skip
+                )
                 await store.update_photo(sid, progress)
             if i % 10 == 1:
                 return  # processing
@@ -150,22 +154,31 @@ async def main_async(args: argparse.Namespace, prefix: str) -> int:
     settings = Settings(redis_url=REDIS_URL, key_prefix=prefix, storage=tempfile.mkdtemp())
     redis = Redis.from_url(REDIS_URL)
     log_dir = Path(tempfile.mkdtemp(prefix="plantpipe-bench-dash-"))
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PLANTPIPE_")},
-           **settings.to_env(), "PLANTPIPE_LOG_LEVEL": "WARNING"}  # fmt: skip
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PLANTPIPE_")},
+        **settings.to_env(),
+        "PLANTPIPE_LOG_LEVEL": "WARNING",
+    }
     proc: Proc | None = None
     try:
         print(f"bench.dashboard: seeding {args.sessions} sessions under {prefix} …", flush=True)
         seeded = await seed(redis, settings, args.sessions)
         memory = (await redis.info("memory"))["used_memory_human"]
-        proc = Proc("dashboard", [sys.executable, "-m", "pipeline.cli", "dashboard", "--port",
-                                  "0"], env, log_dir)  # fmt: skip
+        proc = Proc(
+            "dashboard",
+            [sys.executable, "-m", "pipeline.cli", "dashboard", "--port", "0"],
+            env,
+            log_dir,
+        )
         url = await started_url(proc)
         rows: list[str] = []
         async with aiohttp.ClientSession() as http:
             for label, path in QUERIES:
                 times = await latency(http, url + path, args.requests)
-                rows.append(f"| {label} | {statistics.median(times):.1f} | "
-                            f"{pct(times, 0.95):.1f} | {max(times):.1f} |")  # fmt: skip
+                rows.append(
+                    f"| {label} | {statistics.median(times):.1f} | "
+                    f"{pct(times, 0.95):.1f} | {max(times):.1f} |"
+                )
                 print(f"bench.dashboard: {label}: median {statistics.median(times):.1f} ms")
             html = await latency(http, url + "/", args.requests)
             first = await latency(http, url + "/api/sessions", args.requests)

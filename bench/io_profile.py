@@ -100,10 +100,11 @@ async def step_costs(settings: Settings, size: int, reps: int = 20) -> dict[str,
             fn()
         out[label] = (time.perf_counter() - t0) * 1000 / reps
 
-    timed("SHA-256 of the payload (client: blob id and x-amz-checksum-sha256; S3 verifies)",
-          lambda: hashlib.sha256(data).digest())  # fmt: skip
-    timed("one copy of the payload into new memory (`bytearray(payload)`)",
-          lambda: bytearray(data))  # fmt: skip
+    timed(
+        "SHA-256 of the payload (client: blob id and x-amz-checksum-sha256; S3 verifies)",
+        lambda: hashlib.sha256(data).digest(),
+    )
+    timed("one copy of the payload into new memory (`bytearray(payload)`)", lambda: bytearray(data))
     redis = Redis.from_url(settings.redis_url)
     key = f"{settings.key_prefix}:ioprof:step"
     try:
@@ -167,8 +168,12 @@ async def profile_size(h: Harness, spy: str, size: int, tmp: Path) -> Round:
                 worker.cpu_seconds(),
                 h.stub.cpu_seconds(),
             )
-            names = ("producer (PipelineClient.upload_many + handle.wait)", "Redis server",
-                     "io worker", "S3 stub (S3's own work)")  # fmt: skip
+            names = (
+                "producer (PipelineClient.upload_many + handle.wait)",
+                "Redis server",
+                "io worker",
+                "S3 stub (S3's own work)",
+            )
             used = zip(names, cpu0, cpu1, strict=True)
             cpu_ms = {n: (b - a) * 1000 / objects for n, a, b in used}
             if recorder is not None:

@@ -401,16 +401,19 @@ def report(
     met: list[str] = []
     for a, b, case, target, label in targets:
         value = ratio(a, b, case)
-        met.append(f"{label}: {value:.2f}× raw aioboto3 (target ≥ {target}×: "
-                   f"{verdict(value, target)})")  # fmt: skip
+        met.append(
+            f"{label}: {value:.2f}× raw aioboto3 (target ≥ {target}×: {verdict(value, target)})"
+        )
         headlines.append(
             f"io {label}: plantpipe {medians[(a, case)]:.0f} obj/s = {value:.2f}× raw aioboto3 "
             f"({medians[(b, case)]:.0f} obj/s; target ≥ {target}×: {verdict(value, target)})"
         )
     if ("celery", small) in medians:
         vs_celery = ratio("batch", "celery", small)
-        met.append(f"`upload_many`, 1 process, {small.label}: {vs_celery:.2f}× Celery gevent "
-                   f"(target ≥ 3×: {verdict(vs_celery, 3)})")  # fmt: skip
+        met.append(
+            f"`upload_many`, 1 process, {small.label}: {vs_celery:.2f}× Celery gevent "
+            f"(target ≥ 3×: {verdict(vs_celery, 3)})"
+        )
         headlines.append(
             f"io {small.label}: plantpipe `upload_many` = {vs_celery:.2f}× Celery gevent "
             f"({medians[('celery', small)]:.0f} obj/s; target ≥ 3×: {verdict(vs_celery, 3)})"
@@ -426,8 +429,11 @@ def report(
     def total_ms(system: str, case: Case) -> float:
         """Worker + producer + Redis CPU per upload (the raw loop's process counted once)."""
         once = samples[(system, case)][0].same_process
-        parts = ("worker_cpu_s", "redis_cpu_s") if once else ("worker_cpu_s", "producer_cpu_s",
-                                                             "redis_cpu_s")  # fmt: skip
+        parts = (
+            ("worker_cpu_s", "redis_cpu_s")
+            if once
+            else ("worker_cpu_s", "producer_cpu_s", "redis_cpu_s")
+        )
         return sum(per_upload_ms(system, a, case) for a in parts)
 
     def own(a: str, case: Case) -> str:

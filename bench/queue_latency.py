@@ -151,10 +151,13 @@ async def throughput_rep(redis: Any, settings: Settings, config: str, jobs: int,
     async def enqueue(i: int) -> None:
         async with slots:
             await redis.enqueue_job(
-                "tick", key, jobs,
+                "tick",
+                key,
+                jobs,
                 _job_id=f"{settings.key_prefix}:tp:{config}:{tag}:{i}",
-                _queue_name=queue, _defer_until=due,
-            )  # fmt: skip
+                _queue_name=queue,
+                _defer_until=due,
+            )
 
     await asyncio.gather(*(enqueue(i) for i in range(jobs)))
     if datetime.now(UTC) >= due:

@@ -46,11 +46,16 @@ def analyzer_and_photo(width: int, height: int, seed: int) -> tuple[PhotoAnalyze
     seg = build_segment_model(root / "seg.onnx", input_size=320, batch=1)
     det = build_detect_model(root / "det.onnx", input_size=512)
     config = InferenceConfig(
-        seg_model_path=seg, seg_input_size=320, det_model_path=det,
-        providers=["CPUExecutionProvider"], warmup=False,
-    )  # fmt: skip
-    trays = ((100, 100, width // 2 - 50, height - 100), (width // 2 + 50, 100, width - 100,
-             height - 100))  # fmt: skip
+        seg_model_path=seg,
+        seg_input_size=320,
+        det_model_path=det,
+        providers=["CPUExecutionProvider"],
+        warmup=False,
+    )
+    trays = (
+        (100, 100, width // 2 - 50, height - 100),
+        (width // 2 + 50, 100, width - 100, height - 100),
+    )
     rgb = make_nursery_photo(width, height, trays, seed=seed, skip=0.3).rgb
     return PhotoAnalyzer.load(config), rgb, "fixture YOLO-layout models (pipeline/testing)"
 
@@ -330,8 +335,10 @@ async def run_section(h: Harness) -> SectionOutput:
     headlines: list[str] = []
     speedup = next((ln for ln in body.splitlines() if ln.startswith("Speed-up")), "")
     if speedup:
-        headlines.append(f"sliced detection {width}×{height}, batched vs one slice per call: "
-                         f"{speedup.split(';')[0].removeprefix('Speed-up ')}")  # fmt: skip
+        headlines.append(
+            f"sliced detection {width}×{height}, batched vs one slice per call: "
+            f"{speedup.split(';')[0].removeprefix('Speed-up ')}"
+        )
     try:
         versus, line = await compare_sahi(h, width, height, reps)
         if line:
