@@ -17,9 +17,12 @@ async def buckets() -> list[str]:
     import aioboto3
 
     async with aioboto3.Session().client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1",
-        aws_access_key_id="test", aws_secret_access_key="test",
-    ) as s3:  # fmt: skip
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    ) as s3:
         listed = await s3.list_buckets()
     return [f"bucket {b['Name']}" for b in listed.get("Buckets", [])]
 

@@ -68,9 +68,13 @@ def test_run_three_photos_shows_progress_summary_and_outputs(
     photos = []
     for i in range(3):
         path = tmp_path / f"bench-{i}.png"
-        path.write_bytes(encode_png(make_nursery_photo(960, 720, ((40, 40, 460, 680),
-                                                                  (500, 40, 920, 680)),
-                                                       seed=i, skip=0.3).rgb))  # fmt: skip
+        path.write_bytes(
+            encode_png(
+                make_nursery_photo(
+                    960, 720, ((40, 40, 460, 680), (500, 40, 920, 680)), seed=i, skip=0.3
+                ).rgb
+            )
+        )
         photos.append(path)
     Image.open(photos[2]).convert("L").convert("RGB").save(photos[2])
     out = tmp_path / ("a-rather-long-output-folder-name-" * 3) / "out"
@@ -81,8 +85,11 @@ def test_run_three_photos_shows_progress_summary_and_outputs(
     env["PLANTPIPE_S3_ENDPOINT_URL"] = "http://127.0.0.1:1"
     proc = subprocess.run(
         [PLANTPIPE, "run", *map(str, photos), "--out", str(out)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text
     assert "Traceback" not in text
@@ -133,8 +140,11 @@ def test_run_lists_only_written_files_and_keeps_a_failed_runs_records(
     env["PLANTPIPE_RETRY_DELAYS_S"] = "[0.2]"
     proc = subprocess.run(
         [PLANTPIPE, "run", str(photo), "--out", str(out)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     text = proc.stdout + proc.stderr
     prefix = re.search(r"prefix (plantpipe-run-[0-9a-f]{8})", text)
     assert prefix is not None, text
@@ -148,8 +158,11 @@ def test_run_lists_only_written_files_and_keeps_a_failed_runs_records(
         assert f"plantpipe failed list --prefix {prefix[1]}" in text
         failed = subprocess.run(
             [PLANTPIPE, "failed", "list", "--prefix", prefix[1]],
-            env=env, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert failed.returncode == 0, failed.stderr
         assert "\tinfer_photo\t" in failed.stdout, failed.stdout
     finally:
@@ -179,8 +192,11 @@ def start_run_and_wait_for_workers(
     env = run_env(models) | (env_extra or {})
     proc = subprocess.Popen(
         [PLANTPIPE, "run", str(photo), "--out", str(tmp_path / "out")],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + scaled(120)  # models load and warm up: slow on a busy box
     while not any(
         "gpu.started" in log.read_text() for log in (tmp_path / "out").glob(".logs/*/gpu.log")
@@ -188,8 +204,9 @@ def start_run_and_wait_for_workers(
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
         assert time.monotonic() < deadline, "workers never started"
         time.sleep(0.2)
-    ps = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)],
-                        capture_output=True, text=True)  # fmt: skip
+    ps = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True
+    )
     children = [int(pid) for pid in ps.stdout.split()]
     assert len(children) >= 3  # io, cpu, gpu (and the private Redis when there is one)
     return proc, children

@@ -30,15 +30,22 @@ PLANTPIPE = str(Path(sys.executable).parent / "plantpipe")
 DOWN = "redis://127.0.0.1:6399/5"  # nothing listens there
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
-        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     base = dict(os.environ)
-    for name in ("PLANTPIPE_STORAGE", "PLANTPIPE_S3_BUCKET", "PLANTPIPE_S3_ENDPOINT_URL",
-                 "PLANTPIPE_KEY_PREFIX", "COLUMNS"):  # fmt: skip
+    for name in (
+        "PLANTPIPE_STORAGE",
+        "PLANTPIPE_S3_BUCKET",
+        "PLANTPIPE_S3_ENDPOINT_URL",
+        "PLANTPIPE_KEY_PREFIX",
+        "COLUMNS",
+    ):
         base.pop(name, None)
     base.update(env or {})
-    return subprocess.run([PLANTPIPE, *args], env=base, capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd)  # fmt: skip
+    return subprocess.run(
+        [PLANTPIPE, *args], env=base, capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
 
 
 def one_error(proc: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
@@ -220,8 +227,10 @@ async def test_a_session_half_lost_by_a_redis_restart_is_said_plainly(prefix: st
     settings = Settings(redis_url=REDIS_URL, key_prefix=prefix)
     sid = uuid.uuid4().hex
     async with PipelineClient(settings) as client:
-        await client.redis.hset(Keys.from_settings(settings).session(sid),
-                                mapping={"art:abc": "uploaded", "updated_at": "x"})  # fmt: skip
+        await client.redis.hset(
+            Keys.from_settings(settings).session(sid),
+            mapping={"art:abc": "uploaded", "updated_at": "x"},
+        )
     shown = await asyncio.to_thread(cli, "status", sid, env=env_for(prefix))
     one_error(shown, 1, f"session {sid}'s record has lost", "Redis lost its data")
 
@@ -232,17 +241,33 @@ async def test_failed_list_whole_ids_and_retry_says_why(prefix: str) -> None:
     long_id = f"render:{sid}:0:{'x' * 60}"
     async with PipelineClient(settings) as client:
         letters = DeadLetters(client.redis, settings)
-        await letters.add(DeadLetter(
-            id=long_id, function="render_photo", queue=f"{prefix}:queue:cpu",
-            job_id=f"render:{sid}:0", kwargs={"payload": {}}, error_code="timeout",
-            reason="render_photo ran past its budget\nsecond line", attempts=4,
-            session_id=sid, replayable=False,
-        ))  # fmt: skip
+        await letters.add(
+            DeadLetter(
+                id=long_id,
+                function="render_photo",
+                queue=f"{prefix}:queue:cpu",
+                job_id=f"render:{sid}:0",
+                kwargs={"payload": {}},
+                error_code="timeout",
+                reason="render_photo ran past its budget\nsecond line",
+                attempts=4,
+                session_id=sid,
+                replayable=False,
+            )
+        )
     listed = await asyncio.to_thread(cli, "failed", "list", env=env_for(prefix))
     assert listed.returncode == 0, listed.stderr
     rows = [line.split("\t") for line in listed.stdout.splitlines()]
-    assert rows == [[long_id, "render_photo", "timeout", "4", "not-replayable",
-                     "render_photo ran past its budget; second line"]]  # fmt: skip
+    assert rows == [
+        [
+            long_id,
+            "render_photo",
+            "timeout",
+            "4",
+            "not-replayable",
+            "render_photo ran past its budget; second line",
+        ]
+    ]
     as_json = await asyncio.to_thread(cli, "failed", "list", "--json", env=env_for(prefix))
     assert [d["id"] for d in json.loads(as_json.stdout)] == [long_id]
     retried = await asyncio.to_thread(cli, "failed", "retry", long_id, env=env_for(prefix))
@@ -265,12 +290,17 @@ def test_worker_start_failure_shows_the_cause(prefix: str, tmp_path: Path) -> No
         "AWS_EC2_METADATA_DISABLED": "true",
     }
     base = dict(os.environ)
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                 "AWS_PROFILE"):  # fmt: skip
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         base.pop(name, None)
     base.update(env)
-    proc = subprocess.run([PLANTPIPE, "workers", "--roles", "io"], env=base, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [PLANTPIPE, "workers", "--roles", "io"],
+        env=base,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     one_error(proc, 1, "io worker exited", "NoCredentialsError", "AWS_ACCESS_KEY_ID", "io.log")
 
 
@@ -282,19 +312,33 @@ def test_run_to_s3_says_so_first_and_shows_a_worker_start_failure(
     photo = tmp_path / "ok.png"
     Image.new("RGB", (64, 48), (90, 140, 60)).save(photo)
     base = dict(os.environ)
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                 "AWS_PROFILE", "PLANTPIPE_STORAGE", "PLANTPIPE_KEY_PREFIX"):  # fmt: skip
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "PLANTPIPE_STORAGE",
+        "PLANTPIPE_KEY_PREFIX",
+    ):
         base.pop(name, None)
-    base.update({
-        "PLANTPIPE_REDIS_URL": REDIS_URL,
-        "PLANTPIPE_S3_ENDPOINT_URL": "http://127.0.0.1:4566",
-        "PLANTPIPE_S3_BUCKET": f"bk-{prefix}",
-        "AWS_CONFIG_FILE": str(tmp_path / "none"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    })  # fmt: skip
-    proc = subprocess.run([PLANTPIPE, "run", str(photo)], env=base, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=180)  # fmt: skip
+    base.update(
+        {
+            "PLANTPIPE_REDIS_URL": REDIS_URL,
+            "PLANTPIPE_S3_ENDPOINT_URL": "http://127.0.0.1:4566",
+            "PLANTPIPE_S3_BUCKET": f"bk-{prefix}",
+            "AWS_CONFIG_FILE": str(tmp_path / "none"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    )
+    proc = subprocess.run(
+        [PLANTPIPE, "run", str(photo)],
+        env=base,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     first = proc.stderr.splitlines()[0]
     assert first.startswith(f"outputs: s3://bk-{prefix}/ (PLANTPIPE_S3_BUCKET"), proc.stderr
     assert "pass --out DIR for a local folder" in first

@@ -30,8 +30,12 @@ async def test_two_io_processes_run_and_stop_together(tmp_path: Path) -> None:
     env = settings.to_env(os.environ)
     proc = subprocess.Popen(
         [PLANTPIPE, "workers", "--roles", "io", "--processes", "2"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     redis = Redis.from_url(REDIS_URL)
     try:
         deadline = time.monotonic() + 60
@@ -59,19 +63,27 @@ def test_redis_down_is_said_on_the_console_at_once_and_the_exit_in_one_line(
 ) -> None:
     """Not only in .plantpipe-logs/io.log: the console says Redis is unreachable within
     seconds, then why the worker exited, without a traceback."""
-    env = dict(os.environ) | {"PLANTPIPE_REDIS_URL": "redis://127.0.0.1:6399/0",
-                              "PLANTPIPE_REDIS_CONN_RETRIES": "0"}  # fmt: skip
+    env = dict(os.environ) | {
+        "PLANTPIPE_REDIS_URL": "redis://127.0.0.1:6399/0",
+        "PLANTPIPE_REDIS_CONN_RETRIES": "0",
+    }
     started = time.monotonic()
     proc = subprocess.run(
         [PLANTPIPE, "workers", "--roles", "io"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     text = proc.stdout + proc.stderr
     assert proc.returncode == 1, text
     assert "Traceback" not in text
     lines = proc.stderr.splitlines()
-    assert any(line.startswith("io: io worker: Redis at redis://127.0.0.1:6399/0 is not "
-                               "reachable") for line in lines), text  # fmt: skip
+    assert any(
+        line.startswith("io: io worker: Redis at redis://127.0.0.1:6399/0 is not reachable")
+        for line in lines
+    ), text
     errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1 and "cannot reach Redis at redis://127.0.0.1:6399/0" in errors[0]
     assert time.monotonic() - started < 200
@@ -86,8 +98,14 @@ def test_arq_with_a_missing_bucket_is_one_line_and_exit_2(tmp_path: Path, locals
         "PLANTPIPE_STORAGE": "s3",
     }
     arq = str(Path(sys.executable).with_name("arq"))
-    proc = subprocess.run([arq, "workers.io.WorkerSettings"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [arq, "workers.io.WorkerSettings"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     text = proc.stdout + proc.stderr
     assert proc.returncode == 2, text
     assert "Traceback" not in text

@@ -37,9 +37,15 @@ from tests.e2e.conftest import Cluster, cluster_settings
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 CHROMIUM = os.environ.get("PLANTPIPE_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SAMPLE = REPO / "pipeline" / "samples" / "nursery.jpg"
 EVIL = "<img src=x onerror=alert(1)>"
 TOKEN = "e2e-dashboard-token-0123456789"
@@ -55,8 +61,12 @@ class DashboardProcess:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "dashboard", "--port", "0"],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self._seen = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -87,8 +97,12 @@ class DashboardProcess:
 @pytest.fixture(scope="module")
 async def cluster(fixture_models: Any, localstack: str) -> AsyncIterator[Cluster]:
     """io, cpu and gpu worker processes with the bundled models (real counts on the sample)."""
-    bundled = {"seg_model_path": None, "det_model_path": None, "seg_input_size": 1024,
-               "det_input_size": 512}  # fmt: skip
+    bundled = {
+        "seg_model_path": None,
+        "det_model_path": None,
+        "seg_input_size": 1024,
+        "det_input_size": 512,
+    }
     # a 2000x1500 photo through the bundled models takes seconds, more on a loaded machine
     slow = {"gpu_job_timeout_s": 300, "cpu_job_timeout_s": 120, "session_deadline_s": 1800}
     settings = cluster_settings(fixture_models, **bundled, **slow)
@@ -108,11 +122,15 @@ async def browser() -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
     if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 - once, before the browser starts
-        pytest.fail(f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` (scripts/test "
-                    "does) or set PLANTPIPE_TEST_CHROMIUM", pytrace=False)  # fmt: skip
+        pytest.fail(
+            f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` (scripts/test "
+            "does) or set PLANTPIPE_TEST_CHROMIUM",
+            pytrace=False,
+        )
     async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                            args=CHROMIUM_ARGS)  # fmt: skip
+        chromium = await pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
         try:
             yield chromium
         finally:
@@ -169,8 +187,9 @@ def small_png(raw: bytes) -> bytes:
     """The screenshot as a palette PNG (a README image should be small)."""
     image = Image.open(io.BytesIO(raw)).convert("RGB")
     buf = io.BytesIO()
-    image.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(buf, format="PNG",
-                                                                       optimize=True)  # fmt: skip
+    image.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(
+        buf, format="PNG", optimize=True
+    )
     return buf.getvalue()
 
 
@@ -212,8 +231,11 @@ async def test_a_dropped_photo_is_counted_live(
             assert await loaded(image), caption
         await card.locator("figure.picture", has_text="plants found").locator("button").click()
         full = page.locator("dialog.lightbox[open] img")
-        await page.wait_for_function("(img) => img.complete && img.naturalWidth > 0",
-                                     arg=await full.element_handle(), timeout=STEP_MS)  # fmt: skip
+        await page.wait_for_function(
+            "(img) => img.complete && img.naturalWidth > 0",
+            arg=await full.element_handle(),
+            timeout=STEP_MS,
+        )
         assert await full.evaluate("(img) => img.naturalWidth") > 1000  # processed.avif
         await page.locator("dialog.lightbox button.close").click()
 
@@ -256,9 +278,11 @@ async def test_a_dropped_photo_is_counted_live(
 
 def s3(settings: Any) -> Any:
     return aioboto3.Session().client(
-        "s3", endpoint_url=settings.s3_endpoint_url, region_name="us-east-1",
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name="us-east-1",
         config=Config(s3={"addressing_style": "path"}),
-    )  # fmt: skip
+    )
 
 
 async def stored(settings: Any, key: str, timeout: float = STEP_MS / 1000) -> bool:
@@ -301,8 +325,9 @@ async def test_dead_letters_are_retried_from_the_page_with_the_token(
 
         async def confirm_and_token(button: Any, token: str) -> None:
             await button.click()
-            await page.locator("dialog.confirm[open] button.primary, "
-                               "dialog.confirm[open] button.danger").click()  # fmt: skip
+            await page.locator(
+                "dialog.confirm[open] button.primary, dialog.confirm[open] button.danger"
+            ).click()
             await page.locator("dialog.token[open] input").fill(token)
             await page.locator("dialog.token[open] button.primary").click()
 

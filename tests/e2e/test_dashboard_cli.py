@@ -26,14 +26,21 @@ PLANTPIPE = str(Path(sys.executable).parent / "plantpipe")
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PLANTPIPE, *args], capture_output=True, text=True, timeout=120,
-                          env=env or dict(os.environ))  # fmt: skip
+    return subprocess.run(
+        [PLANTPIPE, *args], capture_output=True, text=True, timeout=120, env=env or dict(os.environ)
+    )
 
 
 def env_with(**values: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLANTPIPE_")}
-    env.update({"PLANTPIPE_REDIS_URL": REDIS_URL, "PLANTPIPE_KEY_PREFIX": "pt-dash-cli",
-                "PLANTPIPE_STORAGE": "/tmp/plantpipe-dashboard-cli-test", **values})  # fmt: skip
+    env.update(
+        {
+            "PLANTPIPE_REDIS_URL": REDIS_URL,
+            "PLANTPIPE_KEY_PREFIX": "pt-dash-cli",
+            "PLANTPIPE_STORAGE": "/tmp/plantpipe-dashboard-cli-test",
+            **values,
+        }
+    )
     return env
 
 
@@ -79,8 +86,9 @@ def read_lines(proc: subprocess.Popen[str], lines: list[str]) -> None:
 
 def start(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:
     """``plantpipe ARGS`` in the background; its stderr lines gather in the list."""
-    proc = subprocess.Popen([PLANTPIPE, *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [PLANTPIPE, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     lines: list[str] = []
     threading.Thread(target=read_lines, args=(proc, lines), daemon=True).start()
     return proc, lines

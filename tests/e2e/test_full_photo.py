@@ -22,8 +22,11 @@ def photo_4000x3000() -> tuple[bytes, dict[str, Any]]:
         from pipeline.synth import generate_scene
 
         rgb = generate_scene(2024, 4000, 3000).image
-        overrides: dict[str, Any] = {"seg_model_path": None, "det_model_path": None,
-                                     "seg_input_size": 1024}  # fmt: skip
+        overrides: dict[str, Any] = {
+            "seg_model_path": None,
+            "det_model_path": None,
+            "seg_input_size": 1024,
+        }
     else:
         trays = ((150, 150, 1950, 2850), (2050, 150, 3850, 2850))
         rgb = make_nursery_photo(4000, 3000, trays, pitch=96, skip=0.25, seed=3).rgb

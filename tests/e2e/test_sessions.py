@@ -32,9 +32,11 @@ def small_photo(seed: int = 0, skip: float = 0.0) -> tuple[bytes, int]:
 
 def s3(endpoint: str) -> Any:
     return aioboto3.Session().client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1",
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
         config=Config(s3={"addressing_style": "path"}),
-    )  # fmt: skip
+    )
 
 
 async def read_object(endpoint: str, bucket: str, key: str) -> tuple[bytes, str]:

@@ -36,9 +36,11 @@ async def test_session_completes_before_its_uploads_and_they_all_land(
             # the callback's own artifacts are still on their way when the session is done
             assert "results.json" in pending
             job = Job(
-                f"aggregate:{sid}", client.redis, _queue_name=client.queues.cpu,
+                f"aggregate:{sid}",
+                client.redis,
+                _queue_name=client.queues.cpu,
                 _deserializer=deserialize,
-            )  # fmt: skip
+            )
             info = await job.result(timeout=5)
             assert info["elapsed_ms"] < 2000, info  # less than one S3 request: it never waited
             done = await client.wait(sid, timeout=120, artifacts=True)

@@ -38,8 +38,16 @@ async def served(app: Any, dashboard: Any) -> AsyncIterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                   lifespan="on", timeout_graceful_shutdown=2))  # fmt: skip
+    server = Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+        )
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         assert not task.done(), "uvicorn did not start"
@@ -53,8 +61,9 @@ async def served(app: Any, dashboard: Any) -> AsyncIterator[str]:
 
 
 async def events(http: httpx.AsyncClient, session_id: str) -> AsyncIterator[dict[str, Any]]:
-    async with http.stream("GET", f"/dashboard/api/events?session={session_id}",
-                           timeout=None) as resp:  # fmt: skip
+    async with http.stream(
+        "GET", f"/dashboard/api/events?session={session_id}", timeout=None
+    ) as resp:
         kind = ""
         async for line in resp.aiter_lines():
             if line.startswith("event: "):
@@ -78,8 +87,9 @@ async def test_dashboard_mounted_in_fastapi(
         assert "path=/dashboard/" in page.headers["set-cookie"].lower()
         assert (await http.get("/dashboard/static/sessions.js")).status_code == 200
         files = [("photos", ("bench-A12.jpg", nursery_photo(), "image/jpeg"))]
-        created = await http.post("/dashboard/api/sessions", files=files,
-                                  headers={TOKEN_HEADER: http.cookies[COOKIE]})  # fmt: skip
+        created = await http.post(
+            "/dashboard/api/sessions", files=files, headers={TOKEN_HEADER: http.cookies[COOKIE]}
+        )
         assert created.status_code == 200, created.text
         session_id = created.json()["session_id"]
 

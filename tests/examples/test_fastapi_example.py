@@ -64,8 +64,10 @@ async def test_fastapi_example(app_env: None, plantpipe_client: PipelineClient) 
 
             # photos checked in full before anything is stored: 400, never a 202 that fails later
             whole = nursery_photo()
-            for data, needle in ((whole[: len(whole) // 2], "truncated"),
-                                 (png_declaring(60_000, 60_000), "3600000000 pixels")):  # fmt: skip
+            for data, needle in (
+                (whole[: len(whole) // 2], "truncated"),
+                (png_declaring(60_000, 60_000), "3600000000 pixels"),
+            ):
                 refused = await http.post("/sessions", files=[("photos", ("p", data, None))])
                 assert refused.status_code == 400, refused.text
                 assert needle in refused.json()["detail"]

@@ -113,9 +113,13 @@ async def test_every_key_expires_and_memory_returns_to_its_starting_level(
     # records must outlive the deadline and the deadline every job timeout (settings refuse
     # otherwise); sessions here must end within ttl - 1 s anyway (below)
     cluster = make_fault_cluster(
-        redis_url=server.url(0), session_ttl_s=ttl, session_deadline_s=ttl - 1,
-        gpu_job_timeout_s=5, cpu_job_timeout_s=5, io_job_timeout_s=5,
-    )  # fmt: skip
+        redis_url=server.url(0),
+        session_ttl_s=ttl,
+        session_deadline_s=ttl - 1,
+        gpu_job_timeout_s=5,
+        cpu_job_timeout_s=5,
+        io_job_timeout_s=5,
+    )
     prefix = cluster.settings.key_prefix
     await cluster.start("io", "cpu", "gpu")
     redis = server.client()

@@ -235,8 +235,11 @@ def test_plantpipe_run_over_a_sentinel_url(
     env["PLANTPIPE_REDIS_URL"] = topology.url(0)
     proc = subprocess.run(
         [PLANTPIPE, "run", str(photo), "--out", str(tmp_path / "out")],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text
     assert f"Redis: {topology.url(0)}" in text, text

@@ -23,9 +23,11 @@ pytestmark = pytest.mark.integration
 def callback_for(queue: str, join_id: str) -> Callback:
     # arq job ids are global to the Redis db: make them unique per test via the queue name
     return Callback(
-        function="collect", queue=queue, job_id=f"{queue}:collect:{join_id}",
+        function="collect",
+        queue=queue,
+        job_id=f"{queue}:collect:{join_id}",
         arguments={"join": join_id},
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("children", [1, 5, 100])

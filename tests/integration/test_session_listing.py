@@ -34,8 +34,9 @@ async def test_pages_filters_and_summaries(make_settings: SettingsFactory, redis
     for i, sid in enumerate(ids):
         await sessions.create(sid, 2, {"bench": f"A-{i}", "note": "Señal" if i == 3 else "x"})
     await sessions.transition(ids[1], "processing")
-    await sessions.update_photo(ids[1], PhotoProgress(index=0, state="done", detected=40,
-                                                      estimated=3))  # fmt: skip
+    await sessions.update_photo(
+        ids[1], PhotoProgress(index=0, state="done", detected=40, estimated=3)
+    )
     await sessions.update_photo(ids[1], PhotoProgress(index=1, state="failed", reason="bad"))
     await sessions.transition(ids[1], "warning", reason="1 of 2 photos failed: NoSuchBucket")
     await sessions.transition(ids[2], "completed")
@@ -43,8 +44,14 @@ async def test_pages_filters_and_summaries(make_settings: SettingsFactory, redis
     first = await listing.page(per_page=3)
     assert [s.session_id for s in first.sessions] == ["s006", "s005", "s004"]  # newest first
     assert (first.total, first.pages, first.page) == (7, 3, 1)
-    assert first.counts == {"all": 7, "pending": 5, "processing": 0, "completed": 1,
-                            "warning": 1, "failed": 0}  # fmt: skip
+    assert first.counts == {
+        "all": 7,
+        "pending": 5,
+        "processing": 0,
+        "completed": 1,
+        "warning": 1,
+        "failed": 0,
+    }
     last = await listing.page(page=3, per_page=3)
     assert [s.session_id for s in last.sessions] == ["s000"]
 
@@ -95,10 +102,15 @@ async def test_sessions_without_a_search_text_are_found_and_given_one(
     async with client.pipeline(transaction=False) as pipe:  # records as sessions.create makes
         for i in range(n):
             sid = f"bulk{i:05d}"
-            pipe.hset(keys.session(sid), mapping={
-                "status": "pending", "photo_count": 0, "created_at": "2030-01-01T00:00:00+00:00",
-                "metadata": json.dumps({"row": "even" if i % 2 == 0 else "odd"}),
-            })  # fmt: skip
+            pipe.hset(
+                keys.session(sid),
+                mapping={
+                    "status": "pending",
+                    "photo_count": 0,
+                    "created_at": "2030-01-01T00:00:00+00:00",
+                    "metadata": json.dumps({"row": "even" if i % 2 == 0 else "odd"}),
+                },
+            )
             pipe.expire(keys.session(sid), 600)
             pipe.zadd(keys.sessions_index, {sid: 1_900_000_000 + i})
         pipe.hset(keys.sessions_search, "gone", "even, but no longer indexed")
@@ -120,15 +132,30 @@ async def test_every_change_is_noted_in_the_feed(
     await sessions.create("f1", 1)
     await sessions.transition("f1", "processing")
     await sessions.update_photo("f1", PhotoProgress(index=0, state="done", detected=1))
-    record = ArtifactRecord(artifact_id="f1:0:original", key="f1/original.jpg",
-                            content_type="image/jpeg", size=3, session_id="f1")  # fmt: skip
+    record = ArtifactRecord(
+        artifact_id="f1:0:original",
+        key="f1/original.jpg",
+        content_type="image/jpeg",
+        size=3,
+        session_id="f1",
+    )
     await artifacts.register([record], session_id="f1", final=True)
     await artifacts.transition("f1:0:original", "uploaded", session_id="f1")
     await sessions.transition("f1", "completed")
     letters = DeadLetters(redis, settings)  # type: ignore[arg-type]
-    await letters.add(DeadLetter(id="d1", function="upload", queue="q", job_id="j", kwargs={},
-                                 error_code="NoSuchBucket", reason="r", attempts=1,
-                                 session_id="f1"))  # fmt: skip
+    await letters.add(
+        DeadLetter(
+            id="d1",
+            function="upload",
+            queue="q",
+            job_id="j",
+            kwargs={},
+            error_code="NoSuchBucket",
+            reason="r",
+            attempts=1,
+            session_id="f1",
+        )
+    )
     await letters.remove("d1")
     seen = [(e["type"], e["session"], e.get("status")) for e in await feed_entries(redis, keys)]
     assert seen == [

@@ -204,9 +204,25 @@ def test_get_kwargs_keeps_only_worker_options() -> None:
     assert get_kwargs(Settings) == {"queue_name": "q"}
     options = set(inspect.signature(Worker).parameters)
     wanted = {
-        "functions", "queue_name", "redis_settings", "redis_pool", "burst", "on_startup",
-        "on_shutdown", "on_job_start", "on_job_end", "after_job_end", "max_jobs",
-        "job_timeout", "keep_result", "poll_delay", "max_tries", "health_check_interval",
-        "ctx", "job_serializer", "job_deserializer", "handle_signals",
-    }  # fmt: skip
+        "functions",
+        "queue_name",
+        "redis_settings",
+        "redis_pool",
+        "burst",
+        "on_startup",
+        "on_shutdown",
+        "on_job_start",
+        "on_job_end",
+        "after_job_end",
+        "max_jobs",
+        "job_timeout",
+        "keep_result",
+        "poll_delay",
+        "max_tries",
+        "health_check_interval",
+        "ctx",
+        "job_serializer",
+        "job_deserializer",
+        "handle_signals",
+    }
     assert wanted <= options, f"Worker.__init__ lost options {sorted(wanted - options)}"

@@ -11,8 +11,17 @@ from typer.testing import CliRunner
 import pipeline.cli as cli
 from pipeline.cli import app, evaluate, run
 
-COMMANDS = [[], ["run"], ["submit"], ["status"], ["watch"], ["workers"], ["evaluate"],
-            ["failed", "list"], ["failed", "retry"]]  # fmt: skip
+COMMANDS = [
+    [],
+    ["run"],
+    ["submit"],
+    ["status"],
+    ["watch"],
+    ["workers"],
+    ["evaluate"],
+    ["failed", "list"],
+    ["failed", "retry"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "plantpipe")

@@ -52,10 +52,28 @@ def test_validator_rejects_a_broken_manifest(tmp_path: Path) -> None:
 # checked here in Python so the suite needs no docker / docker-compose install.
 TOP_LEVEL = {"version", "name", "services", "volumes", "networks", "configs", "secrets"}
 SERVICE_KEYS = {
-    "image", "build", "command", "entrypoint", "environment", "env_file", "restart",
-    "stop_grace_period", "stop_signal", "depends_on", "deploy", "healthcheck", "volumes",
-    "ports", "expose", "networks", "labels", "working_dir", "user", "profiles", "init",
-}  # fmt: skip
+    "image",
+    "build",
+    "command",
+    "entrypoint",
+    "environment",
+    "env_file",
+    "restart",
+    "stop_grace_period",
+    "stop_signal",
+    "depends_on",
+    "deploy",
+    "healthcheck",
+    "volumes",
+    "ports",
+    "expose",
+    "networks",
+    "labels",
+    "working_dir",
+    "user",
+    "profiles",
+    "init",
+}
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 RESTART = {"no", "always", "on-failure", "unless-stopped"}
 HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period", "disable"}
@@ -103,8 +121,11 @@ def compose_problems(text: str) -> list[str]:
         if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
             problems.append(f"{name}: environment values must be strings (quote numbers)")
         elif any(k.startswith("PLANTPIPE_") for k in env):
-            settings = {k[len("PLANTPIPE_") :].lower(): DEFAULTED.sub(r"\1", v)
-                        for k, v in env.items() if k.startswith("PLANTPIPE_")}  # fmt: skip
+            settings = {
+                k[len("PLANTPIPE_") :].lower(): DEFAULTED.sub(r"\1", v)
+                for k, v in env.items()
+                if k.startswith("PLANTPIPE_")
+            }
             try:
                 Settings.model_validate(settings)
             except (InvalidSettings, ValueError) as exc:

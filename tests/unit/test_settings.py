@@ -166,10 +166,13 @@ def test_settings_that_must_agree_are_checked_together(monkeypatch: pytest.Monke
     clean_env(monkeypatch)
     cases = {
         "PLANTPIPE_GPU_JOB_TIMEOUT_S (45) must be shorter than PLANTPIPE_SESSION_DEADLINE_S": {
-            "session_deadline_s": 40, "io_job_timeout_s": 10, "cpu_job_timeout_s": 10,
+            "session_deadline_s": 40,
+            "io_job_timeout_s": 10,
+            "cpu_job_timeout_s": 10,
         },
         "PLANTPIPE_MAX_UPLOAD_BYTES (2000) must not exceed PLANTPIPE_MAX_BLOB_BYTES": {
-            "max_upload_bytes": 2000, "max_blob_bytes": 1000,
+            "max_upload_bytes": 2000,
+            "max_blob_bytes": 1000,
         },
         "PLANTPIPE_BLOB_TTL_S (600) must be at least PLANTPIPE_SESSION_DEADLINE_S": {
             "blob_ttl_s": 600,
@@ -180,7 +183,7 @@ def test_settings_that_must_agree_are_checked_together(monkeypatch: pytest.Monke
         "PLANTPIPE_S3_SSE_KMS_KEY_ID is set but PLANTPIPE_S3_SSE is not 'aws:kms'": {
             "s3_sse_kms_key_id": "key-1",
         },
-    }  # fmt: skip
+    }
     for expected, values in cases.items():
         with pytest.raises(InvalidSettings) as info:
             Settings(**values)

@@ -83,11 +83,20 @@ def analysis() -> PhotoAnalysis:
         )
         for index in (0, 0, 0, 1, None)
     ]
-    estimations = [SegmentEstimation(segment_index=0, bands=[], estimated=4),
-                   SegmentEstimation(segment_index=1, bands=[], estimated=0)]  # fmt: skip
-    return PhotoAnalysis(width=640, height=480, segments=segments, detections=detections,
-                         estimations=estimations, provider="CPUExecutionProvider",
-                         timings_ms={"detect": 12.5}, warnings=[])  # fmt: skip
+    estimations = [
+        SegmentEstimation(segment_index=0, bands=[], estimated=4),
+        SegmentEstimation(segment_index=1, bands=[], estimated=0),
+    ]
+    return PhotoAnalysis(
+        width=640,
+        height=480,
+        segments=segments,
+        detections=detections,
+        estimations=estimations,
+        provider="CPUExecutionProvider",
+        timings_ms={"detect": 12.5},
+        warnings=[],
+    )
 
 
 async def test_one_session_with_counts_per_segment(serve: ServeFactory) -> None:
@@ -96,8 +105,9 @@ async def test_one_session_with_counts_per_segment(serve: ServeFactory) -> None:
     await store.create("d1", 2, photo_names_metadata(["bench-a.jpg", "bench-b.jpg"]))
     await store.transition("d1", "processing")
     await store.update_photo("d1", PhotoProgress(index=0, state="done", detected=5, estimated=4))
-    await store.update_photo("d1", PhotoProgress(index=1, state="failed", error_code="invalid",
-                                                 reason="not a photo"))  # fmt: skip
+    await store.update_photo(
+        "d1", PhotoProgress(index=1, state="failed", error_code="invalid", reason="not a photo")
+    )
     photos = [
         PhotoResult(
             index=0,
@@ -112,23 +122,41 @@ async def test_one_session_with_counts_per_segment(serve: ServeFactory) -> None:
         ),
         PhotoResult(index=1, status="failed", error_code="invalid", reason="not a photo"),
     ]
-    result = SessionResult(session_id="d1", status="warning", photos=photos, total_detected=5,
-                           total_estimated=4, avg_confidence=0.8, created_at=utcnow(),
-                           completed_at=utcnow())  # fmt: skip
+    result = SessionResult(
+        session_id="d1",
+        status="warning",
+        photos=photos,
+        total_detected=5,
+        total_estimated=4,
+        avg_confidence=0.8,
+        created_at=utcnow(),
+        completed_at=utcnow(),
+    )
     await store.set_result("d1", result)
     await store.transition("d1", "warning", reason="1 of 2 photos failed")
     doc = (await served.http.get("/api/sessions/d1")).json()
     assert doc["session"]["status"] == "warning"
-    assert doc["totals"] == {"detected": 5, "estimated": 4, "plants": 9, "avg_confidence": 0.8,
-                             "photos_done": 1, "photos_failed": 1}  # fmt: skip
+    assert doc["totals"] == {
+        "detected": 5,
+        "estimated": 4,
+        "plants": 9,
+        "avg_confidence": 0.8,
+        "photos_done": 1,
+        "photos_failed": 1,
+    }
     first, second = doc["photos"]
     assert first["name"] == "bench-a.jpg" and second["name"] == "bench-b.jpg"
     assert [(s["index"], s["detected"], s["estimated"]) for s in first["segments"]] == [
-        (0, 3, 4), (1, 1, 0)]  # fmt: skip
+        (0, 3, 4),
+        (1, 1, 0),
+    ]
     assert first["unassigned_detected"] == 1
     assert first["warnings"] == ["little colour"] and first["timings_ms"] == {"detect": 12.5}
     assert (second["state"], second["error_code"], second["reason"]) == (
-        "failed", "invalid", "not a photo")  # fmt: skip
+        "failed",
+        "invalid",
+        "not a photo",
+    )
     assert [e["type"] for e in doc["events"]][:2] == ["session.created", "session.status"]
     assert doc["summary"]["detected"] == 5
     full = (await served.http.get("/api/sessions/d1/result")).json()
@@ -141,10 +169,16 @@ async def test_upload_checks_like_submit(serve: ServeFactory) -> None:
     served = await serve()
     http = served.http
     headers = await served.action_headers()
-    files = [("photos", ("Bench <A-12>.jpg", jpeg(), "image/jpeg")),
-             ("photos", ("second.jpg", jpeg(64, 48), "application/octet-stream"))]  # fmt: skip
-    created = await http.post("/api/sessions", files=files, headers=headers,
-                              data={"metadata": json.dumps({"bench": "A-12"})})  # fmt: skip
+    files = [
+        ("photos", ("Bench <A-12>.jpg", jpeg(), "image/jpeg")),
+        ("photos", ("second.jpg", jpeg(64, 48), "application/octet-stream")),
+    ]
+    created = await http.post(
+        "/api/sessions",
+        files=files,
+        headers=headers,
+        data={"metadata": json.dumps({"bench": "A-12"})},
+    )
     assert created.status_code == 200, created.text
     body = created.json()
     assert body["url"] == f"sessions/{body['session_id']}"
@@ -159,8 +193,9 @@ async def test_upload_checks_like_submit(serve: ServeFactory) -> None:
     assert "not a JPEG, PNG or WebP" in refused.json()["error"]
     none = await http.post("/api/sessions", data={"metadata": "{}"}, headers=headers)
     assert none.status_code == 400 and "no photos" in none.json()["error"]
-    bad_meta = await http.post("/api/sessions", files=files, headers=headers,
-                               data={"metadata": "[1, 2]"})  # fmt: skip
+    bad_meta = await http.post(
+        "/api/sessions", files=files, headers=headers, data={"metadata": "[1, 2]"}
+    )
     assert bad_meta.status_code == 400 and "JSON object" in bad_meta.json()["error"]
     assert (await http.post("/api/sessions", files=files)).status_code == 403
 
@@ -169,21 +204,36 @@ async def test_dead_letters_retry_discard_and_the_log(serve: ServeFactory) -> No
     served = await serve()
     client = client_of(served)
     letters = DeadLetters(client.redis, served.settings)
-    for i, (code, replayable) in enumerate([("NoSuchBucket", True), ("NoSuchBucket", True),
-                                           ("invalid_image", False)]):  # fmt: skip
-        await letters.add(DeadLetter(id=f"dl{i}", function="aggregate" if replayable else "infer",
-                                     queue=client.queues.io, job_id=f"job{i}",
-                                     kwargs={"payload": {"n": i}}, error_code=code,
-                                     reason=f"reason {i}", attempts=1 + i,
-                                     replayable=replayable))  # fmt: skip
+    for i, (code, replayable) in enumerate(
+        [("NoSuchBucket", True), ("NoSuchBucket", True), ("invalid_image", False)]
+    ):
+        await letters.add(
+            DeadLetter(
+                id=f"dl{i}",
+                function="aggregate" if replayable else "infer",
+                queue=client.queues.io,
+                job_id=f"job{i}",
+                kwargs={"payload": {"n": i}},
+                error_code=code,
+                reason=f"reason {i}",
+                attempts=1 + i,
+                replayable=replayable,
+            )
+        )
     http = served.http
     headers = await served.action_headers()
     doc = (await http.get("/api/dead-letters")).json()
     assert [d["id"] for d in doc["letters"]] == ["dl2", "dl1", "dl0"]  # newest first
     assert "kwargs" not in doc["letters"][0]
     assert doc["causes"][0] | {"last_failed_at": None} == {
-        "function": "aggregate", "error_code": "NoSuchBucket", "count": 2, "tries": 3,
-        "replayable": 2, "last_failed_at": None, "example": "reason 1"}  # fmt: skip
+        "function": "aggregate",
+        "error_code": "NoSuchBucket",
+        "count": 2,
+        "tries": 3,
+        "replayable": 2,
+        "last_failed_at": None,
+        "example": "reason 1",
+    }
     retried = await http.post("/api/dead-letters/dl0/retry", headers=headers)
     assert retried.status_code == 200 and retried.json()["replayed"][0].startswith("job0:replay:")
     gone = await http.post("/api/dead-letters/dl0/retry", headers=headers)
@@ -206,8 +256,9 @@ async def test_system_queues_workers_breaker_redis(serve: ServeFactory) -> None:
     redis: Any = client.redis
     now_ms = int(time.time() * 1000)
     queue = client.queues.gpu
-    await redis.zadd(queue, {"w1": now_ms - 5, "w2": now_ms - 5, "r1": now_ms - 9,
-                             "later": now_ms + 600_000})  # fmt: skip
+    await redis.zadd(
+        queue, {"w1": now_ms - 5, "w2": now_ms - 5, "r1": now_ms - 9, "later": now_ms + 600_000}
+    )
     await redis.set(f"{in_progress_key_prefix}r1", b"1", ex=60)
     try:
         doc = (await served.http.get("/api/system")).json()
@@ -233,12 +284,15 @@ async def test_reports_do_not_leak_into_the_session_page(serve: ServeFactory) ->
 
 async def test_uploads_over_the_size_limit_are_refused(serve: ServeFactory) -> None:
     served = await serve(max_upload_bytes=1024)  # a request may carry 50 x 1 KiB + 1 MiB
-    photos = [("photos", (f"{i}.jpg", jpeg(400, 300) + bytes(300_000), "image/jpeg"))
-              for i in range(5)]  # fmt: skip
-    resp = await served.http.post("/api/sessions", files=photos,
-                                  headers=await served.action_headers())  # fmt: skip
+    photos = [
+        ("photos", (f"{i}.jpg", jpeg(400, 300) + bytes(300_000), "image/jpeg")) for i in range(5)
+    ]
+    resp = await served.http.post(
+        "/api/sessions", files=photos, headers=await served.action_headers()
+    )
     assert resp.status_code == 413 and "over the limit" in resp.json()["error"]
     small = [("photos", ("big.jpg", jpeg(400, 300) + bytes(5000), "image/jpeg"))]
-    one = await served.http.post("/api/sessions", files=small,
-                                 headers=await served.action_headers())  # fmt: skip
+    one = await served.http.post(
+        "/api/sessions", files=small, headers=await served.action_headers()
+    )
     assert one.status_code == 400 and one.json()["error"].startswith("big.jpg: ")

@@ -34,9 +34,18 @@ async def test_every_response_carries_the_security_headers(serve: ServeFactory) 
     assert page.status_code == 200 and '<base href="/">' in page.text
     assert len(page.cookies[COOKIE]) >= 16  # the double-submit cookie
     assert "samesite=strict" in page.headers["set-cookie"].lower()
-    for path in ("/", "/sessions/abc", "/upload", "/dead-letters", "/system", "/api/",
-                 "/api/sessions", "/static/common.js", "/api/sessions/nope",
-                 "/files/x/0/original"):  # fmt: skip
+    for path in (
+        "/",
+        "/sessions/abc",
+        "/upload",
+        "/dead-letters",
+        "/system",
+        "/api/",
+        "/api/sessions",
+        "/static/common.js",
+        "/api/sessions/nope",
+        "/files/x/0/original",
+    ):
         resp = await served.http.get(path)
         csp = resp.headers["content-security-policy"]
         assert "default-src 'none'" in csp and "script-src 'self'" in csp, path
@@ -108,8 +117,13 @@ async def _uploaded(served: Any, key: str, content: bytes, session: str = "s1") 
     redis = served.board.context.client.redis
     await SessionStore(redis, settings).create(session, 1)
     artifact = f"{session}:0:thumbnail_original"
-    record = ArtifactRecord(artifact_id=artifact, key=key, content_type="image/jpeg",
-                            size=len(content), session_id=session)  # fmt: skip
+    record = ArtifactRecord(
+        artifact_id=artifact,
+        key=key,
+        content_type="image/jpeg",
+        size=len(content),
+        session_id=session,
+    )
     await ArtifactStore(redis, settings).register([record], session_id=session)
     await ArtifactStore(redis, settings).transition(artifact, "uploaded", session_id=session)
     return artifact
