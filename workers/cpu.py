@@ -42,7 +42,7 @@ from pipeline.state.ids import (
     results_key,
     session_join_id,
 )
-from pipeline.vision.render import AVIF_CONTENT_TYPE, JPEG_CONTENT_TYPE
+from pipeline.vision.outputs import PHOTO_OUTPUTS
 from pipeline.vision.types import PhotoAnalysis
 from workers.document import build_document
 from workers.rendering import render_in_slot, render_outputs
@@ -108,15 +108,35 @@ async def rendered_before(ctx: CpuContext, job: RenderJob) -> bool:
     return True
 
 
-def rendered_outputs(job: RenderJob, avif: bytes, thumb: bytes) -> list[Output]:
+def rendered_outputs(job: RenderJob, rendered: dict[str, bytes]) -> list[Output]:
+    """The uploads of a photo's rendered outputs (``render_outputs``), as the registry
+    declares them (key, content type)."""
     sid, index, count = job.session_id, job.index, job.photo_count
     return [
-        Output(artifact_id(sid, index, name), photo_key(sid, index, count, name), ctype, body)
-        for name, ctype, body in (
-            ("processed", AVIF_CONTENT_TYPE, avif),
-            ("thumbnail_processed", JPEG_CONTENT_TYPE, thumb),
+        Output(
+            artifact_id(sid, index, name),
+            photo_key(sid, index, count, name),
+            PHOTO_OUTPUTS[name].content_type,
+            body,
         )
+        for name, body in rendered.items()
     ]
+
+
+async def hand_over_rendered(ctx: CpuContext, job: RenderJob, rendered: dict[str, bytes]) -> None:
+    """Hand the rendered outputs to io. Those that count toward the session's readiness are
+    registered as the session's artifacts now, before the photo reports into the join — so
+    the session's artifact set is complete when ``aggregate`` marks it final; the others are
+    uploaded without the session waiting for them."""
+    outputs = rendered_outputs(job, rendered)
+    counted = {o.name for o in PHOTO_OUTPUTS if o.counts_toward_readiness}
+    ready_ids = {artifact_id(job.session_id, job.index, name) for name in counted}
+    awaited = [o for o in outputs if o.artifact_id in ready_ids]
+    extra = [o for o in outputs if o.artifact_id not in ready_ids]
+    if awaited:
+        await ctx.upload(awaited, job.session_id)
+    if extra:
+        await ctx.upload(extra)
 
 
 @role_job(RenderJob, replayable=False)
@@ -132,7 +152,7 @@ async def render_photo(ctx: CpuContext, run: JobRun, job: RenderJob) -> dict[str
     analysis = PhotoAnalysis.model_validate(job.analysis)
     budget_s = time_budget(ctx.settings.cpu_job_timeout_s)
 
-    async def render() -> tuple[bytes, bytes]:
+    async def render() -> dict[str, bytes]:
         data = await ctx.blobs.get(job.blob)
         vegetation = b"" if job.vegetation is None else await ctx.blobs.get(job.vegetation)
         draw = functools.partial(render_outputs, data, analysis, ctx.settings, vegetation)
@@ -146,11 +166,11 @@ async def render_photo(ctx: CpuContext, run: JobRun, job: RenderJob) -> dict[str
     rendered = await run.guard(render, budget_s=None, on_give_up=give_up)
     if isinstance(rendered, GaveUp):
         return rendered.summary()
-    avif, thumb = rendered
-    await ctx.upload(rendered_outputs(job, avif, thumb), job.session_id)
+    await hand_over_rendered(ctx, job, rendered)
     await report_rendered(ctx, job, [])
-    log.info("render.done", avif_bytes=len(avif), thumbnail_bytes=len(thumb))
-    return {"ok": True, "avif_bytes": len(avif)}
+    sizes = {name: len(body) for name, body in rendered.items()}
+    log.info("render.done", bytes=sizes)
+    return {"ok": True, "bytes": sizes}
 
 
 @role_job(AggregateJob)

@@ -11,6 +11,7 @@ from pipeline.schemas import (
     utcnow,
 )
 from pipeline.state.ids import artifact_id, child_id, photo_key, results_key
+from pipeline.vision.outputs import PHOTO_OUTPUTS
 from pipeline.vision.types import PhotoAnalysis
 
 
@@ -45,7 +46,7 @@ def photo_result(record: SessionRecord, index: int, report: ChildReport | None) 
     original_id = artifact_id(sid, index, "original")
     keys = {
         "original": next((a.key for a in record.artifacts if a.artifact_id == original_id), ""),
-        "thumbnail_original": photo_key(sid, index, count, "thumbnail_original"),
+        **{o.name: photo_key(sid, index, count, o.name) for o in PHOTO_OUTPUTS.made_by("analysis")},
     }
     if report is None or not report.ok:
         return PhotoResult(
@@ -58,8 +59,8 @@ def photo_result(record: SessionRecord, index: int, report: ChildReport | None) 
     analysis = PhotoAnalysis.model_validate(report.result["analysis"])
     warnings = [*analysis.warnings, *report.result.get("warnings", [])]
     if not report.result.get("warnings"):  # the visualization was made
-        for name in ("processed", "thumbnail_processed"):
-            keys[name] = photo_key(sid, index, count, name)
+        for output in PHOTO_OUTPUTS.made_by("render"):
+            keys[output.name] = photo_key(sid, index, count, output.name)
     return PhotoResult(
         index=index,
         status="done",

@@ -38,7 +38,7 @@ from pipeline.state.ids import (
     render_job_id,
     session_join_id,
 )
-from pipeline.vision.render import JPEG_CONTENT_TYPE
+from pipeline.vision.outputs import PHOTO_OUTPUTS
 
 log = get_logger("workers.gpu")
 
@@ -81,13 +81,13 @@ async def hand_over(ctx: GpuContext, job: InferJob, output: AnalysisOutput) -> N
     """Record the count, queue the original's thumbnail upload and the photo's render_photo
     job on the cpu role (which reports into the join); nothing here waits for S3."""
     sid, index, analysis = job.session_id, job.index, output.analysis
-    thumb = "thumbnail_original"
+    thumb = PHOTO_OUTPUTS["thumbnail_original"]  # the one output the analysis makes
     await ctx.upload(
         [
             Output(
-                artifact_id(sid, index, thumb),
-                photo_key(sid, index, job.photo_count, thumb),
-                JPEG_CONTENT_TYPE,
+                artifact_id(sid, index, thumb.name),
+                photo_key(sid, index, job.photo_count, thumb.name),
+                thumb.content_type,
                 output.thumbnail_jpeg,
             )
         ],
