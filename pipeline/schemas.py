@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.vision.types import PhotoAnalysis
 
@@ -259,6 +259,15 @@ class ChildReport(_Model, Generic[ResultT]):
     error_code: str | None = None
     reason: str | None = None
     result: ResultT | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _failure_has_no_result(cls, data: Any) -> Any:
+        """A failed child's report carries no result: the empty one earlier versions stored
+        (``{}``) reads as none, whatever the result's model."""
+        if isinstance(data, dict) and data.get("ok") is False and data.get("result") == {}:
+            return {**data, "result": None}
+        return data
 
 
 class PhotoReport(_Model):

@@ -5,13 +5,15 @@ payload of the wrong model."""
 from __future__ import annotations
 
 import inspect
+import json
 import typing
 
 import pytest
+from pydantic import ValidationError
 
 from pipeline.runtime.enqueue import QueueNames
 from pipeline.runtime.graph import AGGREGATE, JOBS, RENDER_PHOTO
-from pipeline.schemas import AggregateJob, InferJob
+from pipeline.schemas import AggregateJob, ChildReport, InferJob, PhotoReport
 from pipeline.settings import Settings
 from pipeline.testing.kit import role_options
 
@@ -42,3 +44,19 @@ def test_a_callback_carries_its_payload_as_the_job_reads_it() -> None:
     callback = AGGREGATE.callback(queues, AggregateJob(session_id="s1"), job_id="aggregate:s1")
     assert callback.function == "aggregate" and callback.queue == queues.cpu
     assert AggregateJob.model_validate(callback.arguments["payload"]).session_id == "s1"
+
+
+def test_a_photo_report_reads_back_typed_and_old_failure_reports_still_read() -> None:
+    analysis = {"width": 10, "height": 10, "segments": [], "detections": [], "estimations": []}
+    analysis["provider"] = "CPUExecutionProvider"
+    ok = ChildReport[PhotoReport].model_validate_json(
+        json.dumps({"ok": True, "result": {"analysis": analysis, "warnings": ["w"]}})
+    )
+    assert ok.result is not None and ok.result.analysis.width == 10 and ok.result.render_ms is None
+    # an earlier version stored a failed photo's report with an empty result
+    failed = ChildReport[PhotoReport].model_validate_json(
+        json.dumps({"ok": False, "error_code": "truncated", "reason": "cut", "result": {}})
+    )
+    assert failed.result is None and failed.error_code == "truncated"
+    with pytest.raises(ValidationError):  # an ok report must carry the photo's analysis
+        ChildReport[PhotoReport].model_validate_json(json.dumps({"ok": True, "result": {}}))
