@@ -34,7 +34,8 @@ from pipeline.schemas import SessionResult
 from pipeline.settings import Settings
 from pipeline.state.ids import aggregate_job_id, render_job_id
 from pipeline.vision.decode import decode_image
-from pipeline.vision.render import AVIF_CONTENT_TYPE, JPEG_CONTENT_TYPE, make_thumbnail
+from pipeline.vision.outputs import AVIF_CONTENT_TYPE, JPEG_CONTENT_TYPE
+from pipeline.vision.render import make_thumbnail
 from workers.rendering import render_outputs
 
 LATENCY_MS: Final = 2000.0
@@ -71,7 +72,8 @@ def original_callback(
         if photo.analysis is None:
             continue
         data = photos[photo.index]
-        avif, thumb_processed = render_outputs(data, photo.analysis, settings)
+        rendered = render_outputs(data, photo.analysis, settings)
+        avif, thumb_processed = rendered["processed"], rendered["thumbnail_processed"]
         thumb_original = make_thumbnail(
             decode_image(data).rgb,
             longest_side=settings.thumbnail_px,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.vision.types import PhotoAnalysis
 
@@ -87,7 +87,7 @@ class RenderJob(_Model):
     index: int
     photo_count: int
     blob: BlobRef
-    analysis: dict[str, Any]
+    analysis: PhotoAnalysis
     vegetation: BlobRef | None = Field(
         None, description="1-bit PNG of the counted vegetation (None: nothing to overlay)"
     )
@@ -240,12 +240,82 @@ class SessionResult(_Model):
     created_at: datetime
     completed_at: datetime
     keys: dict[str, str] = Field(default_factory=dict)
+    timings_ms: dict[str, float] = Field(
+        default_factory=dict,
+        description="the session's own steps in ms: aggregate (reading the photos' reports "
+        "and building this document); each photo's stages are in its timings_ms",
+    )
 
 
-class ChildReport(_Model):
-    """What a fan-out child records in its join (exactly once)."""
+ResultT = TypeVar("ResultT")
+
+
+class ChildReport(_Model, Generic[ResultT]):
+    """What a fan-out child records in its join (exactly once). ``ChildReport[Model]`` carries
+    a typed ``result`` (``JoinStore.results(join, Model)`` reads it back as such); plain
+    ``ChildReport`` takes any JSON value."""
 
     ok: bool
     error_code: str | None = None
     reason: str | None = None
-    result: dict[str, Any] = Field(default_factory=dict)
+    result: ResultT | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _failure_has_no_result(cls, data: Any) -> Any:
+        """A failed child's report carries no result: the empty one earlier versions stored
+        (``{}``) reads as none, whatever the result's model."""
+        if isinstance(data, dict) and data.get("ok") is False and data.get("result") == {}:
+            return {**data, "result": None}
+        return data
+
+
+class PhotoReport(_Model):
+    """A photo's result in its session's join (``render_photo`` → ``aggregate``)."""
+
+    analysis: PhotoAnalysis
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what went wrong with the photo's outputs (empty: all were made)",
+    )
+    render_ms: float | None = Field(
+        None, description="drawing the outputs, in ms (None: not drawn)"
+    )
+
+
+# --- what each job returns (arq keeps it as the job's result) ---------------------------
+
+
+class JobOutcome(_Model):
+    """What a job returns: done (``ok``), done before (``skipped``), or given up (with the
+    code and reason of its dead letter). Each job's outcome adds its own figures."""
+
+    ok: bool = True
+    skipped: bool = False
+    error_code: str | None = None
+    reason: str | None = None
+
+
+class InferOutcome(JobOutcome):
+    detected: int | None = Field(None, description="plants detected in the photo")
+
+
+class RenderOutcome(JobOutcome):
+    bytes: dict[str, int] = Field(default_factory=dict, description="output name → size")
+    render_ms: float | None = None
+
+
+class AggregateOutcome(JobOutcome):
+    status: SessionStatus | None = None
+    elapsed_ms: float | None = None
+    rerun: bool = False
+
+
+class UploadOutcome(JobOutcome):
+    """How the uploads of an ``upload``/``upload_batch`` job ended this time."""
+
+    done: int = 0
+    skipped_uploads: int = Field(0, description="uploaded before (not sent again)")
+    retry: int = 0
+    deferred: int = 0
+    failed: int = 0

@@ -21,6 +21,7 @@ from arq import cron
 from pipeline.logs import get_logger
 from pipeline.runtime.context import RoleContext, role_context
 from pipeline.runtime.enqueue import QueueNames
+from pipeline.runtime.graph import AGGREGATE, RENDER_PHOTO
 from pipeline.runtime.job import GaveUp, JobRun, role_job, time_budget
 from pipeline.runtime.roles import (
     import_settings,
@@ -31,7 +32,15 @@ from pipeline.runtime.roles import (
     worker_settings_class,
 )
 from pipeline.runtime.uploads import Output
-from pipeline.schemas import AggregateJob, ChildReport, PhotoProgress, RenderJob
+from pipeline.schemas import (
+    AggregateJob,
+    AggregateOutcome,
+    ChildReport,
+    PhotoProgress,
+    PhotoReport,
+    RenderJob,
+    RenderOutcome,
+)
 from pipeline.settings import Settings
 from pipeline.state.ids import (
     artifact_id,
@@ -42,8 +51,7 @@ from pipeline.state.ids import (
     results_key,
     session_join_id,
 )
-from pipeline.vision.render import AVIF_CONTENT_TYPE, JPEG_CONTENT_TYPE
-from pipeline.vision.types import PhotoAnalysis
+from pipeline.vision.outputs import PHOTO_OUTPUTS
 from workers.document import build_document
 from workers.rendering import render_in_slot, render_outputs
 
@@ -73,12 +81,14 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     log.info("cpu.stopped")
 
 
-async def report_rendered(ctx: CpuContext, job: RenderJob, warnings: list[str]) -> None:
+async def report_rendered(
+    ctx: CpuContext, job: RenderJob, warnings: list[str], render_ms: float | None = None
+) -> None:
     """The photo is done (with ``warnings`` when its visualization could not be made): its
     progress, its one report into the session's join, and its inputs let go."""
-    sid, index = job.session_id, job.index
-    analysis = PhotoAnalysis.model_validate(job.analysis)
-    outcome = ChildReport(ok=True, result={"analysis": job.analysis, "warnings": warnings})
+    sid, index, analysis = job.session_id, job.index, job.analysis
+    report = PhotoReport(analysis=analysis, warnings=warnings, render_ms=render_ms)
+    outcome: ChildReport[PhotoReport] = ChildReport(ok=True, result=report)
     progress = PhotoProgress(
         index=index,
         state="done",
@@ -108,19 +118,39 @@ async def rendered_before(ctx: CpuContext, job: RenderJob) -> bool:
     return True
 
 
-def rendered_outputs(job: RenderJob, avif: bytes, thumb: bytes) -> list[Output]:
+def rendered_outputs(job: RenderJob, rendered: dict[str, bytes]) -> list[Output]:
+    """The uploads of a photo's rendered outputs (``render_outputs``), as the registry
+    declares them (key, content type)."""
     sid, index, count = job.session_id, job.index, job.photo_count
     return [
-        Output(artifact_id(sid, index, name), photo_key(sid, index, count, name), ctype, body)
-        for name, ctype, body in (
-            ("processed", AVIF_CONTENT_TYPE, avif),
-            ("thumbnail_processed", JPEG_CONTENT_TYPE, thumb),
+        Output(
+            artifact_id(sid, index, name),
+            photo_key(sid, index, count, name),
+            PHOTO_OUTPUTS[name].content_type,
+            body,
         )
+        for name, body in rendered.items()
     ]
 
 
-@role_job(RenderJob, replayable=False)
-async def render_photo(ctx: CpuContext, run: JobRun, job: RenderJob) -> dict[str, Any]:
+async def hand_over_rendered(ctx: CpuContext, job: RenderJob, rendered: dict[str, bytes]) -> None:
+    """Hand the rendered outputs to io. Those that count toward the session's readiness are
+    registered as the session's artifacts now, before the photo reports into the join — so
+    the session's artifact set is complete when ``aggregate`` marks it final; the others are
+    uploaded without the session waiting for them."""
+    outputs = rendered_outputs(job, rendered)
+    counted = {o.name for o in PHOTO_OUTPUTS if o.counts_toward_readiness}
+    ready_ids = {artifact_id(job.session_id, job.index, name) for name in counted}
+    awaited = [o for o in outputs if o.artifact_id in ready_ids]
+    extra = [o for o in outputs if o.artifact_id not in ready_ids]
+    if awaited:
+        await ctx.upload(awaited, job.session_id)
+    if extra:
+        await ctx.upload(extra)
+
+
+@role_job(RENDER_PHOTO, replayable=False)
+async def render_photo(ctx: CpuContext, run: JobRun, job: RenderJob) -> RenderOutcome:
     """Per-photo fan-out step on the cpu role: AVIF visualization and processed thumbnail,
     handed to io; then the photo reports into the session's join (exactly once).
 
@@ -128,15 +158,22 @@ async def render_photo(ctx: CpuContext, run: JobRun, job: RenderJob) -> dict[str
     made (it fails, times out, or its inputs are gone) the photo still reports ``done`` with
     its analysis, and a warning that says what failed."""
     if await rendered_before(ctx, job):
-        return {"ok": True, "skipped": True}
-    analysis = PhotoAnalysis.model_validate(job.analysis)
+        return RenderOutcome(skipped=True)
     budget_s = time_budget(ctx.settings.cpu_job_timeout_s)
+    drawn_ms: list[float] = []
 
-    async def render() -> tuple[bytes, bytes]:
+    def draw(data: bytes, vegetation: bytes) -> dict[str, bytes]:
+        started = time.perf_counter()
+        rendered = render_outputs(data, job.analysis, ctx.settings, vegetation)
+        drawn_ms.append(round((time.perf_counter() - started) * 1000, 1))
+        return rendered
+
+    async def render() -> dict[str, bytes]:
         data = await ctx.blobs.get(job.blob)
         vegetation = b"" if job.vegetation is None else await ctx.blobs.get(job.vegetation)
-        draw = functools.partial(render_outputs, data, analysis, ctx.settings, vegetation)
-        return await render_in_slot(ctx.render_slots, budget_s, draw)
+        return await render_in_slot(
+            ctx.render_slots, budget_s, functools.partial(draw, data, vegetation)
+        )
 
     async def give_up(code: str, reason: str) -> None:
         warning = f"visualization failed ({code}): {reason}; the counts are kept"
@@ -145,16 +182,17 @@ async def render_photo(ctx: CpuContext, run: JobRun, job: RenderJob) -> dict[str
     # the budget is render_in_slot's: it counts the drawing, not the wait for a slot
     rendered = await run.guard(render, budget_s=None, on_give_up=give_up)
     if isinstance(rendered, GaveUp):
-        return rendered.summary()
-    avif, thumb = rendered
-    await ctx.upload(rendered_outputs(job, avif, thumb), job.session_id)
-    await report_rendered(ctx, job, [])
-    log.info("render.done", avif_bytes=len(avif), thumbnail_bytes=len(thumb))
-    return {"ok": True, "avif_bytes": len(avif)}
+        return rendered.outcome(RenderOutcome)
+    render_ms = drawn_ms[-1]
+    await hand_over_rendered(ctx, job, rendered)
+    await report_rendered(ctx, job, [], render_ms)
+    sizes = {name: len(body) for name, body in rendered.items()}
+    log.info("render.done", bytes=sizes, render_ms=render_ms)
+    return RenderOutcome(bytes=sizes, render_ms=render_ms)
 
 
-@role_job(AggregateJob)
-async def aggregate(ctx: CpuContext, run: JobRun, job: AggregateJob) -> dict[str, Any]:
+@role_job(AGGREGATE)
+async def aggregate(ctx: CpuContext, run: JobRun, job: AggregateJob) -> AggregateOutcome:
     """Fan-in callback: totals, results.json, terminal status, uploads queued. Never waits
     for S3 and does no image work (each photo was rendered by its own render_photo job)."""
     sid, join_id, started = job.session_id, session_join_id(job.session_id), time.perf_counter()
@@ -162,14 +200,16 @@ async def aggregate(ctx: CpuContext, run: JobRun, job: AggregateJob) -> dict[str
     if record is None:
         log.warning("aggregate.no_session")
         await ctx.joins.complete(join_id)
-        return {"ok": False, "reason": "session expired"}
+        return AggregateOutcome(ok=False, reason="session expired")
     # The document is computed once and stored first; everything after it is derived from
     # the stored document, so a re-run after a crash at any point repeats identical,
     # idempotent steps (same results.json bytes → same blob, same artifact, same job ids).
     document = await ctx.sessions.result(sid)
     rerun = document is not None
     if document is None:
-        document = build_document(record, await ctx.joins.results(join_id))
+        document = build_document(record, await ctx.joins.results(join_id, PhotoReport))
+        built_ms = round((time.perf_counter() - started) * 1000, 1)
+        document = document.model_copy(update={"timings_ms": {"aggregate": built_ms}})
         await ctx.sessions.set_result(sid, document)
     body = document.model_dump_json(indent=2).encode()
     results = Output(artifact_id(sid, None, "results"), results_key(sid), "application/json", body)
@@ -189,7 +229,7 @@ async def aggregate(ctx: CpuContext, run: JobRun, job: AggregateJob) -> dict[str
         total_estimated=document.total_estimated,
         elapsed_ms=elapsed_ms,
     )
-    return {"ok": True, "status": status, "elapsed_ms": elapsed_ms, "rerun": rerun}
+    return AggregateOutcome(status=status, elapsed_ms=elapsed_ms, rerun=rerun)
 
 
 async def watchdog(ctx: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipeline.schemas import (
     ChildReport,
+    PhotoReport,
     PhotoResult,
     SessionRecord,
     SessionResult,
@@ -11,6 +12,7 @@ from pipeline.schemas import (
     utcnow,
 )
 from pipeline.state.ids import artifact_id, child_id, photo_key, results_key
+from pipeline.vision.outputs import PHOTO_OUTPUTS
 from pipeline.vision.types import PhotoAnalysis
 
 
@@ -40,26 +42,31 @@ def session_outcome(photos: list[PhotoResult]) -> tuple[SessionStatus, str | Non
     return ("failed" if len(failed) == len(photos) else "warning"), summary
 
 
-def photo_result(record: SessionRecord, index: int, report: ChildReport | None) -> PhotoResult:
+def photo_result(
+    record: SessionRecord, index: int, report: ChildReport[PhotoReport] | None
+) -> PhotoResult:
     sid, count = record.session_id, record.photo_count
     original_id = artifact_id(sid, index, "original")
     keys = {
         "original": next((a.key for a in record.artifacts if a.artifact_id == original_id), ""),
-        "thumbnail_original": photo_key(sid, index, count, "thumbnail_original"),
+        **{o.name: photo_key(sid, index, count, o.name) for o in PHOTO_OUTPUTS.made_by("analysis")},
     }
-    if report is None or not report.ok:
+    if report is None or not report.ok or report.result is None:
         return PhotoResult(
             index=index,
             status="failed",
-            error_code=report.error_code if report else "not_reported",
-            reason=report.reason if report else "the photo's analysis never reported",
+            error_code=(report.error_code if report else None) or "not_reported",
+            reason=(report.reason if report else None) or "the photo's analysis never reported",
             keys=keys,
         )
-    analysis = PhotoAnalysis.model_validate(report.result["analysis"])
-    warnings = [*analysis.warnings, *report.result.get("warnings", [])]
-    if not report.result.get("warnings"):  # the visualization was made
-        for name in ("processed", "thumbnail_processed"):
-            keys[name] = photo_key(sid, index, count, name)
+    analysis = report.result.analysis
+    warnings = [*analysis.warnings, *report.result.warnings]
+    timings = dict(analysis.timings_ms)
+    if report.result.render_ms is not None:
+        timings["render"] = report.result.render_ms
+    if not report.result.warnings:  # the visualization was made
+        for output in PHOTO_OUTPUTS.made_by("render"):
+            keys[output.name] = photo_key(sid, index, count, output.name)
     return PhotoResult(
         index=index,
         status="done",
@@ -70,13 +77,15 @@ def photo_result(record: SessionRecord, index: int, report: ChildReport | None) 
         estimated=analysis.total_estimated,
         avg_confidence=avg_confidence([analysis]),
         provider=analysis.provider,
-        timings_ms=analysis.timings_ms,
+        timings_ms=timings,
         warnings=warnings,
         keys=keys,
     )
 
 
-def build_document(record: SessionRecord, reports: dict[str, ChildReport]) -> SessionResult:
+def build_document(
+    record: SessionRecord, reports: dict[str, ChildReport[PhotoReport]]
+) -> SessionResult:
     """The result document from the join's reports (pure)."""
     sid = record.session_id
     photos = [photo_result(record, i, reports.get(child_id(i))) for i in range(record.photo_count)]

@@ -16,7 +16,8 @@ from pipeline.inference.outputs import AnalysisOutput
 from pipeline.inference.pool import InferencePool
 from pipeline.logs import get_logger
 from pipeline.runtime.context import ROLE_CONTEXT, RoleContext
-from pipeline.runtime.enqueue import QueueNames, enqueue
+from pipeline.runtime.enqueue import QueueNames
+from pipeline.runtime.graph import INFER_PHOTO, RENDER_PHOTO
 from pipeline.runtime.job import GaveUp, JobRun, role_job, time_budget
 from pipeline.runtime.roles import (
     import_settings,
@@ -27,7 +28,14 @@ from pipeline.runtime.roles import (
     worker_settings_class,
 )
 from pipeline.runtime.uploads import Output
-from pipeline.schemas import ChildReport, InferJob, PhotoProgress, RenderJob
+from pipeline.schemas import (
+    ChildReport,
+    InferJob,
+    InferOutcome,
+    PhotoProgress,
+    PhotoReport,
+    RenderJob,
+)
 from pipeline.settings import Settings
 from pipeline.state.ids import (
     artifact_id,
@@ -38,7 +46,7 @@ from pipeline.state.ids import (
     render_job_id,
     session_join_id,
 )
-from pipeline.vision.render import JPEG_CONTENT_TYPE
+from pipeline.vision.outputs import PHOTO_OUTPUTS
 
 log = get_logger("workers.gpu")
 
@@ -81,13 +89,13 @@ async def hand_over(ctx: GpuContext, job: InferJob, output: AnalysisOutput) -> N
     """Record the count, queue the original's thumbnail upload and the photo's render_photo
     job on the cpu role (which reports into the join); nothing here waits for S3."""
     sid, index, analysis = job.session_id, job.index, output.analysis
-    thumb = "thumbnail_original"
+    thumb = PHOTO_OUTPUTS["thumbnail_original"]  # the one output the analysis makes
     await ctx.upload(
         [
             Output(
-                artifact_id(sid, index, thumb),
-                photo_key(sid, index, job.photo_count, thumb),
-                JPEG_CONTENT_TYPE,
+                artifact_id(sid, index, thumb.name),
+                photo_key(sid, index, job.photo_count, thumb.name),
+                thumb.content_type,
                 output.thumbnail_jpeg,
             )
         ],
@@ -109,16 +117,10 @@ async def hand_over(ctx: GpuContext, job: InferJob, output: AnalysisOutput) -> N
         index=index,
         photo_count=job.photo_count,
         blob=job.blob,
-        analysis=analysis.model_dump(mode="json"),
+        analysis=analysis,
         vegetation=vegetation,
     )
-    await enqueue(
-        ctx.redis,
-        "render_photo",
-        payload=render.model_dump(mode="json"),
-        _job_id=render_job_id(sid, index),
-        _queue_name=ctx.queues.cpu,
-    )
+    await RENDER_PHOTO.enqueue(ctx.redis, ctx.queues, render, job_id=render_job_id(sid, index))
 
 
 async def analysed_before(ctx: GpuContext, run: JobRun, job: InferJob) -> bool:
@@ -138,12 +140,12 @@ async def analysed_before(ctx: GpuContext, run: JobRun, job: InferJob) -> bool:
     return False
 
 
-@role_job(InferJob, replayable=False)
-async def infer_photo(ctx: GpuContext, run: JobRun, job: InferJob) -> dict[str, Any]:
+@role_job(INFER_PHOTO, replayable=False)
+async def infer_photo(ctx: GpuContext, run: JobRun, job: InferJob) -> InferOutcome:
     """Analyse one photo and hand it to render_photo (which reports into the join once)."""
     sid, index = job.session_id, job.index
     if await analysed_before(ctx, run, job):
-        return {"ok": True, "skipped": True}
+        return InferOutcome(skipped=True)
     await ctx.sessions.transition(sid, "processing", stage="inference")
     await ctx.sessions.update_photo(sid, PhotoProgress(index=index, state="processing"))
 
@@ -153,7 +155,7 @@ async def infer_photo(ctx: GpuContext, run: JobRun, job: InferJob) -> dict[str, 
     async def give_up(code: str, reason: str) -> None:
         progress = PhotoProgress(index=index, state="failed", error_code=code, reason=reason)
         await ctx.sessions.update_photo(sid, progress)
-        report = ChildReport(ok=False, error_code=code, reason=reason)
+        report: ChildReport[PhotoReport] = ChildReport(ok=False, error_code=code, reason=reason)
         await ctx.joins.report(session_join_id(sid), child_id(index), report)
         await ctx.blobs.release(job.blob, infer_holder(sid, index))
         await ctx.blobs.release(job.blob, render_holder(sid, index))  # no render will run
@@ -161,7 +163,7 @@ async def infer_photo(ctx: GpuContext, run: JobRun, job: InferJob) -> dict[str, 
     budget_s = time_budget(ctx.settings.gpu_job_timeout_s)
     output = await run.guard(analyze, budget_s=budget_s, on_give_up=give_up)
     if isinstance(output, GaveUp):
-        return output.summary()
+        return output.outcome(InferOutcome)
     await hand_over(ctx, job, output)
     await ctx.blobs.release(job.blob, infer_holder(sid, index))
     analysis = output.analysis
@@ -172,7 +174,7 @@ async def infer_photo(ctx: GpuContext, run: JobRun, job: InferJob) -> dict[str, 
         provider=analysis.provider,
         timings_ms=analysis.timings_ms,
     )
-    return {"ok": True, "detected": analysis.total_detected}
+    return InferOutcome(detected=analysis.total_detected)
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from pipeline.runtime import metrics
 from pipeline.runtime.budget import ByteBudget
 from pipeline.runtime.context import ROLE_CONTEXT
 from pipeline.runtime.enqueue import QueueNames
+from pipeline.runtime.graph import UPLOAD, UPLOAD_BATCH
 from pipeline.runtime.job import (
     JobRun,
     retry_or_give_up,
@@ -33,7 +34,7 @@ from pipeline.runtime.roles import (
     worker_settings_class,
 )
 from pipeline.runtime.uploads import enqueue_batch, upload_holder, upload_job_id
-from pipeline.schemas import UploadBatch, UploadJob
+from pipeline.schemas import UploadBatch, UploadJob, UploadOutcome
 from pipeline.settings import Settings
 from pipeline.state.redisio import run_lua_batch
 from pipeline.storage import ObjectStore, PutResult, make_store
@@ -283,22 +284,22 @@ async def follow_up(ctx: IoContext, batch: UploadBatch, settled: Sequence[Settle
         log.warning("upload.deferred", uploads=len(deferred), retry_in_s=round(wait_s, 2))
 
 
-@role_job(UploadJob)
-async def upload(ctx: IoContext, run: JobRun, job: UploadJob) -> dict[str, Any]:
+@role_job(UPLOAD)
+async def upload(ctx: IoContext, run: JobRun, job: UploadJob) -> UploadOutcome:
     """Copy one blob to its key: a batch of one (one path for retries, deferrals, give-ups).
     Idempotent: an already-uploaded artifact is not re-sent."""
     return await upload_all(ctx, run, UploadBatch(uploads=[job], deferrals=job.deferrals))
 
 
-@role_job(UploadBatch)
-async def upload_batch(ctx: IoContext, run: JobRun, batch: UploadBatch) -> dict[str, Any]:
+@role_job(UPLOAD_BATCH)
+async def upload_batch(ctx: IoContext, run: JobRun, batch: UploadBatch) -> UploadOutcome:
     """Uploads produced together, in one job: its bookkeeping (claim, payload, finish, state
     reads, records) is paid once for all of them, while each upload keeps its own artifact
     state, retries and dead letter — one upload's failure never fails or repeats another."""
     return await upload_all(ctx, run, batch)
 
 
-async def upload_all(ctx: IoContext, run: JobRun, batch: UploadBatch) -> dict[str, Any]:
+async def upload_all(ctx: IoContext, run: JobRun, batch: UploadBatch) -> UploadOutcome:
     crash = run.crash_loop()
     async with read_states(ctx, batch.uploads) as states:
         settled = await asyncio.gather(
@@ -318,7 +319,14 @@ async def upload_all(ctx: IoContext, run: JobRun, batch: UploadBatch) -> dict[st
     counts: Counter[str] = Counter(s.kind for s in settled)
     if counts["failed"] or counts["retry"] or counts["deferred"]:
         run.outcome = "failed" if counts["failed"] else "retried" if counts["retry"] else "deferred"
-    return {"ok": not counts["failed"], **counts}
+    return UploadOutcome(
+        ok=not counts["failed"],
+        done=counts["done"],
+        skipped_uploads=counts["skipped"],
+        retry=counts["retry"],
+        deferred=counts["deferred"],
+        failed=counts["failed"],
+    )
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:

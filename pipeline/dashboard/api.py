@@ -222,6 +222,7 @@ DOCS: list[tuple[str, Handler, list[str], str]] = [
      "queues (waiting, scheduled, running per role), workers, S3 breaker, Redis memory"),
     ("/files/{session_id}/results.json", files, ["GET"], "results.json from the store"),
     ("/files/{session_id}/{index:int}/{name}", files, ["GET"],
-     "a photo's original, thumbnail_original, processed or thumbnail_processed"),
+     "a photo's output (pipeline.vision.outputs: original, thumbnail_original, processed, "
+     "thumbnail_processed and any registered)"),
 ]  # fmt: skip
 ROUTES = [(path, handler, methods) for path, handler, methods, _what in DOCS]

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.client import PipelineClient
-from pipeline.dashboard.files import PHOTO_FILES
 from pipeline.runtime.metadata import photo_names
 from pipeline.schemas import PhotoProgress, PhotoResult, SessionRecord, SessionResult
 from pipeline.state.redisio import text
+from pipeline.vision.outputs import PHOTO_OUTPUTS
 
 EVENTS_SHOWN = 300
 
@@ -54,7 +54,7 @@ def photo_view(
     i = progress.index
     files = {
         file: {"state": states[aid], "url": f"files/{session_id}/{i}/{file}"}
-        for file in PHOTO_FILES
+        for file in PHOTO_OUTPUTS.names()
         if (aid := f"{session_id}:{i}:{file}") in states
     }
     segments, unassigned = segment_rows(result) if result is not None else ([], 0)

@@ -26,12 +26,12 @@ from pipeline.state.keys import Keys
 from pipeline.state.redisio import text
 from pipeline.storage.local import LocalObjectStore
 from pipeline.storage.s3 import S3ObjectStore
+from pipeline.vision.outputs import PHOTO_OUTPUTS
 
-PHOTO_FILES = ("original", "thumbnail_original", "processed", "thumbnail_processed")
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 PRESIGN_S = 900
 REUSE_S = 600  # a presigned URL is handed out again for this long (browser cache hits)
-TYPES = {".avif": "image/avif", ".webp": "image/webp", ".json": "application/json"}
+TYPES = {".webp": "image/webp", ".json": "application/json"}  # besides the outputs'
 
 
 def valid_session_id(value: str) -> bool:
@@ -42,7 +42,7 @@ def artifact_of(session_id: str, index: int | None, name: str) -> str | None:
     """The artifact id a file route names, or None for a name that is not a file."""
     if index is None:
         return f"{session_id}:results" if name == "results.json" else None
-    return f"{session_id}:{index}:{name}" if name in PHOTO_FILES and index >= 0 else None
+    return f"{session_id}:{index}:{name}" if name in PHOTO_OUTPUTS and index >= 0 else None
 
 
 def _not_found(message: str) -> Response:
@@ -96,9 +96,9 @@ class FileSource:
         name = request.path_params["name"]
         artifact = artifact_of(session_id, index, name) if valid_session_id(session_id) else None
         if artifact is None:
+            names = "|".join(PHOTO_OUTPUTS.names())
             return _not_found(
-                "no such file: /files/{session}/{photo}/{original|"
-                "thumbnail_original|processed|thumbnail_processed} or "
+                f"no such file: /files/{{session}}/{{photo}}/{{{names}}} or "
                 "/files/{session}/results.json"
             )
         state, key = await self.locate(redis, session_id, artifact)
@@ -121,7 +121,10 @@ class FileSource:
             return _not_found(f"{key} is missing from {self._local.root}")
         suffix = path.suffix.lower()
         media = (
-            TYPES.get(suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            PHOTO_OUTPUTS.content_types().get(suffix)
+            or TYPES.get(suffix)
+            or mimetypes.guess_type(path.name)[0]
+            or "application/octet-stream"
         )
         return FileResponse(
             path, media_type=media, headers={"Cache-Control": "private, max-age=3600"}

@@ -1,7 +1,8 @@
 """One job skeleton for every role: the handler is the work alone.
 
-``role_job(Model)`` turns ``async def handler(ctx: RoleContext, run: JobRun, job: Model)``
-into the function arq runs. The skeleton validates the payload into ``Model``, binds the
+``role_job(SPEC)`` (a job of ``pipeline.runtime.graph``) turns ``async def handler(ctx:
+RoleContext, run: JobRun, job: Payload) -> Result`` into the function arq runs. The skeleton
+validates the payload into the spec's payload model, binds the
 session (and photo) to every log line, keeps the job's outcome for the metrics, and gives the
 handler :meth:`JobRun.guard`: the part of the work that may fail runs there under its time
 budget, after the crash-loop check; a transient failure is retried (arq ``Retry`` after
@@ -27,6 +28,7 @@ from pipeline.errors import PermanentError
 from pipeline.logs import get_logger
 from pipeline.runtime.connection import NO_REPLAY, CommandOutcomeUnknown
 from pipeline.runtime.context import RoleContext, role_context
+from pipeline.runtime.graph import JobSpec
 from pipeline.runtime.replication import (
     MasterChanged,
     failover_retry_delay,
@@ -42,7 +44,7 @@ from pipeline.runtime.retry import (
     redis_cannot_write,
     retry_delay,
 )
-from pipeline.schemas import BlobRef, DeadLetter
+from pipeline.schemas import BlobRef, DeadLetter, JobOutcome
 from pipeline.state.keys import Keys
 
 log = get_logger("pipeline.job")
@@ -54,6 +56,7 @@ Outcome = Literal["ok", "failed", "retried", "deferred", "error"]
 GiveUp = Callable[[str, str], Awaitable[None]]
 OnError = Callable[[Exception], Awaitable[bool]]
 M = TypeVar("M", bound=BaseModel)
+R = TypeVar("R", bound=JobOutcome)
 C = TypeVar("C", bound=RoleContext)
 T = TypeVar("T")
 
@@ -73,8 +76,9 @@ class GaveUp:
     code: str
     reason: str
 
-    def summary(self) -> dict[str, Any]:
-        return {"ok": False, "error_code": self.code, "reason": self.reason}
+    def outcome(self, model: type[R]) -> R:
+        """The job's result saying it gave up (``model``: the job's result model)."""
+        return model(ok=False, error_code=self.code, reason=self.reason)
 
 
 def time_budget(timeout_s: float) -> float:
@@ -328,19 +332,24 @@ async def rerun_after_failover(run: JobRun, exc: BaseException) -> NoReturn:
     raise Retry(defer=0) from exc
 
 
-Handler = Callable[[C, JobRun, M], Awaitable[dict[str, Any]]]
+Handler = Callable[[C, JobRun, M], Awaitable[R]]
 
 
 def role_job(
-    model: type[M], *, replayable: bool = True
-) -> Callable[[Handler[C, M]], Callable[..., Awaitable[dict[str, Any]]]]:
-    """Decorate ``handler(ctx, run, job)`` into the arq job ``name(ctx, payload)`` (see the
-    module docstring). ``replayable``: whether its dead letters may be replayed as they are."""
+    spec: JobSpec[M, R], *, replayable: bool = True
+) -> Callable[[Handler[C, M, R]], Callable[..., Awaitable[dict[str, Any]]]]:
+    """Decorate ``handler(ctx, run, job)`` into the arq job ``spec.name(ctx, payload)`` (see the
+    module docstring): the payload validated once into ``spec.payload``, the handler's
+    ``spec.result`` handed to arq as JSON. ``replayable``: whether its dead letters may be
+    replayed as they are."""
 
-    def wrap(handler: Handler[C, M]) -> Callable[..., Awaitable[dict[str, Any]]]:
+    def wrap(handler: Handler[C, M, R]) -> Callable[..., Awaitable[dict[str, Any]]]:
+        if handler.__name__ != spec.name:
+            raise TypeError(f"the handler of job {spec.name} is named {handler.__name__}")
+
         @functools.wraps(handler)
         async def run_job(ctx: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
-            job = model.model_validate(payload)
+            job = spec.payload.model_validate(payload)
             session_id = getattr(job, "session_id", None)
             index = getattr(job, "index", None)
             structlog.contextvars.bind_contextvars(
@@ -361,7 +370,7 @@ def role_job(
                     result = await handler(run.ctx, run, job)  # type: ignore[arg-type]
                 if run.outcome == "error":
                     run.outcome = "ok"
-                return result
+                return result.model_dump(mode="json", exclude_none=True)
             except Exception as exc:
                 if not redis_cannot_write(exc):
                     raise

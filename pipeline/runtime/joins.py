@@ -24,7 +24,7 @@ await joins.complete("batch-42")
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from arq.connections import ArqRedis
 from pydantic import BaseModel, ConfigDict
@@ -37,6 +37,7 @@ from pipeline.state.keys import Keys
 from pipeline.state.redisio import run_lua, text
 
 log = get_logger("pipeline.runtime.joins")
+R = TypeVar("R")
 
 _REPORT = """
 local join, results, open = KEYS[1], KEYS[2], KEYS[3]
@@ -107,7 +108,7 @@ class JoinStore:
         if expected == 0:
             await self.fire(join_id)
 
-    async def report(self, join_id: str, child_id: str, report: ChildReport) -> JoinProgress:
+    async def report(self, join_id: str, child_id: str, report: ChildReport[Any]) -> JoinProgress:
         """Record a child's outcome exactly once; fire the callback when the join completes."""
         keys = [self._keys.join(join_id), self._keys.join_results(join_id), self._keys.joins_open]
         args = [child_id, report.model_dump_json(), time.time(), join_id, self._ttl]
@@ -142,10 +143,22 @@ class JoinStore:
             log.info("join.fired", join=join_id, callback=callback.function, job=callback.job_id)
         return job is not None
 
-    async def results(self, join_id: str) -> dict[str, ChildReport]:
+    @overload
+    async def results(self, join_id: str) -> dict[str, ChildReport[Any]]: ...
+    @overload
+    async def results(self, join_id: str, result: type[R]) -> dict[str, ChildReport[R]]: ...
+
+    async def results(
+        self, join_id: str, result: type[Any] | None = None
+    ) -> dict[str, ChildReport[Any]]:
+        """Each child's report, by child id; ``result``: the model each report's result is
+        read back as (validated here, once), else plain JSON values."""
         client: Any = self._redis
         raw = await client.hgetall(self._keys.join_results(join_id))
-        return {text(k): ChildReport.model_validate_json(text(v)) for k, v in raw.items()}
+        model: type[ChildReport[Any]] = ChildReport
+        if result is not None:  # a model chosen at run time: pydantic parametrizes it
+            model = ChildReport[result]  # type: ignore[valid-type]
+        return {text(k): model.model_validate_json(text(v)) for k, v in raw.items()}
 
     async def progress(self, join_id: str) -> JoinProgress | None:
         client: Any = self._redis

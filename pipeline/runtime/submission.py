@@ -24,8 +24,9 @@ from redis.exceptions import RedisError
 
 from pipeline.errors import TransientError
 from pipeline.logs import get_logger
-from pipeline.runtime.enqueue import QueueNames, enqueue
-from pipeline.runtime.joins import Callback, JoinStore
+from pipeline.runtime.enqueue import QueueNames
+from pipeline.runtime.graph import AGGREGATE, INFER_PHOTO
+from pipeline.runtime.joins import JoinStore
 from pipeline.runtime.memory import RedisFull, check_room, is_out_of_memory
 from pipeline.runtime.replication import master_id, replica_acks, replicated
 from pipeline.runtime.retry import describe
@@ -36,7 +37,7 @@ from pipeline.runtime.uploads import (
     upload_holder,
     upload_job_ids,
 )
-from pipeline.schemas import BlobRef, InferJob, UploadJob
+from pipeline.schemas import AggregateJob, BlobRef, InferJob, UploadJob
 from pipeline.settings import Settings
 from pipeline.state.artifacts import ArtifactStore
 from pipeline.state.blobs import BlobStore
@@ -131,11 +132,8 @@ class NewSession:
         await JoinStore(self.redis, self.settings).create(
             session_join_id(sid),
             count,
-            Callback(
-                function="aggregate",
-                queue=self.queues.cpu,
-                job_id=aggregate_job_id(sid),
-                arguments={"payload": {"session_id": sid}},
+            AGGREGATE.callback(
+                self.queues, AggregateJob(session_id=sid), job_id=aggregate_job_id(sid)
             ),
         )
         artifacts = ArtifactStore(self.redis, self.settings)
@@ -145,13 +143,7 @@ class NewSession:
         await enqueue_uploads(self.redis, self.settings, uploads)
         for index, (blob, mime) in enumerate(zip(blobs, self.mimes, strict=True)):
             job = InferJob(session_id=sid, index=index, photo_count=count, blob=blob, mime=mime)
-            await enqueue(
-                self.redis,
-                "infer_photo",
-                payload=job.model_dump(mode="json"),
-                _job_id=infer_job_id(sid, index),
-                _queue_name=self.queues.gpu,
-            )
+            await INFER_PHOTO.enqueue(self.redis, self.queues, job, job_id=infer_job_id(sid, index))
 
     async def undo(self) -> None:
         """Remove whatever :meth:`write` wrote before Redis refused a write (at

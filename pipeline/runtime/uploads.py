@@ -17,7 +17,8 @@ from typing import TypeVar
 
 from arq.connections import ArqRedis
 
-from pipeline.runtime.enqueue import QueueNames, enqueue
+from pipeline.runtime.enqueue import QueueNames
+from pipeline.runtime.graph import UPLOAD, UPLOAD_BATCH
 from pipeline.schemas import ArtifactRecord, UploadBatch, UploadJob
 from pipeline.settings import Settings
 from pipeline.state.artifacts import ArtifactStore
@@ -139,16 +140,8 @@ def batch_job_id(batch: UploadBatch) -> str:
 async def enqueue_batch(
     redis: ArqRedis, queue: str, batch: UploadBatch, *, defer_s: float | None = None
 ) -> None:
-    """Queue one ``upload_batch`` job (``defer_s``: not before then)."""
-    defer = {} if defer_s is None else {"_defer_by": defer_s}
-    await enqueue(
-        redis,
-        "upload_batch",
-        payload=batch.model_dump(mode="json"),
-        _job_id=batch_job_id(batch),
-        _queue_name=queue,
-        **defer,
-    )
+    """Queue one ``upload_batch`` job on the io queue ``queue`` (``defer_s``: not before then)."""
+    await UPLOAD_BATCH.enqueue_on(redis, queue, batch, job_id=batch_job_id(batch), defer_s=defer_s)
 
 
 def upload_job_ids(settings: Settings, jobs: Sequence[UploadJob]) -> list[str]:
@@ -168,12 +161,11 @@ async def enqueue_uploads(redis: ArqRedis, settings: Settings, jobs: Sequence[Up
     chunks = io_batches(jobs, lambda job: job.blob.size, settings)
     await asyncio.gather(
         *(
-            enqueue(
+            UPLOAD.enqueue_on(
                 redis,
-                "upload",
-                payload=chunk[0].model_dump(mode="json"),
-                _job_id=upload_job_id(chunk[0].artifact_id, chunk[0].deferrals),
-                _queue_name=queue,
+                queue,
+                chunk[0],
+                job_id=upload_job_id(chunk[0].artifact_id, chunk[0].deferrals),
             )
             if len(chunk) == 1
             else enqueue_batch(redis, queue, UploadBatch(uploads=chunk))

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-FILE_NAMES: dict[str, str] = {
-    "thumbnail_original": "thumbnail_original.jpg",
-    "processed": "processed.avif",
-    "thumbnail_processed": "thumbnail_processed.jpg",
-}
+from pipeline.vision.outputs import PHOTO_OUTPUTS
 
 
 def session_join_id(session_id: str) -> str:
@@ -34,10 +30,10 @@ def artifact_id(session_id: str, index: int | None, name: str) -> str:
 
 
 def photo_key(session_id: str, index: int, photo_count: int, name: str, ext: str = "") -> str:
-    """``{session}/original.jpg`` for one photo, ``{session}/{index}/original.jpg`` for many."""
+    """``{session}/original.jpg`` for one photo, ``{session}/{index}/original.jpg`` for many;
+    ``name`` is an output of :data:`~pipeline.vision.outputs.PHOTO_OUTPUTS`."""
     base = session_id if photo_count == 1 else f"{session_id}/{index}"
-    file_name = f"original.{ext}" if name == "original" else FILE_NAMES[name]
-    return f"{base}/{file_name}"
+    return f"{base}/{PHOTO_OUTPUTS.file_name(name, ext)}"
 
 
 def results_key(session_id: str) -> str:

@@ -14,9 +14,7 @@ from pipeline.vision.bands import BandParams, counted_vegetation
 from pipeline.vision.types import PhotoAnalysis, Segment
 
 __all__ = [
-    "AVIF_CONTENT_TYPE",
     "CONTAINER_COLOURS",
-    "JPEG_CONTENT_TYPE",
     "draw_analysis",
     "encode_avif",
     "estimated_vegetation",
@@ -25,9 +23,6 @@ __all__ = [
     "render_visualization",
     "vegetation_overlay_png",
 ]
-
-AVIF_CONTENT_TYPE = "image/avif"
-JPEG_CONTENT_TYPE = "image/jpeg"
 
 #: Outline colour per container type.
 CONTAINER_COLOURS: dict[str, tuple[int, int, int]] = {

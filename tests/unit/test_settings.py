@@ -210,9 +210,9 @@ def test_every_setting_is_read_somewhere() -> None:
 
 
 def test_inference_config_gets_only_values_settings_allow(monkeypatch: pytest.MonkeyPatch) -> None:
-    """InferenceConfig re-declares inference settings; the CLI and the environment reach it
-    only through Settings (InferenceConfig.from_settings), whose ranges refuse the values
-    first. Every shared field it copies is one Settings constrains."""
+    """InferenceConfig carries the inference settings (InferenceSettings, which Settings
+    inherits); the CLI and the environment reach it only through Settings
+    (InferenceConfig.from_settings), whose ranges refuse the values first."""
     from pipeline.inference.config import InferenceConfig
 
     clean_env(monkeypatch)

@@ -9,10 +9,10 @@ import pytest
 from numpy.typing import NDArray
 from PIL import Image
 
+from pipeline.settings import Settings
+from pipeline.vision.outputs import PHOTO_OUTPUTS
 from pipeline.vision.render import (
-    AVIF_CONTENT_TYPE,
     CONTAINER_COLOURS,
-    JPEG_CONTENT_TYPE,
     encode_avif,
     estimated_vegetation,
     legend_lines,
@@ -70,9 +70,16 @@ def analysis(
     )
 
 
-def test_content_types() -> None:
-    assert AVIF_CONTENT_TYPE == "image/avif"
-    assert JPEG_CONTENT_TYPE == "image/jpeg"
+def test_each_rendered_output_is_what_its_content_type_says() -> None:
+    picture = Image.new("RGB", (320, 240), (40, 140, 60))
+    formats = {"image/avif": "AVIF", "image/jpeg": "JPEG"}
+    rendered = PHOTO_OUTPUTS.made_by("render")
+    assert [o.name for o in rendered] == ["processed", "thumbnail_processed"]
+    for output in rendered:
+        assert output.render is not None
+        body = output.render(picture, Settings())
+        assert Image.open(io.BytesIO(body)).format == formats[output.content_type]
+    assert picture.getpixel((0, 0)) == (40, 140, 60)  # the picture is left as it was
 
 
 # ------------------------------------------------------------------------ thumbnails
