@@ -33,8 +33,8 @@ from pipeline.runtime.serialization import deserialize, serialize
 from pipeline.runtime.submission import NewSession
 from pipeline.runtime.uploads import (
     Output,
-    hand_over,
     stage,
+    store_and_queue,
 )
 from pipeline.schemas import (
     TERMINAL_STATUSES,
@@ -100,7 +100,7 @@ class PipelineClient:
         self.queues = QueueNames.from_settings(settings)
         self._redis = redis
         self._owns_redis = redis is None
-        self._uploads: SameTurnBatcher[Output] = SameTurnBatcher(self._hand_over)
+        self._uploads: SameTurnBatcher[Output] = SameTurnBatcher(self._store_and_queue)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> PipelineClient:
@@ -187,7 +187,7 @@ class PipelineClient:
         each item keeps its own state, retries and dead letter: one item's failure never fails
         another. Every item is checked (key, metadata, size) before anything is stored."""
         outputs = self._outputs(items)
-        await self._hand_over(outputs)
+        await self._store_and_queue(outputs)
         return [UploadHandle(self, out.artifact_id, out.key) for out in outputs]
 
     def _outputs(self, items: Sequence[UploadItem]) -> list[Output]:
@@ -200,8 +200,8 @@ class PipelineClient:
             )
         return outputs
 
-    async def _hand_over(self, outputs: list[Output]) -> None:
-        await hand_over(self.blobs, self.artifacts, self.redis, self.settings, outputs)
+    async def _store_and_queue(self, outputs: list[Output]) -> None:
+        await store_and_queue(self.blobs, self.artifacts, self.redis, self.settings, outputs)
 
     # --- sessions ---------------------------------------------------------------------
 

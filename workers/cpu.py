@@ -133,7 +133,7 @@ def rendered_outputs(job: RenderJob, rendered: dict[str, bytes]) -> list[Output]
     ]
 
 
-async def hand_over_rendered(ctx: CpuContext, job: RenderJob, rendered: dict[str, bytes]) -> None:
+async def upload_rendered(ctx: CpuContext, job: RenderJob, rendered: dict[str, bytes]) -> None:
     """Hand the rendered outputs to io. Those that count toward the session's readiness are
     registered as the session's artifacts now, before the photo reports into the join — so
     the session's artifact set is complete when ``aggregate`` marks it final; the others are
@@ -184,7 +184,7 @@ async def render_photo(ctx: CpuContext, run: JobRun, job: RenderJob) -> RenderOu
     if isinstance(rendered, GaveUp):
         return rendered.outcome(RenderOutcome)
     render_ms = drawn_ms[-1]
-    await hand_over_rendered(ctx, job, rendered)
+    await upload_rendered(ctx, job, rendered)
     await report_rendered(ctx, job, [], render_ms)
     sizes = {name: len(body) for name, body in rendered.items()}
     log.info("render.done", bytes=sizes, render_ms=render_ms)

@@ -75,7 +75,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 async def already_analysed(ctx: GpuContext, job: InferJob) -> bool:
-    """A re-run after a crash that followed this photo's hand-over to render_photo."""
+    """A re-run after a crash that followed this photo was passed to render_photo."""
     join_id = session_join_id(job.session_id)
     render = Job(render_job_id(job.session_id, job.index), ctx.redis, _queue_name=ctx.queues.cpu)
     return (
@@ -85,7 +85,7 @@ async def already_analysed(ctx: GpuContext, job: InferJob) -> bool:
     )
 
 
-async def hand_over(ctx: GpuContext, job: InferJob, output: AnalysisOutput) -> None:
+async def pass_to_render(ctx: GpuContext, job: InferJob, output: AnalysisOutput) -> None:
     """Record the count, queue the original's thumbnail upload and the photo's render_photo
     job on the cpu role (which reports into the join); nothing here waits for S3."""
     sid, index, analysis = job.session_id, job.index, output.analysis
@@ -164,7 +164,7 @@ async def infer_photo(ctx: GpuContext, run: JobRun, job: InferJob) -> InferOutco
     output = await run.guard(analyze, budget_s=budget_s, on_give_up=give_up)
     if isinstance(output, GaveUp):
         return output.outcome(InferOutcome)
-    await hand_over(ctx, job, output)
+    await pass_to_render(ctx, job, output)
     await ctx.blobs.release(job.blob, infer_holder(sid, index))
     analysis = output.analysis
     log.info(

@@ -39,7 +39,8 @@ from pipeline.settings import Settings
 from pipeline.state.redisio import run_lua_batch
 from pipeline.storage import ObjectStore, PutResult, make_store
 from pipeline.storage.breaker import RedisCircuitBreaker
-from workers.payloads import BlobState, IoContext, let_go, put_blob, read_states
+from workers.io_context import IoContext
+from workers.io_payloads import BlobState, let_go, put_blob, read_states
 
 log = get_logger("workers.io")
 

@@ -66,7 +66,7 @@ def evaluate(
         chosen = resolve_sets(sets, size, variant, width, height)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    from pipeline.inference.runtime import collected_fallbacks
+    from pipeline.inference.onnx_sessions import collected_fallbacks
 
     settings = get_settings()
     config = InferenceConfig.from_settings(settings).model_copy(update={"warmup": False})

@@ -52,9 +52,9 @@ from pipeline.inference.colours import learn_photo_colours
 from pipeline.inference.config import InferenceConfig
 from pipeline.inference.counting import detections_of, estimate_regions, weigh_alternatives
 from pipeline.inference.detection import SlicedDetector
+from pipeline.inference.onnx_sessions import YoloModel
 from pipeline.inference.outputs import AnalysisOutput
 from pipeline.inference.regions import segments_and_regions
-from pipeline.inference.runtime import YoloModel
 from pipeline.inference.slicing import (
     Region,
     RegionDetections,

@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 from pipeline.inference.config import InferenceConfig
 from pipeline.inference.coverage import Coverage, cell_core
-from pipeline.inference.runtime import YoloModel
+from pipeline.inference.onnx_sessions import YoloModel
 from pipeline.inference.slicing import (
     RawDetections,
     Region,

@@ -34,7 +34,7 @@ from typing import Any
 
 from pipeline.inference.analyze import AnalysisOutput, PhotoAnalyzer
 from pipeline.inference.config import InferenceConfig
-from pipeline.inference.runtime import collected_fallbacks
+from pipeline.inference.onnx_sessions import collected_fallbacks
 from pipeline.settings import Settings
 
 logger = logging.getLogger("pipeline.inference")
@@ -49,7 +49,9 @@ class InferenceError(RuntimeError):
 
 
 @dataclass(frozen=True, slots=True)
-class WorkerInfo:
+class PoolProcess:
+    """One process of the pool: its pid, CUDA device id and the provider that really runs."""
+
     pid: int
     device_id: int
     provider: str
@@ -152,7 +154,7 @@ class InferencePool:
         self._generation = 0
         self._lock: asyncio.Lock | None = None
         self._closed = False
-        self.workers: list[WorkerInfo] = []
+        self.workers: list[PoolProcess] = []
         self.rebuilds = 0
         self._rebuild_task: asyncio.Task[None] | None = None
 
@@ -232,8 +234,8 @@ class InferencePool:
 
     async def _await_ready(
         self, ready: multiprocessing.Queue[Any], pings: list[Future[int]]
-    ) -> list[WorkerInfo]:
-        infos: list[WorkerInfo] = []
+    ) -> list[PoolProcess]:
+        infos: list[PoolProcess] = []
         deadline = time.monotonic() + self.start_timeout_s
 
         def next_message(timeout: float) -> Any:
@@ -258,7 +260,9 @@ class InferencePool:
                 continue
             if msg[0] == "error":
                 raise WorkerStartError(f"inference pool process {msg[1]} failed to start: {msg[2]}")
-            infos.append(WorkerInfo(pid=msg[1], device_id=msg[2], provider=msg[3], fallback=msg[4]))
+            infos.append(
+                PoolProcess(pid=msg[1], device_id=msg[2], provider=msg[3], fallback=msg[4])
+            )
         return infos
 
     async def _rebuild(self, generation: int) -> None:

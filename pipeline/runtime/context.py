@@ -18,7 +18,7 @@ from arq.connections import ArqRedis
 from pipeline.runtime.deadletter import DeadLetters
 from pipeline.runtime.enqueue import QueueNames
 from pipeline.runtime.joins import JoinStore
-from pipeline.runtime.uploads import Output, enqueue_uploads, hand_over, stage
+from pipeline.runtime.uploads import Output, enqueue_uploads, stage, store_and_queue
 from pipeline.schemas import UploadJob
 from pipeline.settings import Settings
 from pipeline.state.artifacts import ArtifactStore
@@ -92,9 +92,9 @@ class RoleContext:
     async def upload(
         self, outputs: Sequence[Output], session_id: str | None = None
     ) -> list[UploadJob]:
-        """Both halves of the one upload path at once (:func:`hand_over`). Returns the queued
+        """Both halves of the one upload path at once (:func:`store_and_queue`). Returns the queued
         upload jobs."""
-        return await hand_over(
+        return await store_and_queue(
             self.blobs, self.artifacts, self.redis, self.settings, outputs, session_id
         )
 

@@ -109,7 +109,7 @@ def io_batches(items: Sequence[T], size: Callable[[T], int], settings: Settings)
     return batches
 
 
-async def hand_over(
+async def store_and_queue(
     blobs: BlobStore,
     artifacts: ArtifactStore,
     redis: ArqRedis,

@@ -11,8 +11,8 @@ import pytest
 
 from pipeline.inference.analyze import PhotoAnalyzer
 from pipeline.inference.config import InferenceConfig
+from pipeline.inference.onnx_sessions import CPU, CUDA, collected_fallbacks, create_session
 from pipeline.inference.pool import InferencePool
-from pipeline.inference.runtime import CPU, CUDA, collected_fallbacks, create_session
 from pipeline.testing.onnx_fixtures import build_detect_model, build_segment_model
 
 pytestmark = [

@@ -1,6 +1,6 @@
-"""What one upload's payload goes through in the io role: the role's context (store, circuit
-breaker, byte budget), the read of the artifacts' states with the small payloads along, and the
-S3 request, its payload read from Redis under the byte budget when it was not read along.
+"""What one upload's payload goes through in the io role: the read of the artifacts' states
+with the small payloads along, and the S3 request, its payload read from Redis under the byte
+budget when it was not read along (the role's context: ``workers.io_context``).
 
 The byte budget (``PLANTPIPE_IO_MEMORY_MB``) holds a payload's bytes from their read until S3
 has answered; see ``pipeline.runtime.budget``.
@@ -14,22 +14,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pipeline.runtime.budget import ByteBudget
-from pipeline.runtime.context import RoleContext
 from pipeline.schemas import UploadJob
-from pipeline.storage import ObjectStore, PutResult
-from pipeline.storage.breaker import RedisCircuitBreaker
-
-
-@dataclass
-class IoContext(RoleContext):
-    """The io role's context: the object store, the circuit breaker in front of it and the
-    byte budget of the payloads in memory."""
-
-    store: ObjectStore
-    breaker: RedisCircuitBreaker
-    memory: ByteBudget  # payload bytes this process holds at once (PLANTPIPE_IO_MEMORY_MB)
-
+from pipeline.storage import PutResult
+from workers.io_context import IoContext
 
 #: Payloads up to this size are read in the same round trip as their artifact's state (when
 #: the byte budget has room at once); larger ones when their upload's turn comes.

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from pipeline.inference.runtime import CPU, CUDA, YoloModel, create_session, provider_options
+from pipeline.inference.onnx_sessions import CPU, CUDA, YoloModel, create_session, provider_options
 from pipeline.inference.yolo import decode_detect, decode_segment, letterbox
 from pipeline.testing.onnx_fixtures import (
     build_detect_model,
