@@ -1,7 +1,8 @@
 """``python -m tests.arq_suite [pytest args...]``: arq's own tests against ResilientWorker.
 
-See the package docstring. Needs ``redis-server`` on PATH and PyPI (the arq sdist and arq's
-test dependencies); it touches no other Redis. Exit status: pytest's (5, no tests, is 1).
+See the package docstring. Needs a ``redis-server`` (see ``tests.redis_server``) and PyPI (the
+arq sdist and arq's test dependencies); it touches no other Redis. Exit status: pytest's (5,
+no tests, is 1).
 """
 
 from __future__ import annotations
@@ -9,19 +10,19 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 import tomllib
 from pathlib import Path
 from types import FrameType
 
 import arq
 from packaging.version import Version
-from redis import Redis
+
+from pipeline.embedded import redis_server_binary
+from tests.redis_server import RedisServer
 
 HERE = Path(__file__).resolve().parent
 PORT_ENV = "PLANTPIPE_ARQ_SUITE_REDIS_PORT"
@@ -85,65 +86,10 @@ def arq_test_requirements(sdist: Path) -> list[str]:
     raise SystemExit(f"arq suite: arq's sdist has neither uv.lock nor requirements/: {sdist}")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class PrivateRedis:
-    """``redis-server`` on a free port of 127.0.0.1, nothing persisted."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("arq suite: no redis-server on PATH (apt-get install redis-server)")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        for _ in range(5):  # a free port can be taken before the server binds it
-            self.port = free_port()
-            args = [
-                binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-                "--appendonly", "no", "--dir", str(self.folder),
-                "--logfile", str(self.folder / "redis.log"),
-            ]  # fmt: skip
-            self.proc = subprocess.Popen(
-                args,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            deadline = time.monotonic() + 10
-            while self.proc.poll() is None and time.monotonic() < deadline:
-                client = Redis(port=self.port, socket_timeout=1)
-                try:
-                    if client.ping():
-                        return
-                except Exception:
-                    time.sleep(0.05)
-                finally:
-                    client.close()
-            self.stop()
-        raise SystemExit(f"arq suite: redis-server did not start; see {self.folder}/redis.log")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
 def run(pytest_args: list[str]) -> int:
     version = arq.VERSION
     work = Path(tempfile.mkdtemp(prefix="plantpipe-arq-suite-"))
-    redis_server = PrivateRedis(work / "redis")
+    redis_server = RedisServer(work / "redis")  # no persistence, noeviction
     try:
         say(f"arq {version}: downloading its sdist")
         sdist = unpack_sdist(version, work)
@@ -156,6 +102,8 @@ def run(pytest_args: list[str]) -> int:
         say(f"installing its test dependencies: {' '.join(requirements)}")
         deps = work / "deps"
         pip("install", "--no-warn-script-location", "--target", str(deps), *requirements)
+        if redis_server_binary() is None:
+            raise SystemExit("arq suite: no redis-server (apt-get install redis-server)")
         redis_server.start()
         say(f"private redis-server on 127.0.0.1:{redis_server.port}")
         env = {
