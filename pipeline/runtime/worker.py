@@ -15,10 +15,11 @@ for, where arq makes four round trips per job, one job after the other (see ``st
 A failed claim takes nothing and gives every slot back. Between polls it waits on the
 queue's wake list rather than sleeping (see ``_wait_for_work``).
 
-``arq workers.<role>.WorkerSettings`` builds its worker through ``arq.worker.create_worker``,
-which has no option for the worker class; ``install()`` (called when a role's settings class
-is built) makes it honour a ``worker_class`` attribute of the settings class. Settings classes
-without one (arq's own, a benchmark's "arq defaults") still get arq's Worker.
+``arq workers.<role>.WorkerSettings`` (with or without ``--watch``) builds its worker through
+arq's ``create_worker``, which has no option for the worker class; ``install()`` (called when
+a role's settings class is built) makes it honour a ``worker_class`` attribute of the settings
+class. Settings classes without one (arq's own, a benchmark's "arq defaults") still get
+arq's Worker.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from types import TracebackType
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
+import arq.cli
 import arq.worker
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
@@ -319,6 +321,13 @@ _ARQ_WORKER = arq.worker.Worker
 
 
 def install() -> None:
-    """Let arq's CLI (``arq workers.io.WorkerSettings``, via ``arq.worker.run_worker``) build
-    the worker class a settings class names. Settings without one get arq's own Worker."""
+    """Let arq's CLI build the worker class a settings class names, both ways it starts one.
+    Settings without one get arq's own Worker.
+
+    ``arq workers.io.WorkerSettings`` calls ``arq.worker.run_worker``, which looks
+    ``create_worker`` up in ``arq.worker`` when it runs: replacing it there is enough.
+    ``--watch`` calls ``arq.cli.watch_reload``, which uses the ``create_worker`` that
+    ``arq.cli`` imported by name when it was loaded — before the settings module, and so this
+    function, ran: that name is replaced too (a later import of ``arq.cli`` binds ours)."""
     arq.worker.create_worker = create_worker
+    vars(arq.cli)["create_worker"] = create_worker  # imported there, not exported
