@@ -1,9 +1,12 @@
 """``ResilientWorker``'s poll loop against a private ``redis-server`` (``tests.redis_server``: its
 own port, started and stopped here; never the shared test Redis).
 
-What only errors from Redis ride out: a hook's own ``TimeoutError`` stops the worker as it
-stops arq's; a Redis restart is ridden out. Each test asserts what happens; its deadlines
-are generous.
+What only errors from Redis ride out (a hook's own ``TimeoutError`` stops the worker as it
+stops arq's; a Redis restart is ridden out; an outage past ``redis_outage_limit_s`` ends it),
+and the loop paths arq's own test suite (``scripts/arq_suite.sh``) never reaches: waiting
+with every slot busy, waking up for an ``enqueue``, a failed claim giving its slots back, and
+a claim with no room. Each test asserts what happens; its deadlines are generous, and where
+"promptly" is the point, the poll delay is far longer than the deadline.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ import arq.worker
 import pytest
 from arq import func
 from arq.connections import ArqRedis, create_pool
+from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import WatchError
 
+from pipeline.runtime import worker as worker_module
 from pipeline.runtime.connection import redis_settings
 from pipeline.runtime.context import SETTINGS
 from pipeline.runtime.enqueue import enqueue
@@ -232,5 +237,118 @@ async def test_a_redis_restart_is_ridden_out(redis_server: RedisServer, pool: Ar
         await eventually(lambda: "after" in jobs.started, "a job runs after the restart")
         await eventually(lambda: worker._redis_down_since is None, "the outage is over")
         assert not task.done()
+    finally:
+        await stop(worker, task, jobs)
+
+
+async def test_the_worker_exits_after_the_outage_limit(
+    redis_server: RedisServer, pool: ArqRedis
+) -> None:
+    jobs = Jobs()
+    worker = make_worker(redis_server, jobs, poll_delay=0.05, outage_limit_s=1.0)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        await hold(pool, worker, "before")
+        jobs.release("before")
+        await eventually(lambda: "before" in jobs.started, "a job runs before the outage")
+        redis_server.stop()
+        stopped = time.monotonic()
+        done, _ = await asyncio.wait({task}, timeout=DEADLINE_S)
+        assert task in done, "the worker still polls long past redis_outage_limit_s"
+        assert time.monotonic() - stopped >= 1.0, "it gave up before the limit"
+        exc = task.exception()
+        assert exc is not None and raised_by_redis(exc), repr(exc)
+    finally:
+        await stop(worker, task, jobs)
+
+
+# ---------------------------------------------------------------- slots, wake-ups, claims
+
+
+async def test_with_every_slot_busy_a_job_starts_as_soon_as_one_finishes(
+    redis_server: RedisServer, pool: ArqRedis
+) -> None:
+    jobs = Jobs()
+    worker = make_worker(redis_server, jobs, max_jobs=2)  # polls every 300 s
+    for tag in ("a", "b"):
+        await hold(pool, worker, tag)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        await eventually(lambda: jobs.running() == {"a", "b"}, "both slots taken")
+        await hold(pool, worker, "c")  # no wake-up token: only a freed slot can start it
+        await asyncio.sleep(0.5)
+        assert "c" not in jobs.started, "a third job ran with max_jobs=2"
+        jobs.release("a")
+        await eventually(lambda: "c" in jobs.started, "c starts once a finishes")
+        assert jobs.running() == {"b", "c"}
+    finally:
+        await stop(worker, task, jobs)
+
+
+async def test_a_job_enqueued_while_the_worker_waits_starts_without_a_poll(
+    redis_server: RedisServer, pool: ArqRedis
+) -> None:
+    jobs = Jobs()
+    worker = make_worker(redis_server, jobs, max_jobs=2)  # polls every 300 s
+    task = asyncio.create_task(worker.async_run())
+    try:
+        await eventually(lambda: worker._pool is not None, "the worker connects")
+        await asyncio.sleep(0.3)  # idle, waiting on the wake list
+        for tag in ("first", "second"):  # the second: woken again after the re-poll
+            jobs.release(tag)
+            await enqueue(pool, "hold", tag, _queue_name=worker.queue_name)
+            await eventually(lambda tag=tag: tag in jobs.started, f"{tag} starts when woken")
+            await eventually(lambda: worker.job_counter == 0, f"{tag} finishes")
+        assert not task.done()
+    finally:
+        await stop(worker, task, jobs)
+
+
+async def test_a_failed_claim_gives_every_slot_back(
+    redis_server: RedisServer, pool: ArqRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_run_lua = worker_module.run_lua
+    failed_with_permits: list[int] = []
+
+    async def claim_fails_once(redis: Any, source: str, keys: Any, args: Any) -> Any:
+        if source is worker_module._CLAIM and not failed_with_permits:
+            failed_with_permits.append(int(args[3]))  # ARGV[4]: how many slots it holds
+            raise RedisConnectionError("connection reset during the claim (test)")
+        return await real_run_lua(redis, source, keys, args)
+
+    monkeypatch.setattr(worker_module, "run_lua", claim_fails_once)
+    jobs = Jobs()
+    worker = make_worker(redis_server, jobs, max_jobs=3, poll_delay=0.05)
+    for tag in ("a", "b", "c"):
+        await hold(pool, worker, tag)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        await eventually(lambda: bool(failed_with_permits), "the first claim fails")
+        assert failed_with_permits == [3]
+        # every slot came back: all three run at once (a lost permit would leave one waiting)
+        await eventually(lambda: jobs.running() == {"a", "b", "c"}, "three jobs in parallel")
+        assert not task.done()
+    finally:
+        await stop(worker, task, jobs)
+
+
+async def test_a_claim_with_no_room_takes_nothing_and_keeps_the_slots(
+    redis_server: RedisServer, pool: ArqRedis
+) -> None:
+    jobs = Jobs()
+    worker = make_worker(redis_server, jobs, max_jobs=2)  # polls every 300 s
+    for tag in ("a", "b"):
+        await hold(pool, worker, tag)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        await eventually(lambda: jobs.running() == {"a", "b"}, "both slots taken")
+        await hold(pool, worker, "c")
+        free = worker.sem._value
+        await worker.start_jobs([b"c"])  # room = max_jobs - job_counter = 0
+        assert "c" not in jobs.started
+        assert await pool.exists(in_progress_key_prefix + "c") == 0, "c was claimed"
+        assert worker.sem._value == free and worker.job_counter == 2
+        jobs.release("a")
+        await eventually(lambda: "c" in jobs.started, "c still starts when a slot frees")
     finally:
         await stop(worker, task, jobs)
