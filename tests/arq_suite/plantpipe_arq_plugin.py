@@ -8,6 +8,7 @@ comes in :data:`PORT_ENV`.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import types
@@ -68,7 +69,7 @@ def _guarded(connect: Any) -> Any:
                 f"the private server on port {os.environ.get(PORT_ENV)} may be used"
             )
 
-    if getattr(connect, "__code__", None) and connect.__code__.co_flags & 0x80:  # coroutine
+    if inspect.iscoroutinefunction(connect):
 
         async def guarded_async(self: Any) -> Any:
             check(self)
