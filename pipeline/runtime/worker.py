@@ -6,17 +6,20 @@ claiming a job uses WATCH, and redis-py turns a dropped connection during WATCH 
 ``WatchError`` without retrying; and a command whose retries are spent raises out of the
 loop. ``ResilientWorker``
 keeps polling through such errors with a short pause (logged once per outage, then every
-10 s) and exits only when Redis stays unreachable for ``redis_outage_limit_s``.
+10 s) and exits only when Redis stays unreachable for ``redis_outage_limit_s``. Only errors
+that come from Redis count (:func:`raised_by_redis`): anything else — a built-in
+``TimeoutError`` a job hook raises, say — stops the worker as it stops arq's.
 
 It also claims jobs in batches: one atomic Lua call claims every due job there is a free slot
 for, where arq makes four round trips per job, one job after the other (see ``start_jobs``).
 A failed claim takes nothing and gives every slot back. Between polls it waits on the
 queue's wake list rather than sleeping (see ``_wait_for_work``).
 
-``arq workers.<role>.WorkerSettings`` builds its worker through ``arq.worker.create_worker``,
-which has no option for the worker class; ``install()`` (called when a role's settings class
-is built) makes it honour a ``worker_class`` attribute of the settings class. Settings classes
-without one (arq's own, a benchmark's "arq defaults") still get arq's Worker.
+``arq workers.<role>.WorkerSettings`` (with or without ``--watch``) builds its worker through
+arq's ``create_worker``, which has no option for the worker class; ``install()`` (called when
+a role's settings class is built) makes it honour a ``worker_class`` attribute of the settings
+class. Settings classes without one (arq's own, a benchmark's "arq defaults") still get
+arq's Worker.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from types import TracebackType
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
+import arq.cli
 import arq.worker
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
@@ -42,14 +47,11 @@ from pipeline.state.redisio import run_lua, text
 
 log = get_logger("pipeline.worker")
 
-# What "Redis is not reachable right now" looks like from inside arq's loop — or cannot take
-# a write now (at maxmemory with noeviction: claiming a job is a write); both pass.
-REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    *REDIS_CANNOT_WRITE,
-    WatchError,
-    ConnectionError,
-    TimeoutError,
-)
+# redis-py's ways of saying "Redis is not reachable right now" inside arq's loop — or cannot
+# take a write now (at maxmemory with noeviction: claiming a job is a write); both pass.
+REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (*REDIS_CANNOT_WRITE, WatchError)
+# Besides the standard library, what a redis-py call may run below its own frames.
+_REDIS_PY_DEPENDENCIES = frozenset({"redis", "hiredis", "async_timeout"})
 PAUSE_S = 0.5
 REPEAT_LOG_S = 10.0
 
@@ -71,6 +73,44 @@ for i = 5, #ARGV do
 end
 return claimed
 """
+
+
+def raised_by_redis(exc: BaseException) -> bool:
+    """Whether ``exc`` is Redis being unreachable (or unable to take a write) — an outage the
+    poll loop rides out — rather than an error of the code the worker runs.
+
+    arq's poll loop also re-raises what a job's hooks (``on_job_start``, ``on_job_end``,
+    ``after_job_end``) raised, so the type alone cannot tell: a built-in ``TimeoutError`` or
+    ``ConnectionError`` may be a hook's own. It counts as Redis's when it is one of
+    redis-py's errors (:data:`REDIS_UNAVAILABLE`, or a write refused at ``maxmemory``), or an
+    ``OSError`` (built-in ``ConnectionError`` and ``TimeoutError``, which is also
+    ``asyncio.TimeoutError`` and ``socket.timeout``) that was raised inside a redis-py call:
+    its traceback holds a redis-py frame and below the last one only the standard library
+    (``socket``, ``ssl``, ``asyncio``) or redis-py's own dependencies. So a hook that raises
+    ``TimeoutError``, or whose ``asyncio.timeout`` ran out around a Redis command, stops the
+    worker as arq's does; a socket error out of a command the hook sends is Redis's, as is
+    one out of arq's own Redis calls in the loop (polling, claiming, finishing a job).
+
+    The traceback is the reliable witness here: wrapping only our own Redis calls would miss
+    those arq makes inside ``_poll_iteration`` and ``run_job``, which it does not expose."""
+    if isinstance(exc, REDIS_UNAVAILABLE) or redis_cannot_write(exc):
+        return True
+    return isinstance(exc, OSError) and _raised_in_redis_py(exc.__traceback__)
+
+
+def _raised_in_redis_py(tb: TracebackType | None) -> bool:
+    below_redis: list[str] = []  # top-level packages of the frames below the last redis-py one
+    seen_redis = False
+    while tb is not None:
+        package = str(tb.tb_frame.f_globals.get("__name__", "")).split(".", 1)[0]
+        if package == "redis":
+            seen_redis, below_redis = True, []
+        else:
+            below_redis.append(package)
+        tb = tb.tb_next
+    return seen_redis and all(
+        p in sys.stdlib_module_names or p in _REDIS_PY_DEPENDENCIES for p in below_redis
+    )
 
 
 class ResilientWorker(arq.worker.Worker):
@@ -116,7 +156,7 @@ class ResilientWorker(arq.worker.Worker):
             if self.ctx.get("started"):
                 raise
             reason = exc.reason if isinstance(exc, PipelineError) else describe(exc)
-            if isinstance(exc, REDIS_UNAVAILABLE) or "redis" in type(exc).__module__:
+            if raised_by_redis(exc) or "redis" in type(exc).__module__:
                 reason = (
                     f"cannot reach Redis at {self.redis_url()} ({describe(exc)}): start "
                     "Redis or point PLANTPIPE_REDIS_URL at a running one"
@@ -198,7 +238,7 @@ class ResilientWorker(arq.worker.Worker):
             while await self._wait_for_work():  # woken: poll again now, not after arq's sleep
                 await super()._poll_iteration()
         except Exception as exc:
-            if not (isinstance(exc, REDIS_UNAVAILABLE) or redis_cannot_write(exc)):
+            if not raised_by_redis(exc):  # a hook's own error: the worker stops, as arq's
                 raise
             await self._redis_unavailable(exc)
         else:
@@ -290,6 +330,13 @@ _ARQ_WORKER = arq.worker.Worker
 
 
 def install() -> None:
-    """Let arq's CLI (``arq workers.io.WorkerSettings``, via ``arq.worker.run_worker``) build
-    the worker class a settings class names. Settings without one get arq's own Worker."""
+    """Let arq's CLI build the worker class a settings class names, both ways it starts one.
+    Settings without one get arq's own Worker.
+
+    ``arq workers.io.WorkerSettings`` calls ``arq.worker.run_worker``, which looks
+    ``create_worker`` up in ``arq.worker`` when it runs: replacing it there is enough.
+    ``--watch`` calls ``arq.cli.watch_reload``, which uses the ``create_worker`` that
+    ``arq.cli`` imported by name when it was loaded — before the settings module, and so this
+    function, ran: that name is replaced too (a later import of ``arq.cli`` binds ours)."""
     arq.worker.create_worker = create_worker
+    vars(arq.cli)["create_worker"] = create_worker  # imported there, not exported

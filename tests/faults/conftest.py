@@ -16,8 +16,6 @@ import json
 import math
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -45,6 +43,7 @@ from pipeline.testing.onnx_fixtures import (
 )
 from tests.conftest import REDIS_URL, WorkerProcess, busy_factor, scaled
 from tests.e2e.conftest import Cluster, cluster_settings
+from tests.redis_server import RedisServer, free_port
 
 SMALL_TRAYS = ((30, 40, 300, 440), (340, 40, 610, 440))
 
@@ -230,116 +229,6 @@ def tree_rss_kib(pid: int) -> int:
 
 
 # ---------------------------------------------------------------- private Redis servers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RedisServer:
-    """A private ``redis-server`` for one test (own port, own directory)."""
-
-    def __init__(
-        self,
-        workdir: Path,
-        *,
-        password: str | None = None,
-        aof: bool = False,
-        tls: dict[str, Path] | None = None,
-        replica_of: int | None = None,
-        maxmemory: str | None = None,
-    ) -> None:
-        self.workdir = workdir
-        self.replica_of = replica_of
-        self.maxmemory = maxmemory
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.tls_port = free_port() if tls else None
-        self.password = password
-        self.aof = aof
-        self.tls = tls
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = workdir / "redis.log"
-
-    def args(self) -> list[str]:
-        args = [
-            "redis-server",
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.workdir),
-            "--save", "",
-            "--maxmemory-policy", "noeviction",
-            "--logfile", str(self.log),
-        ]  # fmt: skip
-        if self.aof:
-            args += ["--appendonly", "yes", "--appendfsync", "always"]
-        if self.password:
-            args += ["--requirepass", self.password, "--masterauth", self.password]
-        if self.replica_of is not None:
-            args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
-        if self.maxmemory is not None:
-            args += ["--maxmemory", self.maxmemory]
-        if self.tls:
-            args += [
-                "--tls-port", str(self.tls_port),
-                "--tls-cert-file", str(self.tls["cert"]),
-                "--tls-key-file", str(self.tls["key"]),
-                "--tls-ca-cert-file", str(self.tls["ca"]),
-                "--tls-auth-clients", "no",
-            ]  # fmt: skip
-        return args
-
-    def url(self, db: int = 0, *, password: str | None = None, tls: bool = False) -> str:
-        pw = self.password if password is None else password
-        auth = f":{pw}@" if pw else ""
-        if tls:
-            return f"rediss://{auth}127.0.0.1:{self.tls_port}/{db}"
-        return f"redis://{auth}127.0.0.1:{self.port}/{db}"
-
-    def start(self, timeout: float = 15) -> None:
-        self.proc = subprocess.Popen(
-            self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.workdir
-        )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                log = self.log.read_text() if self.log.exists() else ""
-                raise RuntimeError(f"redis-server exited: {err}{log[-2000:]}")
-            try:
-                client = SyncRedis(port=self.port, password=self.password, socket_timeout=1)
-                try:
-                    if client.ping():
-                        info: dict[str, Any] = client.info("persistence")  # type: ignore[assignment]
-                        loading = info.get("loading", 0)
-                        if not loading:
-                            return
-                finally:
-                    client.close()
-            except Exception:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"redis-server on {self.port} not ready in {timeout} s")
-            time.sleep(0.05)
-
-    def kill9(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def client(self) -> Redis:
-        return Redis(port=self.port, password=self.password)
 
 
 @pytest.fixture

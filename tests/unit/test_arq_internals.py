@@ -6,7 +6,8 @@ own state (``sem``, ``job_counter``, ``max_jobs``, ``tasks``, ``pool``, ``queue_
 ``run_job`` and ``_release_sem_dec_counter_on_complete``, claims with arq's in-progress key
 (``arq.constants.in_progress_key_prefix``, ``arq.utils.timestamp_ms``), and makes
 ``arq workers.<role>.WorkerSettings`` build it by replacing ``arq.worker.create_worker``
-(which ``run_worker`` looks up at call time) and filtering options with
+(which ``run_worker`` looks up at call time) and the ``create_worker`` that ``arq.cli`` imported
+by name (what ``--watch`` calls), and filtering options with
 ``arq.worker.get_kwargs``. None of that is arq's public API: an arq upgrade that changes any
 of it must fail here, naming what changed, rather than in production.
 """
@@ -188,6 +189,13 @@ def test_create_worker_can_be_replaced_and_arq_uses_the_replacement() -> None:
     )
     command = getattr(arq.cli.cli, "callback", arq.cli.cli)  # a click command
     assert "run_worker" in _names(command), "arq's CLI no longer runs run_worker"
+    # --watch runs watch_reload, which calls the create_worker arq.cli imported by name:
+    # install() replaces that binding too.
+    assert {"watch_reload"} <= _names(command), "arq's CLI no longer runs watch_reload"
+    assert "create_worker" in _names(arq.cli.watch_reload), (
+        "arq.cli.watch_reload no longer calls create_worker: check how --watch builds a worker"
+    )
+    assert "create_worker" in vars(arq.cli), "arq.cli no longer imports create_worker by name"
 
 
 def test_get_kwargs_keeps_only_worker_options() -> None:
