@@ -11,7 +11,7 @@ from arq.constants import in_progress_key_prefix
 from pipeline.client import PipelineClient
 from pipeline.runtime.health import redis_eviction_policy
 from pipeline.runtime.registry import list_workers
-from pipeline.state.redisio import run_lua, text
+from pipeline.state.redisio import run_lua, text, typed
 from pipeline.storage.breaker import RedisCircuitBreaker
 
 ROLES = ("io", "cpu", "gpu")
@@ -60,11 +60,11 @@ async def queue_stats(client: PipelineClient) -> list[dict[str, Any]]:
 
 
 async def redis_info(client: PipelineClient) -> dict[str, Any]:
-    redis: Any = client.redis
+    redis = typed(client.redis)
     memory = await redis.info("memory")
     server = await redis.info("server")
     clients = await redis.info("clients")
-    policy = await redis_eviction_policy(redis)
+    policy = await redis_eviction_policy(client.redis)
     maxmemory = int(memory.get("maxmemory", 0) or 0)
     used = int(memory.get("used_memory", 0) or 0)
     return {
@@ -84,8 +84,7 @@ async def redis_info(client: PipelineClient) -> dict[str, Any]:
 
 async def breaker_state(client: PipelineClient) -> dict[str, Any]:
     breaker = RedisCircuitBreaker(client.redis, client.settings)
-    redis: Any = client.redis
-    raw = await redis.hgetall(breaker.key)
+    raw = await typed(client.redis).hgetall(breaker.key)
     fields = {text(k): text(v) for k, v in raw.items()}
     opened_ms = int(fields.get("opened_at", "0") or 0)
     return {
@@ -121,5 +120,5 @@ async def system_view(client: PipelineClient) -> dict[str, Any]:
         ],
         "breaker": await breaker_state(client),
         "redis": await redis_info(client),
-        "dead_letters": int(await client.redis.zcard(client.keys.dead_letter_order)),
+        "dead_letters": await typed(client.redis).zcard(client.keys.dead_letter_order),
     }

@@ -38,7 +38,7 @@ from pipeline.runtime.connection import fail_fast, open_pool
 from pipeline.runtime.enqueue import wake_key
 from pipeline.runtime.retry import REDIS_CANNOT_WRITE, describe, redis_cannot_write
 from pipeline.settings import Settings
-from pipeline.state.redisio import run_lua, text
+from pipeline.state.redisio import run_lua, text, typed
 
 log = get_logger("pipeline.worker")
 
@@ -223,9 +223,8 @@ class ResilientWorker(arq.worker.Worker):
             return bool(done)
         if not self._wake:
             return False
-        client: Any = self.pool
         try:
-            token = await client.blpop(
+            token = await typed(self.pool).blpop(
                 [wake_key(self.queue_name)], timeout=max(0.01, self.poll_delay_s)
             )
         except ResponseError as exc:  # e.g. Redis < 6 takes no fractional timeout

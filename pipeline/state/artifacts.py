@@ -17,7 +17,7 @@ from pipeline.schemas import ArtifactRecord, ArtifactState, utcnow
 from pipeline.settings import Settings
 from pipeline.state.events import FEED_LUA, STREAM_MAXLEN
 from pipeline.state.keys import Keys
-from pipeline.state.redisio import LuaCall, run_lua, text
+from pipeline.state.redisio import LuaCall, run_lua, text, typed
 
 # Shared Lua: flip artifacts_ready when the final set is registered and all are uploaded.
 _READY_FN = (
@@ -104,6 +104,7 @@ return {1, ready}
 class ArtifactStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
+        self._client = typed(redis)
         self._keys = Keys.from_settings(settings)
         self._prefix = settings.key_prefix
         self._ttl = settings.session_ttl_s
@@ -191,8 +192,7 @@ class ArtifactStore:
         return self.transition_result(await run_lua(self._redis, call.source, call.keys, call.args))
 
     async def get(self, artifact_id: str) -> ArtifactRecord | None:
-        client: Any = self._redis
-        return self.parse(await client.hgetall(self.key(artifact_id)))
+        return self.parse(await self._client.hgetall(self.key(artifact_id)))
 
     def key(self, artifact_id: str) -> str:
         """The hash holding an artifact's record and state (to read it in a pipeline)."""

@@ -19,7 +19,7 @@ from pipeline.errors import PermanentError
 from pipeline.schemas import BlobRef
 from pipeline.settings import Settings
 from pipeline.state.keys import Keys
-from pipeline.state.redisio import LuaCall, run_lua
+from pipeline.state.redisio import LuaCall, run_lua, typed
 
 _HOLD = """
 local blob, holders = KEYS[1], KEYS[2]
@@ -54,6 +54,7 @@ class BlobTooLarge(PermanentError):
 class BlobStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
+        self._client = typed(redis)
         self._keys = Keys.from_settings(settings)
         self._ttl = settings.blob_ttl_s
         self._max = settings.max_blob_bytes
@@ -81,14 +82,13 @@ class BlobStore:
         # Redis CPU per put against 2.7 ms this way (bench/RESULTS.md, section 1). Small
         # payloads share one MULTI; a large one has its own (one MULTI of several large
         # payloads cost the client 15 % more CPU at 4 × 4 MiB, twice at 30 × 4 MiB).
-        client: Any = self._redis
         triples = [(data, names, sha) for (data, names), sha in zip(staged, shas, strict=True)]
         small = [t for t in triples if len(t[0]) < LARGE_BLOB_BYTES]
         groups = ([small] if small else []) + [
             [t] for t in triples if len(t[0]) >= LARGE_BLOB_BYTES
         ]
         for group in groups:
-            async with client.pipeline(transaction=True) as pipe:
+            async with self._client.pipeline(transaction=True) as pipe:
                 for data, names, sha in group:
                     blob, holders = self._keys.blob(sha), self._keys.blob_holders(sha)
                     pipe.set(blob, data, ex=self._ttl, nx=True)  # stored once, by content
@@ -118,7 +118,7 @@ class BlobStore:
             raise BlobMissing(f"blob {ref.sha256[:12]}… is gone (expired or released)")
 
     async def get(self, ref: BlobRef) -> bytes:
-        return self.checked(ref, await self._redis.get(self.key(ref)))
+        return self.checked(ref, await self._client.get(self.key(ref)))
 
     def key(self, ref: BlobRef) -> str:
         """Where the bytes live (to read them in a pipeline; ``checked`` reads the reply)."""
@@ -146,4 +146,4 @@ class BlobStore:
         return int(await run_lua(self._redis, call.source, call.keys, call.args))
 
     async def exists(self, ref: BlobRef) -> bool:
-        return bool(await self._redis.exists(self._keys.blob(ref.sha256)))
+        return bool(await self._client.exists(self._keys.blob(ref.sha256)))

@@ -13,7 +13,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from pipeline.state.redisio import text
+from pipeline.state.redisio import text, typed
 
 STREAM_MAXLEN = 10_000
 FEED_MAXLEN = 10_000
@@ -47,7 +47,7 @@ async def follow(
     Starts from ``last_id`` ("0" = replay everything, so nothing that happened before the
     call is missed). Never returns by itself: the caller stops iterating.
     """
-    client: Any = redis
+    client = typed(redis)
     cursor = last_id
     while True:
         reply = await client.xread({stream: cursor}, count=100, block=block_ms)
@@ -61,7 +61,7 @@ async def follow(
 
 async def last_event_id(redis: Redis, stream: str) -> str:
     """Id of the newest event in ``stream`` ("0" when empty): follow from here on."""
-    client: Any = redis
+    client = typed(redis)
     newest = await client.xrevrange(stream, count=1)
     return text(newest[0][0]) if newest else "0"
 
@@ -71,7 +71,7 @@ async def read_after(
 ) -> list[tuple[str, dict[str, str]]]:
     """The entries of ``stream`` after ``cursor``, as ``(id, fields)``; blocks up to
     ``block_ms`` in XREAD while there are none (then returns ``[]``)."""
-    client: Any = redis
+    client = typed(redis)
     reply = await client.xread({stream: cursor}, count=count, block=block_ms)
     return [
         (text(entry_id), {text(k): text(v) for k, v in fields.items()})

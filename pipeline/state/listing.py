@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from pipeline.schemas import SessionStatus, SessionSummary
 from pipeline.settings import Settings
 from pipeline.state.keys import Keys
-from pipeline.state.redisio import run_lua, text
+from pipeline.state.redisio import run_lua, text, typed
 from pipeline.state.sessions import search_text
 
 STATUSES: tuple[SessionStatus, ...] = ("pending", "processing", "completed", "warning", "failed")
@@ -89,6 +89,7 @@ class SessionPage(BaseModel):
 class SessionListing:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
+        self._client = typed(redis)
         self._keys = Keys.from_settings(settings)
         self._ttl = settings.session_ttl_s
 
@@ -98,10 +99,9 @@ class SessionListing:
     async def counts(self) -> dict[str, int]:
         """Sessions per status and in all, after dropping entries older than the records'
         TTL (their sessions have expired)."""
-        client: Any = self._redis
         oldest = time.time() - self._ttl
         indexes = [self._keys.sessions_index, *(self._index(s) for s in STATUSES)]
-        async with client.pipeline(transaction=False) as pipe:
+        async with self._client.pipeline(transaction=False) as pipe:
             for key in indexes:
                 pipe.zremrangebyscore(key, "-inf", f"({oldest}")
             for key in indexes:
@@ -127,9 +127,8 @@ class SessionListing:
         10,000 sessions cost Redis two replies. A session without a text (made before there
         were texts) is read from its record and its text written; texts of sessions that
         have left the index are dropped."""
-        client: Any = self._redis
         needle = query.lower().encode()
-        async with client.pipeline(transaction=False) as pipe:
+        async with self._client.pipeline(transaction=False) as pipe:
             pipe.zrevrange(self._index(status), 0, -1)
             if status is not None:
                 pipe.zrange(self._keys.sessions_index, 0, -1)
@@ -143,16 +142,15 @@ class SessionListing:
         known = set(ids) if status is None else set(replies[1])
         stale = [sid for sid in texts if sid not in known]
         if stale:
-            await client.hdel(self._keys.sessions_search, *stale)
+            await self._client.hdel(self._keys.sessions_search, *stale)
         return [text(sid) for sid in ids if needle in texts.get(sid, b"")]
 
     async def _backfill(self, ids: list[bytes]) -> dict[bytes, bytes]:
         """Search texts of sessions that have none, from their records (and stored)."""
-        client: Any = self._redis
         found: dict[bytes, bytes] = {}
         for start in range(0, len(ids), 1000):
             chunk = ids[start : start + 1000]
-            async with client.pipeline(transaction=False) as pipe:
+            async with self._client.pipeline(transaction=False) as pipe:
                 for sid in chunk:
                     pipe.hmget(self._keys.session(text(sid)), "metadata", "reason")
                 rows = await pipe.execute()
@@ -164,7 +162,7 @@ class SessionListing:
                     value += "\n" + text(reason).lower()
                 found[sid] = value.encode()
         if found:
-            await client.hset(self._keys.sessions_search, mapping=found)
+            await self._client.hset(self._keys.sessions_search, mapping=found)
         return found
 
     async def page(
@@ -181,13 +179,12 @@ class SessionListing:
         query = query.strip()
         counts = await self.counts()
         start = (page - 1) * per_page
-        client: Any = self._redis
         if query:
             matches = await self.matching(status, query)
             total, ids = len(matches), matches[start : start + per_page]
         else:
             total = counts[status or "all"]
-            raw = await client.zrevrange(self._index(status), start, start + per_page - 1)
+            raw = await self._client.zrevrange(self._index(status), start, start + per_page - 1)
             ids = [text(i) for i in raw]
         return SessionPage(
             sessions=await self.summaries(ids),

@@ -28,7 +28,7 @@ from pipeline.schemas import (
 from pipeline.settings import Settings
 from pipeline.state.events import FEED_LUA, FEED_MAXLEN, STREAM_MAXLEN, feed_fields
 from pipeline.state.keys import Keys
-from pipeline.state.redisio import run_lua, text
+from pipeline.state.redisio import run_lua, text, typed
 
 _TRANSITION = (
     FEED_LUA
@@ -104,6 +104,7 @@ class InvalidTransition(RuntimeError):
 class SessionStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
+        self._client = typed(redis)
         self._keys = Keys.from_settings(settings)
         self._ttl = settings.session_ttl_s
         self.deadline_s = settings.session_deadline_s
@@ -134,8 +135,7 @@ class SessionStore:
             fields[f"photo:{i}"] = PhotoProgress(index=i).model_dump_json()
         key = self._keys.session(session_id)
         events = self._keys.session_events(session_id)
-        client: Any = self._redis
-        async with client.pipeline(transaction=True) as pipe:
+        async with self._client.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=fields)
             pipe.expire(key, self._ttl)
             pipe.zadd(self._keys.sessions_active, {session_id: deadline.timestamp()})
@@ -166,8 +166,7 @@ class SessionStore:
         """Remove a session no worker ever saw (a submit Redis refused half-way, at
         ``maxmemory``: deletes are allowed there): its record, its events, its places in the
         listing's indexes. (Its ``session.created`` note stays in the feed.)"""
-        client: Any = self._redis
-        async with client.pipeline(transaction=True) as pipe:
+        async with self._client.pipeline(transaction=True) as pipe:
             pipe.delete(self._keys.session(session_id), self._keys.session_events(session_id))
             pipe.zrem(self._keys.sessions_active, session_id)
             pipe.zrem(self._keys.sessions_index, session_id)
@@ -227,12 +226,10 @@ class SessionStore:
         await run_lua(self._redis, _PHOTO, keys, args)
 
     async def set_field(self, session_id: str, field: str, value: str) -> None:
-        client: Any = self._redis
-        await client.hset(self._keys.session(session_id), field, value)
+        await self._client.hset(self._keys.session(session_id), field, value)
 
     async def get_field(self, session_id: str, field: str) -> str | None:
-        client: Any = self._redis
-        raw = await client.hget(self._keys.session(session_id), field)
+        raw = await self._client.hget(self._keys.session(session_id), field)
         return text(raw) if raw is not None else None
 
     async def set_originals(self, session_id: str, blobs: list[BlobRef]) -> None:
@@ -252,11 +249,10 @@ class SessionStore:
         return SessionResult.model_validate_json(raw) if raw else None
 
     async def exists(self, session_id: str) -> bool:
-        return bool(await self._redis.exists(self._keys.session(session_id)))
+        return bool(await self._client.exists(self._keys.session(session_id)))
 
     async def get(self, session_id: str) -> SessionRecord | None:
-        client: Any = self._redis
-        raw = await client.hgetall(self._keys.session(session_id))
+        raw = await self._client.hgetall(self._keys.session(session_id))
         if not raw:
             return None
         f = {text(k): text(v) for k, v in raw.items()}
@@ -307,9 +303,8 @@ class SessionStore:
 
     async def overdue(self, now: datetime | None = None, limit: int = 500) -> list[str]:
         """Sessions past their deadline that are not terminal yet."""
-        client: Any = self._redis
         moment = (now or utcnow()).timestamp()
-        ids = await client.zrangebyscore(
+        ids = await self._client.zrangebyscore(
             self._keys.sessions_active, "-inf", moment, start=0, num=limit
         )
         return [text(i) for i in ids]

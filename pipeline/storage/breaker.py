@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 
 from pipeline.settings import Settings
 from pipeline.state.keys import Keys
-from pipeline.state.redisio import run_lua, text
+from pipeline.state.redisio import run_lua, text, typed
 
 State = Literal["closed", "open", "half_open"]
 
@@ -111,6 +111,7 @@ class RedisCircuitBreaker:
         trial_timeout_s: float | None = None,
     ) -> None:
         self._redis = redis
+        self._client = typed(redis)
         self.key = Keys.from_settings(settings).breaker(name)
         self.fail_max = settings.breaker_fail_max
         self.reset_ms = int(settings.breaker_reset_s * 1000)
@@ -127,8 +128,7 @@ class RedisCircuitBreaker:
         """Whether the breaker is closed with no failures, re-read from Redis (one HMGET, no
         trial granted) when this process' view has lapsed."""
         if not self.trusted_closed():
-            client: Any = self._redis
-            state, failures = await client.hmget(self.key, "state", "failures")
+            state, failures = await self._client.hmget(self.key, "state", "failures")
             if _state(state or b"closed") == "closed" and int(failures or 0) == 0:
                 self._clean_until = time.monotonic() + LOCAL_VIEW_S
         return self.trusted_closed()
@@ -178,18 +178,16 @@ class RedisCircuitBreaker:
         return _state(before)
 
     async def state(self) -> State:
-        client: Any = self._redis
-        raw = await client.hget(self.key, "state")
+        raw = await self._client.hget(self.key, "state")
         return _state(raw or b"closed")
 
     async def failures(self) -> int:
-        client: Any = self._redis
-        raw = await client.hget(self.key, "failures")
+        raw = await self._client.hget(self.key, "failures")
         return int(raw or 0)
 
     async def reset(self) -> None:
         self._clean_until = 0.0
-        await self._redis.delete(self.key)
+        await self._client.delete(self.key)
 
 
 def _state(raw: Any) -> State:
