@@ -34,26 +34,11 @@ from pipeline.runtime.enqueue import enqueue
 from pipeline.schemas import ChildReport
 from pipeline.settings import Settings
 from pipeline.state.keys import Keys
-from pipeline.state.redisio import run_lua, text, typed
+from pipeline.state.lua import joins as lua
+from pipeline.state.redisio import text, typed
 
 log = get_logger("pipeline.runtime.joins")
 R = TypeVar("R")
-
-_REPORT = """
-local join, results, open = KEYS[1], KEYS[2], KEYS[3]
-local child, report, now, join_id = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local ttl = tonumber(ARGV[5])
-local expected = tonumber(redis.call('HGET', join, 'expected') or '-1')
-if expected < 0 then return {-1, 0, 0} end
-local counted = redis.call('HSETNX', results, child, report)
-redis.call('EXPIRE', results, ttl)
-local done = redis.call('HLEN', results)
-if counted == 1 then
-  redis.call('HSET', join, 'updated_at', now)
-  if redis.call('HGET', join, 'completed') ~= '1' then redis.call('ZADD', open, now, join_id) end
-end
-return {counted, done, expected}
-"""
 
 
 class Callback(BaseModel):
@@ -110,12 +95,18 @@ class JoinStore:
 
     async def report(self, join_id: str, child_id: str, report: ChildReport[Any]) -> JoinProgress:
         """Record a child's outcome exactly once; fire the callback when the join completes."""
-        keys = [self._keys.join(join_id), self._keys.join_results(join_id), self._keys.joins_open]
-        args = [child_id, report.model_dump_json(), time.time(), join_id, self._ttl]
-        counted, done, expected = await run_lua(self._redis, _REPORT, keys, args)
-        if int(expected) < 0:
+        counted, done, expected = await lua.report(
+            self._redis,
+            self._keys,
+            join_id,
+            child_id,
+            report.model_dump_json(),
+            now=time.time(),
+            ttl=self._ttl,
+        )
+        if expected < 0:
             raise LookupError(f"no join {join_id!r} (expired or never created)")
-        progress = JoinProgress(counted=bool(counted), done=int(done), expected=int(expected))
+        progress = JoinProgress(counted=counted, done=done, expected=expected)
         if not progress.counted:
             log.info("join.duplicate_report", join=join_id, child=child_id)
         if progress.complete:

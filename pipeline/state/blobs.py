@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import Final
 
 from redis.asyncio import Redis
 
@@ -19,24 +19,9 @@ from pipeline.errors import PermanentError
 from pipeline.schemas import BlobRef
 from pipeline.settings import Settings
 from pipeline.state.keys import Keys
-from pipeline.state.redisio import LuaCall, run_lua, typed
-
-_HOLD = """
-local blob, holders = KEYS[1], KEYS[2]
-if redis.call('EXISTS', blob) == 0 then return -1 end
-for i = 1, #ARGV do redis.call('SADD', holders, ARGV[i]) end
-redis.call('EXPIRE', holders, redis.call('TTL', blob))
-return redis.call('SCARD', holders)
-"""
-
-_RELEASE = """
-local blob, holders = KEYS[1], KEYS[2]
-redis.call('SREM', holders, ARGV[1])
-local left = redis.call('SCARD', holders)
-if left == 0 then redis.call('DEL', blob, holders) end
-return left
-"""
-
+from pipeline.state.lua import blobs as lua
+from pipeline.state.lua.library import LuaCall
+from pipeline.state.redisio import typed
 
 #: Payloads from this size on are stored in a MULTI of their own (see ``put_many``).
 LARGE_BLOB_BYTES: Final = 1024 * 1024
@@ -112,9 +97,7 @@ class BlobStore:
         names = list(holders)
         if not names:
             return
-        keys = [self._keys.blob(ref.sha256), self._keys.blob_holders(ref.sha256)]
-        left = await run_lua(self._redis, _HOLD, keys, names)
-        if int(left) < 0:
+        if await lua.hold(self._redis, self._keys, ref.sha256, names) < 0:
             raise BlobMissing(f"blob {ref.sha256[:12]}… is gone (expired or released)")
 
     async def get(self, ref: BlobRef) -> bytes:
@@ -124,7 +107,7 @@ class BlobStore:
         """Where the bytes live (to read them in a pipeline; ``checked`` reads the reply)."""
         return self._keys.blob(ref.sha256)
 
-    def checked(self, ref: BlobRef, data: Any) -> bytes:
+    def checked(self, ref: BlobRef, data: object) -> bytes:
         """A GET reply of ``key(ref)`` as the blob's bytes, or why they are not there."""
         if data is None:
             raise BlobMissing(
@@ -135,15 +118,13 @@ class BlobStore:
             raise TypeError("blob store needs a Redis client with decode_responses=False")
         return data
 
-    def release_call(self, ref: BlobRef, holder: str) -> LuaCall:
+    def release_call(self, ref: BlobRef, holder: str) -> LuaCall[int]:
         """The script run of ``release``, to share a round trip (``run_lua_batch``)."""
-        keys = [self._keys.blob(ref.sha256), self._keys.blob_holders(ref.sha256)]
-        return LuaCall(_RELEASE, keys, [holder])
+        return lua.release_call(self._keys, ref.sha256, holder)
 
     async def release(self, ref: BlobRef, holder: str) -> int:
         """Let go of a blob for ``holder`` (idempotent). Returns how many holders remain."""
-        call = self.release_call(ref, holder)
-        return int(await run_lua(self._redis, call.source, call.keys, call.args))
+        return await self.release_call(ref, holder).run(self._redis)
 
     async def exists(self, ref: BlobRef) -> bool:
         return bool(await self._client.exists(self._keys.blob(ref.sha256)))

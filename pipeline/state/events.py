@@ -18,21 +18,6 @@ from pipeline.state.redisio import text, typed
 STREAM_MAXLEN = 10_000
 FEED_MAXLEN = 10_000
 
-#: Lua: ``to_feed(feed, ttl, kind, sid[, status])`` notes a change in the feed (and keeps the
-#: feed alive ``ttl`` seconds after its last entry). Prepended to the scripts that change
-#: sessions, so the note is written in the same atomic step as the change.
-FEED_LUA = """
-local function to_feed(feed, ttl, kind, sid, status)
-  if status then
-    redis.call('XADD', feed, 'MAXLEN', '~', FEED_N, '*', 'type', kind, 'session', sid,
-      'status', status)
-  else
-    redis.call('XADD', feed, 'MAXLEN', '~', FEED_N, '*', 'type', kind, 'session', sid)
-  end
-  redis.call('EXPIRE', feed, ttl)
-end
-""".replace("FEED_N", str(FEED_MAXLEN))
-
 
 def feed_fields(kind: str, session_id: str | None) -> dict[str, str]:
     """A feed entry's fields, for writers outside Lua (``pipe.xadd(feed, fields, ...)``)."""

@@ -3,8 +3,9 @@
 The indexes are kept by :mod:`pipeline.state.sessions` in the same scripts that change a
 session: ``Keys.sessions_index`` (every session, scored by creation time) and one sorted set
 per status (``Keys.sessions_by_status``). A page without a text filter is one ZREVRANGE and
-one script run that sums the page's photos; a text filter reads the index and every
-session's search text (``Keys.sessions_search``) in two bulk replies and matches here.
+one script run (``pipeline.state.lua.listing``) that sums the page's photos; a text filter
+reads the index and every session's search text (``Keys.sessions_search``) in two bulk
+replies and matches here.
 Entries whose session has expired are dropped from the indexes as they are met.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any
 
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
@@ -21,56 +21,12 @@ from redis.asyncio import Redis
 from pipeline.schemas import SessionStatus, SessionSummary
 from pipeline.settings import Settings
 from pipeline.state.keys import Keys
-from pipeline.state.redisio import run_lua, text, typed
+from pipeline.state.lua import listing as lua
+from pipeline.state.redisio import text, typed
 from pipeline.state.sessions import search_text
 
 STATUSES: tuple[SessionStatus, ...] = ("pending", "processing", "completed", "warning", "failed")
 MAX_PER_PAGE = 200
-
-# ARGV: prefix, status-set base, then session ids. A JSON list, one object per session
-# still there; the ids of expired ones are removed from every index on the way.
-_SUMMARIES = """
-local prefix, by_status = ARGV[1], ARGV[2]
-local statuses = {'pending', 'processing', 'completed', 'warning', 'failed'}
-local names = {'status', 'stage', 'photo_count', 'metadata', 'created_at', 'updated_at',
-  'completed_at', 'reason', 'art_total', 'art_uploaded', 'art_failed', 'art_ready'}
-local out = {}
-for i = 3, #ARGV do
-  local sid = ARGV[i]
-  local key = prefix .. ':session:' .. sid
-  local f = redis.call('HMGET', key, unpack(names))
-  if not f[1] then
-    redis.call('ZREM', prefix .. ':sessions:index', sid)
-    redis.call('HDEL', prefix .. ':sessions:search', sid)
-    for _, st in ipairs(statuses) do redis.call('ZREM', by_status .. st, sid) end
-  else
-    local row = {}
-    for j, name in ipairs(names) do row[name] = f[j] or nil end
-    local done, failed, det, est = 0, 0, 0, 0
-    for j = 0, (tonumber(f[3]) or 0) - 1 do
-      local raw = redis.call('HGET', key, 'photo:' .. j)
-      if raw then
-        local p = cjson.decode(raw)
-        if p.state == 'done' then done = done + 1 elseif p.state == 'failed' then
-          failed = failed + 1 end
-        if type(p.detected) == 'number' then det = det + p.detected end
-        if type(p.estimated) == 'number' then est = est + p.estimated end
-      end
-    end
-    row.session_id, row.done, row.failed, row.detected, row.estimated = sid, done, failed,
-      det, est
-    for _, name in ipairs({'thumbnail_processed', 'thumbnail_original'}) do
-      if redis.call('HGET', key, 'art:' .. sid .. ':0:' .. name) == 'uploaded' then
-        row.thumbnail = name
-        break
-      end
-    end
-    out[#out + 1] = row
-  end
-end
-if #out == 0 then return '[]' end
-return cjson.encode(out)
-"""
 
 
 class SessionPage(BaseModel):
@@ -114,9 +70,7 @@ class SessionListing:
         """Summaries of the sessions that still exist, in the order given."""
         if not session_ids:
             return []
-        args = [self._keys.prefix, self._keys.sessions_status_base, *session_ids]
-        raw = json.loads(text(await run_lua(self._redis, _SUMMARIES, [], args)))
-        return [_summary(row) for row in raw]
+        return await lua.summaries(self._redis, self._keys, session_ids)
 
     async def matching(self, status: SessionStatus | None, query: str) -> list[str]:
         """Ids (newest first) whose id, metadata or failure reason contains ``query`` (case
@@ -196,26 +150,3 @@ class SessionListing:
             query=query,
             counts=counts,
         )
-
-
-def _summary(row: dict[str, Any]) -> SessionSummary:
-    return SessionSummary(
-        session_id=row["session_id"],
-        status=row["status"],
-        stage=row.get("stage") or "",
-        reason=row.get("reason") or None,
-        photo_count=int(row.get("photo_count") or 0),
-        photos_done=int(row["done"]),
-        photos_failed=int(row["failed"]),
-        detected=int(row["detected"]),
-        estimated=int(row["estimated"]),
-        metadata=json.loads(row.get("metadata") or "{}"),
-        created_at=row["created_at"],
-        updated_at=row.get("updated_at") or row["created_at"],
-        completed_at=row.get("completed_at") or None,
-        artifacts_total=int(row.get("art_total") or 0),
-        artifacts_uploaded=int(row.get("art_uploaded") or 0),
-        artifacts_failed=int(row.get("art_failed") or 0),
-        artifacts_ready=row.get("art_ready") == "1",
-        thumbnail=row.get("thumbnail"),
-    )

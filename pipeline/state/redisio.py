@@ -20,15 +20,11 @@ what was queued (with ``raise_on_error=False`` a failed command's reply is its e
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeAlias, TypeVar, cast
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
 #: A key or hash field as plantpipe passes them.
 Key: TypeAlias = str | bytes
@@ -182,47 +178,6 @@ class AsyncRedisClient(Protocol):
 def typed(redis: Redis) -> AsyncRedisClient:
     """``redis`` as the commands it answers, typed (the same object: nothing runs)."""
     return cast(AsyncRedisClient, redis)
-
-
-@functools.cache
-def script_sha(source: str) -> str:
-    """The SHA1 Redis knows a script by (computed once per script)."""
-    return hashlib.sha1(source.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class LuaCall:
-    """One script run: what ``run_lua`` takes, as a value (so several can share a trip)."""
-
-    source: str
-    keys: Sequence[str]
-    args: Sequence[Any] = field(default_factory=tuple)
-
-
-async def run_lua(redis: Redis, source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-    """Run a Lua script atomically: EVALSHA, and EVAL (which caches it) the first time."""
-    client = typed(redis)
-    try:
-        return await client.evalsha(script_sha(source), len(keys), *keys, *args)
-    except NoScriptError:
-        return await client.eval(source, len(keys), *keys, *args)
-
-
-async def run_lua_batch(redis: Redis, calls: Sequence[LuaCall]) -> list[Any]:
-    """Run several scripts in one round trip (each atomic on its own, in order).
-
-    A script Redis does not know yet answers NOSCRIPT without running, so it is simply run
-    again on its own through ``run_lua``."""
-    async with typed(redis).pipeline(transaction=False) as pipe:
-        for call in calls:
-            pipe.evalsha(script_sha(call.source), len(call.keys), *call.keys, *call.args)
-        results: list[Any] = await pipe.execute(raise_on_error=False)
-    for i, (call, result) in enumerate(zip(calls, results, strict=True)):
-        if isinstance(result, NoScriptError):
-            results[i] = await run_lua(redis, call.source, call.keys, call.args)
-        elif isinstance(result, Exception):
-            raise result
-    return results
 
 
 def text(value: object) -> str:
