@@ -11,7 +11,8 @@ from pipeline.state.keys import Keys
 from pipeline.state.lua.library import LuaScript, integer, table
 
 #: KEYS: join, its results, joins_open. ARGV: child id, report (JSON), now, join id, TTL.
-#: Returns {1 counted now | 0 already, reports so far, expected (-1: no such join)}.
+#: Returns {1 counted now | 0 already, reports so far, expected}; {-1, 0, 0} when there is no
+#: such join (expired or never created).
 REPORT = LuaScript(
     "join_report",
     """
@@ -33,11 +34,13 @@ return {counted, done, expected}
 
 
 class Reported(NamedTuple):
+    """A report's outcome, as the script answers it: when there is no such join that is
+    ``Reported(True, 0, 0)`` (the script's ``{-1, 0, 0}``, its -1 read as true)."""
+
     counted: bool
     """This report was the child's first (a re-run's is not counted again)."""
     done: int
     expected: int
-    """-1: no such join (expired or never created)."""
 
 
 async def report(
