@@ -10,8 +10,8 @@ nothing at run time: the same object, the same commands, the same round trips.
 Code elsewhere takes a ``Redis`` (or arq's ``ArqRedis``) as before and calls
 ``typed(redis)`` to send commands; Lua scripts run through :mod:`pipeline.state.lua`.
 ``tests/unit/test_redis_types.py`` checks that every command declared here exists on
-redis-py's client (and pipeline) with these parameter names, and that no module outside this
-one holds a Redis client typed ``Any``.
+redis-py's client (and pipeline) with these parameter names; ``tests/unit/test_redis_source.py``
+that no module outside this one holds a Redis client typed ``Any``.
 
 A pipeline's commands are queued, not awaited (each returns the pipeline); ``execute()``
 sends them and returns their replies in order: ``list[Any]``, since their types depend on

@@ -16,7 +16,7 @@ take plain values, build the script's KEYS and ARGV, and return the reply parsed
   ``run_lua_batch`` for several in one round trip).
 
 Importing this package loads every module, so :data:`SCRIPTS` names every script.
-``tests/unit/test_redis_types.py`` checks that no module outside this package holds Lua.
+``tests/unit/test_redis_source.py`` checks that no module outside this package holds Lua.
 """
 
 from __future__ import annotations
