@@ -1,8 +1,8 @@
 """The Lua library (``pipeline/state/lua/``) without a Redis server: its scripts are whole
 (every shared fragment a script calls is joined in, every constant filled in), each is
 registered once per client, a batch is one round trip with the NOSCRIPT fallback, and the
-typed wrappers read the replies Redis gives. ``tests/integration/test_lua_library.py`` runs
-every script on a real Redis."""
+typed wrappers read the replies Redis gives. ``tests/unit/test_lua_on_redis.py`` runs
+every script on a real (private) Redis."""
 
 from __future__ import annotations
 

