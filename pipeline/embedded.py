@@ -20,12 +20,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from pipeline.errors import ConfigurationError
 from pipeline.runtime.connection import quick_client
 from pipeline.runtime.health import redis_eviction_policy
 from pipeline.settings import Settings
+from pipeline.state.redisio import typed
 
 ROLES = ("io", "cpu", "gpu")
 
@@ -72,7 +73,8 @@ def redis_server_binary() -> tuple[str, str] | None:
 async def drop_prefix(redis_url: str, prefix: str) -> int:
     """Delete every key under ``prefix`` on ``redis_url``, and arq's job keys of its sessions
     (``arq:job:…``, ``arq:result:…`` name the session, not the prefix). Returns the count."""
-    client: Any = await quick_client(redis_url, timeout_s=5.0)
+    redis = await quick_client(redis_url, timeout_s=5.0)
+    client = typed(redis)
     try:
         sessions = {
             key.decode().split(":")[-1]
@@ -87,7 +89,7 @@ async def drop_prefix(redis_url: str, prefix: str) -> int:
                 removed += int(await client.delete(*keys[start : start + 500]))
         return removed
     finally:
-        await client.aclose()
+        await redis.aclose()
 
 
 @dataclass

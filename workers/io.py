@@ -36,7 +36,7 @@ from pipeline.runtime.roles import (
 from pipeline.runtime.uploads import enqueue_batch, upload_holder, upload_job_id
 from pipeline.schemas import UploadBatch, UploadJob, UploadOutcome
 from pipeline.settings import Settings
-from pipeline.state.redisio import run_lua_batch
+from pipeline.state.lua import run_lua_batch
 from pipeline.storage import ObjectStore, PutResult, make_store
 from pipeline.storage.breaker import RedisCircuitBreaker
 from workers.io_context import IoContext
@@ -103,8 +103,7 @@ async def record(ctx: IoContext, done: Sequence[tuple[UploadJob, PutResult]]) ->
     replies = await run_lua_batch(ctx.redis, calls)
     unknown: list[UploadJob] = []
     kept: list[UploadJob] = []
-    for (job, result), reply in zip(done, replies, strict=True):
-        moved, ready = ctx.artifacts.transition_result(reply)
+    for (job, result), (moved, ready) in zip(done, replies, strict=True):
         if moved == -1:
             log.warning("upload.artifact_unknown", key=job.key, action="tried again later")
             unknown.append(job)

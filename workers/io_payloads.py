@@ -12,9 +12,10 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from pipeline.schemas import UploadJob
+from pipeline.state.redisio import typed
 from pipeline.storage import PutResult
 from workers.io_context import IoContext
 
@@ -29,7 +30,7 @@ class BlobState:
     and its payload's raw GET reply when it was read along (``held`` bytes of the budget)."""
 
     uploaded: bool
-    prefetched: list[Any]
+    prefetched: list[object]
     held: int = 0
 
 
@@ -52,7 +53,7 @@ async def read_states(ctx: IoContext, jobs: Sequence[UploadJob]) -> AsyncIterato
     ]
     states = [BlobState(False, [], bytes_held) for bytes_held in held]
     try:
-        async with ctx.redis.pipeline(transaction=False) as pipe:
+        async with typed(ctx.redis).pipeline(transaction=False) as pipe:
             for job, state in zip(jobs, states, strict=True):
                 pipe.hget(ctx.artifacts.key(job.artifact_id), "state")
                 if state.held:

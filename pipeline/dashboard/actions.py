@@ -11,7 +11,7 @@ from pipeline.client import PipelineClient
 from pipeline.logs import get_logger
 from pipeline.runtime.deadletter import NOT_REPLAYABLE
 from pipeline.schemas import DeadLetter
-from pipeline.state.redisio import text
+from pipeline.state.redisio import text, typed
 
 log = get_logger("pipeline.dashboard.actions")
 
@@ -73,7 +73,7 @@ def causes(letters: list[DeadLetter]) -> list[dict[str, Any]]:
 async def audit(client: PipelineClient, who: str, action: str, **details: Any) -> None:
     """Log an action and keep it in the audit stream."""
     log.info("dashboard.action", action=action, client=who, **details)
-    redis: Any = client.redis
+    redis = typed(client.redis)
     key = client.keys.dashboard_audit
     entry = {"action": action, "client": who, "details": json.dumps(details)}
     async with redis.pipeline(transaction=False) as pipe:
@@ -83,7 +83,7 @@ async def audit(client: PipelineClient, who: str, action: str, **details: Any) -
 
 
 async def recent_actions(client: PipelineClient) -> list[dict[str, Any]]:
-    redis: Any = client.redis
+    redis = typed(client.redis)
     rows = []
     for entry_id, fields in await redis.xrevrange(client.keys.dashboard_audit, count=AUDIT_SHOWN):
         decoded = {text(k): text(v) for k, v in fields.items()}

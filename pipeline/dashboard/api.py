@@ -22,6 +22,7 @@ from pipeline.dashboard.security import ActionRefused, check_action
 from pipeline.dashboard.system import system_view
 from pipeline.dashboard.upload import MAX_PHOTOS, UploadRefused, body_limit, submit_upload
 from pipeline.schemas import SessionStatus
+from pipeline.state.redisio import typed
 
 KEEPALIVE_S = 25.0
 STATUSES = get_args(SessionStatus)
@@ -67,7 +68,7 @@ async def overview(request: Request) -> Response:
             "storage": ctx.files.description,
             "auth": ctx.auth_mode,
             "counts": await ctx.listing.counts(),
-            "dead_letters": int(await client.redis.zcard(client.keys.dead_letter_order)),
+            "dead_letters": await typed(client.redis).zcard(client.keys.dead_letter_order),
             "max_upload_bytes": ctx.settings.max_upload_bytes,
             "max_photos": MAX_PHOTOS,
             "max_request_bytes": body_limit(client),

@@ -11,7 +11,7 @@ from typing import Any
 from pipeline.client import PipelineClient
 from pipeline.runtime.metadata import photo_names
 from pipeline.schemas import PhotoProgress, PhotoResult, SessionRecord, SessionResult
-from pipeline.state.redisio import text
+from pipeline.state.redisio import text, typed
 from pipeline.vision.outputs import PHOTO_OUTPUTS
 
 EVENTS_SHOWN = 300
@@ -99,8 +99,9 @@ def totals(record: SessionRecord, result: SessionResult | None) -> dict[str, Any
 
 async def session_events(client: PipelineClient, session_id: str) -> list[dict[str, Any]]:
     """The session's stream, oldest first (its last ``EVENTS_SHOWN`` events)."""
-    redis: Any = client.redis
-    raw = await redis.xrevrange(client.keys.session_events(session_id), count=EVENTS_SHOWN)
+    raw = await typed(client.redis).xrevrange(
+        client.keys.session_events(session_id), count=EVENTS_SHOWN
+    )
     events = []
     for entry_id, fields in reversed(raw):
         decoded = {text(k): text(v) for k, v in fields.items()}

@@ -17,13 +17,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from botocore.exceptions import NoCredentialsError
+from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from pipeline.errors import ConfigurationError
 from pipeline.settings import Settings
 from pipeline.state.keys import Keys
-from pipeline.state.redisio import text
+from pipeline.state.redisio import text, typed
 from pipeline.storage.local import LocalObjectStore
 from pipeline.storage.s3 import S3ObjectStore
 from pipeline.vision.outputs import PHOTO_OUTPUTS
@@ -84,13 +85,15 @@ class FileSource:
         if self._s3 is not None:
             await self._s3.close()
 
-    async def locate(self, redis: Any, session_id: str, artifact_id: str) -> tuple[str, str]:
+    async def locate(self, redis: Redis, session_id: str, artifact_id: str) -> tuple[str, str]:
         """``(state, key)`` of a session's artifact (``("", "")`` when it has none)."""
         session = self._keys.session(session_id)
-        state, key = await redis.hmget(session, f"art:{artifact_id}", f"artkey:{artifact_id}")
+        state, key = await typed(redis).hmget(
+            session, f"art:{artifact_id}", f"artkey:{artifact_id}"
+        )
         return (text(state) if state else "", text(key) if key else "")
 
-    async def response(self, request: Request, redis: Any) -> Response:
+    async def response(self, request: Request, redis: Redis) -> Response:
         session_id = request.path_params["session_id"]
         index = request.path_params.get("index")
         name = request.path_params["name"]

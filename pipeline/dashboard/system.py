@@ -11,30 +11,12 @@ from arq.constants import in_progress_key_prefix
 from pipeline.client import PipelineClient
 from pipeline.runtime.health import redis_eviction_policy
 from pipeline.runtime.registry import list_workers
-from pipeline.state.redisio import run_lua, text
+from pipeline.state.lua.queues import queue_counts
+from pipeline.state.redisio import text, typed
 from pipeline.storage.breaker import RedisCircuitBreaker
 
 ROLES = ("io", "cpu", "gpu")
 QUEUE_SCAN = 10_000  # jobs looked at per queue; beyond this the split is of the first ones
-
-# KEYS[1]: the queue (arq's sorted set: score = when the job is due, in ms). ARGV: arq's
-# in-progress key prefix, now (ms), how many jobs to look at.
-# Returns {jobs in the queue, waiting (due, not running), scheduled (due later), running}.
-_QUEUE = """
-local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[3]) - 1, 'WITHSCORES')
-local now = tonumber(ARGV[2])
-local waiting, scheduled, running = 0, 0, 0
-for i = 1, #ids, 2 do
-  if redis.call('EXISTS', ARGV[1] .. ids[i]) == 1 then
-    running = running + 1
-  elseif tonumber(ids[i + 1]) > now then
-    scheduled = scheduled + 1
-  else
-    waiting = waiting + 1
-  end
-end
-return {redis.call('ZCARD', KEYS[1]), waiting, scheduled, running}
-"""
 
 
 async def queue_stats(client: PipelineClient) -> list[dict[str, Any]]:
@@ -42,29 +24,33 @@ async def queue_stats(client: PipelineClient) -> list[dict[str, Any]]:
     now_ms = int(time.time() * 1000)
     for role in ROLES:
         name = getattr(client.queues, role)
-        total, waiting, scheduled, running = await run_lua(
-            client.redis, _QUEUE, [name], [in_progress_key_prefix, now_ms, QUEUE_SCAN]
+        counts = await queue_counts(
+            client.redis,
+            name,
+            in_progress_prefix=in_progress_key_prefix,
+            now_ms=now_ms,
+            scan=QUEUE_SCAN,
         )
         rows.append(
             {
                 "role": role,
                 "queue": name,
-                "jobs": int(total),
-                "waiting": int(waiting),
-                "scheduled": int(scheduled),
-                "running": int(running),
-                "partial": int(total) > QUEUE_SCAN,
+                "jobs": counts.total,
+                "waiting": counts.waiting,
+                "scheduled": counts.scheduled,
+                "running": counts.running,
+                "partial": counts.total > QUEUE_SCAN,
             }
         )
     return rows
 
 
 async def redis_info(client: PipelineClient) -> dict[str, Any]:
-    redis: Any = client.redis
+    redis = typed(client.redis)
     memory = await redis.info("memory")
     server = await redis.info("server")
     clients = await redis.info("clients")
-    policy = await redis_eviction_policy(redis)
+    policy = await redis_eviction_policy(client.redis)
     maxmemory = int(memory.get("maxmemory", 0) or 0)
     used = int(memory.get("used_memory", 0) or 0)
     return {
@@ -84,8 +70,7 @@ async def redis_info(client: PipelineClient) -> dict[str, Any]:
 
 async def breaker_state(client: PipelineClient) -> dict[str, Any]:
     breaker = RedisCircuitBreaker(client.redis, client.settings)
-    redis: Any = client.redis
-    raw = await redis.hgetall(breaker.key)
+    raw = await typed(client.redis).hgetall(breaker.key)
     fields = {text(k): text(v) for k, v in raw.items()}
     opened_ms = int(fields.get("opened_at", "0") or 0)
     return {
@@ -121,5 +106,5 @@ async def system_view(client: PipelineClient) -> dict[str, Any]:
         ],
         "breaker": await breaker_state(client),
         "redis": await redis_info(client),
-        "dead_letters": int(await client.redis.zcard(client.keys.dead_letter_order)),
+        "dead_letters": await typed(client.redis).zcard(client.keys.dead_letter_order),
     }

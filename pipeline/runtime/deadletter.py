@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from arq.connections import ArqRedis
 
@@ -12,7 +11,7 @@ from pipeline.schemas import DeadLetter
 from pipeline.settings import Settings
 from pipeline.state.events import FEED_MAXLEN, feed_fields
 from pipeline.state.keys import Keys
-from pipeline.state.redisio import text
+from pipeline.state.redisio import AsyncRedisPipeline, text, typed
 
 NOT_REPLAYABLE = (
     "its photo is already recorded as failed in its session, so replaying cannot change the "
@@ -23,10 +22,11 @@ NOT_REPLAYABLE = (
 class DeadLetters:
     def __init__(self, redis: ArqRedis, settings: Settings) -> None:
         self._redis = redis
+        self._client = typed(redis)
         self._keys = Keys.from_settings(settings)
         self._ttl = settings.session_ttl_s
 
-    def _note(self, pipe: Any, kind: str, session_id: str | None) -> None:
+    def _note(self, pipe: AsyncRedisPipeline, kind: str, session_id: str | None) -> None:
         """Note the change in the prefix's feed (pipeline.state.events), in ``pipe``."""
         pipe.xadd(
             self._keys.feed, feed_fields(kind, session_id), maxlen=FEED_MAXLEN, approximate=True
@@ -34,29 +34,25 @@ class DeadLetters:
         pipe.expire(self._keys.feed, self._ttl)
 
     async def add(self, letter: DeadLetter) -> None:
-        client: Any = self._redis
-        async with client.pipeline(transaction=True) as pipe:
+        async with self._client.pipeline(transaction=True) as pipe:
             pipe.hset(self._keys.dead_letters, letter.id, letter.model_dump_json())
             pipe.zadd(self._keys.dead_letter_order, {letter.id: time.time()})
             self._note(pipe, "deadletter.added", letter.session_id)
             await pipe.execute()
 
     async def list(self, limit: int = 1000) -> list[DeadLetter]:
-        client: Any = self._redis
-        ids = await client.zrange(self._keys.dead_letter_order, 0, limit - 1)
+        ids = await self._client.zrange(self._keys.dead_letter_order, 0, limit - 1)
         if not ids:
             return []
-        raws = await client.hmget(self._keys.dead_letters, ids)
+        raws = await self._client.hmget(self._keys.dead_letters, ids)
         return [DeadLetter.model_validate_json(text(r)) for r in raws if r is not None]
 
     async def get(self, letter_id: str) -> DeadLetter | None:
-        client: Any = self._redis
-        raw = await client.hget(self._keys.dead_letters, letter_id)
+        raw = await self._client.hget(self._keys.dead_letters, letter_id)
         return DeadLetter.model_validate_json(text(raw)) if raw is not None else None
 
     async def remove(self, letter_id: str) -> bool:
-        client: Any = self._redis
-        async with client.pipeline(transaction=True) as pipe:
+        async with self._client.pipeline(transaction=True) as pipe:
             pipe.hdel(self._keys.dead_letters, letter_id)
             pipe.zrem(self._keys.dead_letter_order, letter_id)
             self._note(pipe, "deadletter.removed", None)

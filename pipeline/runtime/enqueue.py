@@ -11,6 +11,7 @@ from arq.jobs import Job
 from redis.exceptions import WatchError
 
 from pipeline.settings import Settings
+from pipeline.state.redisio import typed
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,7 @@ async def enqueue(
             await asyncio.sleep(0.1 * attempt)
     if job is not None and "_defer_by" not in kwargs and "_defer_until" not in kwargs:
         key = wake_key(_queue_name)
-        client: Any = redis
-        async with client.pipeline(transaction=False) as pipe:
+        async with typed(redis).pipeline(transaction=False) as pipe:
             pipe.lpush(key, b"1")
             pipe.ltrim(key, 0, 0)
             pipe.pexpire(key, WAKE_TTL_MS)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from redis.asyncio import Redis
 
 from pipeline.errors import ConfigurationError
-from pipeline.state.redisio import text
+from pipeline.state.redisio import text, typed
 
 
 async def redis_eviction_policy(redis: Redis) -> str:
     """``maxmemory-policy`` via CONFIG GET, or INFO memory where CONFIG is disabled."""
-    client: Any = redis
+    client = typed(redis)
     try:
         reply = await client.config_get("maxmemory-policy")
         if reply:
@@ -27,9 +25,8 @@ async def redis_eviction_policy(redis: Redis) -> str:
 
 async def check_redis(redis: Redis) -> None:
     """Refuse to run on a Redis that may evict queued work (the original's LRU broker bug)."""
-    client: Any = redis
     try:
-        await client.ping()
+        await typed(redis).ping()
     except Exception as exc:
         raise ConfigurationError(
             f"Redis is not reachable ({exc}); check PLANTPIPE_REDIS_URL", code="redis_unreachable"

@@ -46,6 +46,7 @@ from pipeline.runtime.retry import (
 )
 from pipeline.schemas import BlobRef, DeadLetter, JobOutcome
 from pipeline.state.keys import Keys
+from pipeline.state.redisio import typed
 
 log = get_logger("pipeline.job")
 
@@ -137,7 +138,7 @@ class JobRun:
         if replica_acks(self.ctx.settings) == 0:
             return False
         key = Keys.from_settings(self.ctx.settings).failover_rerun(self.job_id)
-        return bool(await self.ctx.redis.exists(key))
+        return bool(await typed(self.ctx.redis).exists(key))
 
     async def finished_before_failover(self, blob: BlobRef) -> bool:
         """In a re-run after a failover (:meth:`after_failover`): whether the run the failover
@@ -320,7 +321,7 @@ async def rerun_after_failover(run: JobRun, exc: BaseException) -> NoReturn:
     ctx = run.ctx
     run.outcome = "retried"
     log.warning("job.rerun_after_failover", function=run.function, reason=str(exc))
-    await ctx.redis.set(
+    await typed(ctx.redis).set(
         Keys.from_settings(ctx.settings).failover_rerun(run.job_id), "1", ex=RERUN_MARK_S
     )
     # The new master may not know this job at all (its enqueue was among the lost writes):

@@ -34,26 +34,11 @@ from pipeline.runtime.enqueue import enqueue
 from pipeline.schemas import ChildReport
 from pipeline.settings import Settings
 from pipeline.state.keys import Keys
-from pipeline.state.redisio import run_lua, text
+from pipeline.state.lua import joins as lua
+from pipeline.state.redisio import text, typed
 
 log = get_logger("pipeline.runtime.joins")
 R = TypeVar("R")
-
-_REPORT = """
-local join, results, open = KEYS[1], KEYS[2], KEYS[3]
-local child, report, now, join_id = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local ttl = tonumber(ARGV[5])
-local expected = tonumber(redis.call('HGET', join, 'expected') or '-1')
-if expected < 0 then return {-1, 0, 0} end
-local counted = redis.call('HSETNX', results, child, report)
-redis.call('EXPIRE', results, ttl)
-local done = redis.call('HLEN', results)
-if counted == 1 then
-  redis.call('HSET', join, 'updated_at', now)
-  if redis.call('HGET', join, 'completed') ~= '1' then redis.call('ZADD', open, now, join_id) end
-end
-return {counted, done, expected}
-"""
 
 
 class Callback(BaseModel):
@@ -80,6 +65,7 @@ class JoinProgress(BaseModel):
 class JoinStore:
     def __init__(self, redis: ArqRedis, settings: Settings) -> None:
         self._redis = redis
+        self._client = typed(redis)
         self._keys = Keys.from_settings(settings)
         self._ttl = settings.session_ttl_s
         self._stale_s = settings.join_stale_s
@@ -88,12 +74,11 @@ class JoinStore:
         """Declare a join (idempotent). With ``expected == 0`` the callback fires at once."""
         if expected < 0:
             raise ValueError("a join expects zero or more children")
-        client: Any = self._redis
         key = self._keys.join(join_id)
         now = time.time()
-        created = await client.hsetnx(key, "expected", expected)
+        created = await self._client.hsetnx(key, "expected", expected)
         if created:
-            async with client.pipeline(transaction=True) as pipe:
+            async with self._client.pipeline(transaction=True) as pipe:
                 pipe.hset(
                     key,
                     mapping={
@@ -110,12 +95,18 @@ class JoinStore:
 
     async def report(self, join_id: str, child_id: str, report: ChildReport[Any]) -> JoinProgress:
         """Record a child's outcome exactly once; fire the callback when the join completes."""
-        keys = [self._keys.join(join_id), self._keys.join_results(join_id), self._keys.joins_open]
-        args = [child_id, report.model_dump_json(), time.time(), join_id, self._ttl]
-        counted, done, expected = await run_lua(self._redis, _REPORT, keys, args)
-        if int(expected) < 0:
+        counted, done, expected = await lua.report(
+            self._redis,
+            self._keys,
+            join_id,
+            child_id,
+            report.model_dump_json(),
+            now=time.time(),
+            ttl=self._ttl,
+        )
+        if expected < 0:
             raise LookupError(f"no join {join_id!r} (expired or never created)")
-        progress = JoinProgress(counted=bool(counted), done=int(done), expected=int(expected))
+        progress = JoinProgress(counted=counted, done=done, expected=expected)
         if not progress.counted:
             log.info("join.duplicate_report", join=join_id, child=child_id)
         if progress.complete:
@@ -125,9 +116,8 @@ class JoinStore:
 
     async def fire(self, join_id: str) -> bool:
         """Enqueue the callback (deterministic id: arq refuses a duplicate). True if enqueued."""
-        client: Any = self._redis
         key = self._keys.join(join_id)
-        raw, completed = await client.hmget(key, "callback", "completed")
+        raw, completed = await self._client.hmget(key, "callback", "completed")
         if raw is None or (completed is not None and text(completed) == "1"):
             return False
         callback = Callback.model_validate_json(text(raw))
@@ -138,7 +128,7 @@ class JoinStore:
             _queue_name=callback.queue,
             **callback.arguments,
         )
-        await client.hset(key, "fired_at", time.time())
+        await self._client.hset(key, "fired_at", time.time())
         if job is not None:
             log.info("join.fired", join=join_id, callback=callback.function, job=callback.job_id)
         return job is not None
@@ -153,49 +143,45 @@ class JoinStore:
     ) -> dict[str, ChildReport[Any]]:
         """Each child's report, by child id; ``result``: the model each report's result is
         read back as (validated here, once), else plain JSON values."""
-        client: Any = self._redis
-        raw = await client.hgetall(self._keys.join_results(join_id))
+        raw = await self._client.hgetall(self._keys.join_results(join_id))
         model: type[ChildReport[Any]] = ChildReport
         if result is not None:  # a model chosen at run time: pydantic parametrizes it
             model = ChildReport[result]  # type: ignore[valid-type]
         return {text(k): model.model_validate_json(text(v)) for k, v in raw.items()}
 
     async def progress(self, join_id: str) -> JoinProgress | None:
-        client: Any = self._redis
-        expected = await client.hget(self._keys.join(join_id), "expected")
+        expected = await self._client.hget(self._keys.join(join_id), "expected")
         if expected is None:
             return None
-        done = await client.hlen(self._keys.join_results(join_id))
+        done = await self._client.hlen(self._keys.join_results(join_id))
         return JoinProgress(counted=False, done=int(done), expected=int(expected))
 
     async def complete(self, join_id: str) -> None:
         """The callback calls this when it is done: the join leaves the watchdog's view."""
-        client: Any = self._redis
-        async with client.pipeline(transaction=True) as pipe:
+        async with self._client.pipeline(transaction=True) as pipe:
             pipe.hset(self._keys.join(join_id), "completed", "1")
             pipe.zrem(self._keys.joins_open, join_id)
             await pipe.execute()
 
     async def has_reported(self, join_id: str, child_id: str) -> bool:
-        client: Any = self._redis
-        return bool(await client.hexists(self._keys.join_results(join_id), child_id))
+        return bool(await self._client.hexists(self._keys.join_results(join_id), child_id))
 
     async def is_complete(self, join_id: str) -> bool:
-        client: Any = self._redis
-        return text(await client.hget(self._keys.join(join_id), "completed") or b"") == "1"
+        return text(await self._client.hget(self._keys.join(join_id), "completed") or b"") == "1"
 
     async def redrive(self, now: float | None = None) -> list[str]:
         """Fire joins whose children all reported ``join_stale_s`` ago but whose callback
         never completed (lost enqueue, or a callback that arq gave up on)."""
-        client: Any = self._redis
         moment = now if now is not None else time.time()
-        ids = await client.zrangebyscore(self._keys.joins_open, "-inf", moment - self._stale_s)
+        ids = await self._client.zrangebyscore(
+            self._keys.joins_open, "-inf", moment - self._stale_s
+        )
         fired: list[str] = []
         for raw in ids:
             join_id = text(raw)
             progress = await self.progress(join_id)
             if progress is None:
-                await client.zrem(self._keys.joins_open, join_id)
+                await self._client.zrem(self._keys.joins_open, join_id)
                 continue
             if not progress.complete:
                 continue
@@ -203,10 +189,9 @@ class JoinStore:
                 log.warning("join.redriven", join=join_id)
                 fired.append(join_id)
             # Look again after another stale period, not on every sweep.
-            await client.zadd(self._keys.joins_open, {join_id: moment})
+            await self._client.zadd(self._keys.joins_open, {join_id: moment})
         return fired
 
     async def forget(self, join_id: str) -> None:
-        client: Any = self._redis
-        await client.delete(self._keys.join(join_id), self._keys.join_results(join_id))
-        await client.zrem(self._keys.joins_open, join_id)
+        await self._client.delete(self._keys.join(join_id), self._keys.join_results(join_id))
+        await self._client.zrem(self._keys.joins_open, join_id)

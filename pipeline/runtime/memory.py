@@ -7,11 +7,11 @@ is accepted only while Redis' used memory plus the new photos stays under
 
 from __future__ import annotations
 
-from typing import Any
-
+from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError
 
 from pipeline.errors import TransientError
+from pipeline.state.redisio import typed
 
 #: Bytes a session's records, events and jobs take besides its photos (generous).
 SESSION_OVERHEAD = 64 * 1024
@@ -23,13 +23,13 @@ class RedisFull(TransientError):
     code = "redis_full"
 
 
-async def memory_use(redis: Any) -> tuple[int, int]:
+async def memory_use(redis: Redis) -> tuple[int, int]:
     """(used_memory, maxmemory) in bytes; maxmemory 0 = no limit."""
-    info = await redis.info("memory")
+    info = await typed(redis).info("memory")
     return int(info["used_memory"]), int(info.get("maxmemory", 0))
 
 
-async def check_room(redis: Any, incoming: int, max_used: float) -> None:
+async def check_room(redis: Redis, incoming: int, max_used: float) -> None:
     """Raise :class:`RedisFull` when ``incoming`` more bytes would take Redis past
     ``max_used`` (a share) of its ``maxmemory``. No limit set: always room."""
     used, limit = await memory_use(redis)

@@ -14,6 +14,9 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, MetricsHandler
 
+from pipeline.runtime.context import RoleContext
+from pipeline.state.redisio import typed
+
 JOBS_STARTED = Counter("plantpipe_jobs_started_total", "jobs started", ["role", "function"])
 JOBS_FINISHED = Counter(
     "plantpipe_jobs_finished_total",
@@ -73,14 +76,14 @@ def job_finished(role: str, function: str, outcome: str, seconds: float) -> None
     JOB_SECONDS.labels(role, function).observe(seconds)
 
 
-async def sample_forever(context: Any, interval_s: float = 2.0) -> None:
+async def sample_forever(context: RoleContext, interval_s: float = 2.0) -> None:
     """Refresh gauges that live in Redis or in the store (queue depth, in-flight, breaker).
     ``context`` is the role's ``RoleContext``; the io role's also holds a store and breaker."""
     queues = context.queues
     while True:
         with contextlib.suppress(Exception):  # a metrics blip must never hurt the worker
             for name in (queues.io, queues.cpu, queues.gpu):
-                QUEUE_DEPTH.labels(name).set(await context.redis.zcard(name))
+                QUEUE_DEPTH.labels(name).set(await typed(context.redis).zcard(name))
             store = getattr(context, "store", None)
             if store is not None and hasattr(store, "in_flight"):
                 UPLOADS_IN_FLIGHT.set(store.in_flight)

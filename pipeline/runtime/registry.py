@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from pipeline.settings import Settings
 from pipeline.state.keys import Keys
-from pipeline.state.redisio import text
+from pipeline.state.redisio import text, typed
 
 HEARTBEAT_S = 5.0
 HEARTBEAT_TTL_S = 15
@@ -33,7 +33,7 @@ class WorkerInfo(BaseModel):
 
 class Heartbeat:
     def __init__(self, redis: Redis, settings: Settings, role: str, **detail: Any) -> None:
-        self._redis = redis
+        self._client = typed(redis)
         self._keys = Keys.from_settings(settings)
         now = time.time()
         self.info = WorkerInfo(
@@ -53,8 +53,7 @@ class Heartbeat:
 
     async def beat(self) -> None:
         self.info.seen_at = time.time()
-        client: Any = self._redis
-        await client.set(self.key, self.info.model_dump_json(), ex=HEARTBEAT_TTL_S)
+        await self._client.set(self.key, self.info.model_dump_json(), ex=HEARTBEAT_TTL_S)
 
     async def start(self) -> None:
         await self.beat()
@@ -72,11 +71,11 @@ class Heartbeat:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         with contextlib.suppress(Exception):
-            await self._redis.delete(self.key)
+            await self._client.delete(self.key)
 
 
 async def list_workers(redis: Redis, settings: Settings) -> list[WorkerInfo]:
-    client: Any = redis
+    client = typed(redis)
     pattern = Keys.from_settings(settings).worker_heartbeat("*", "*")
     keys = [k async for k in client.scan_iter(match=pattern, count=500)]
     if not keys:

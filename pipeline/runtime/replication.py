@@ -14,10 +14,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from redis.asyncio import Redis
+
 from pipeline.errors import PermanentError
 from pipeline.runtime.retry import retry_delay
 from pipeline.settings import Settings
 from pipeline.state.keys import Keys
+from pipeline.state.redisio import typed
 
 MARKER_TTL_MS = 60_000
 
@@ -70,17 +73,17 @@ class FailoverClock:
 FAILOVERS = FailoverClock()
 
 
-async def master_id(redis: Any) -> str:
+async def master_id(redis: Redis) -> str:
     """The master's replication id: it changes when a replica is promoted (and when a master
     restarts), so writes made between two equal readings all went to one master."""
-    return FAILOVERS.note(await redis.info("replication"))
+    return FAILOVERS.note(await typed(redis).info("replication"))
 
 
-async def replicated(redis: Any, keys: Keys, replicas: int, timeout_s: float) -> tuple[int, str]:
+async def replicated(redis: Redis, keys: Keys, replicas: int, timeout_s: float) -> tuple[int, str]:
     """Wait (at most ``timeout_s``) until ``replicas`` replicas hold every write this master
     acknowledged so far; returns how many do (fewer on a timeout) and the master's
     replication id (:func:`master_id`), read on the same connection after the wait."""
-    async with redis.pipeline(transaction=False) as pipe:
+    async with typed(redis).pipeline(transaction=False) as pipe:
         pipe.set(keys.replication_marker, "1", px=MARKER_TTL_MS)
         pipe.execute_command("WAIT", replicas, max(1, int(timeout_s * 1000)))
         pipe.info("replication")
@@ -93,7 +96,9 @@ class MasterChanged(Exception):
     master acknowledged may be gone, so the job must run again before it counts as done."""
 
 
-async def keep_writes(redis: Any, keys: Keys, replicas: int, timeout_s: float, before: str) -> int:
+async def keep_writes(
+    redis: Redis, keys: Keys, replicas: int, timeout_s: float, before: str
+) -> int:
     """After a job's writes: wait for ``replicas`` replicas to hold them; raise
     :class:`MasterChanged` when the master is no longer the one ``before`` names (read
     with :func:`master_id` when the job started). Returns the replicas that hold them

@@ -51,6 +51,7 @@ from pipeline.state.ids import (
 )
 from pipeline.state.ids import artifact_id as make_artifact_id
 from pipeline.state.keys import Keys
+from pipeline.state.redisio import typed
 from pipeline.state.sessions import SessionStore
 from pipeline.vision.decode import SUPPORTED_TYPES
 
@@ -165,13 +166,14 @@ class NewSession:
         await JoinStore(self.redis, self.settings).forget(session_join_id(sid))
         upload_ids = upload_job_ids(self.settings, uploads)
         infer_ids = [infer_job_id(sid, i) for i in range(len(self.photos))]
-        await self.redis.delete(
+        client = typed(self.redis)
+        await client.delete(
             *(self.keys.artifact(out.artifact_id) for out in originals),
             *(self.keys.artifact_events(out.artifact_id) for out in originals),
             *(job_key_prefix + job_id for job_id in [*upload_ids, *infer_ids]),
         )
-        await self.redis.zrem(self.queues.io, *upload_ids)
-        await self.redis.zrem(self.queues.gpu, *infer_ids)
+        await client.zrem(self.queues.io, *upload_ids)
+        await client.zrem(self.queues.gpu, *infer_ids)
         for out, upload in zip(originals, uploads, strict=True):
             for holder in (upload_holder(out.artifact_id), *out.holders):
                 await self.blobs.release(upload.blob, holder)
@@ -201,7 +203,7 @@ class NewSession:
                             risk="a failover before the replicas catch up can lose it",
                         )
                     return
-            exists = bool(await self.redis.exists(self.keys.session(self.session_id)))
+            exists = bool(await typed(self.redis).exists(self.keys.session(self.session_id)))
             log.warning("session.rewritten", reason="Redis failed over", record_kept=exists)
             before = now
             await self.write(create=not exists)

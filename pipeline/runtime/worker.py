@@ -10,8 +10,9 @@ keeps polling through such errors with a short pause (logged once per outage, th
 that come from Redis count (:func:`raised_by_redis`): anything else — a built-in
 ``TimeoutError`` a job hook raises, say — stops the worker as it stops arq's.
 
-It also claims jobs in batches: one atomic Lua call claims every due job there is a free slot
-for, where arq makes four round trips per job, one job after the other (see ``start_jobs``).
+It also claims jobs in batches: one atomic Lua call (``pipeline.state.lua.queues.claim_jobs``)
+claims every due job there is a free slot for, where arq makes four round trips per job, one
+job after the other (see ``start_jobs``).
 A failed claim takes nothing and gives every slot back. Between polls it waits on the
 queue's wake list rather than sleeping (see ``_wait_for_work``).
 
@@ -43,7 +44,8 @@ from pipeline.runtime.connection import fail_fast, open_pool
 from pipeline.runtime.enqueue import wake_key
 from pipeline.runtime.retry import REDIS_CANNOT_WRITE, describe, redis_cannot_write
 from pipeline.settings import Settings
-from pipeline.state.redisio import run_lua, text
+from pipeline.state.lua.queues import claim_jobs
+from pipeline.state.redisio import typed
 
 log = get_logger("pipeline.worker")
 
@@ -54,25 +56,6 @@ REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (*REDIS_CANNOT_WRITE, Watch
 _REDIS_PY_DEPENDENCIES = frozenset({"redis", "hiredis", "async_timeout"})
 PAUSE_S = 0.5
 REPEAT_LOG_S = 10.0
-
-# KEYS[1] queue; ARGV: in-progress key prefix, now (ms), in-progress TTL (ms), how many to
-# claim at most, then candidate job ids. Returns {id, score, id, score, ...} of those claimed.
-_CLAIM = """
-local queue, prefix = KEYS[1], ARGV[1]
-local now, ttl_ms, want = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local claimed = {}
-for i = 5, #ARGV do
-  if #claimed >= want * 2 then break end
-  local id = ARGV[i]
-  local score = redis.call('ZSCORE', queue, id)
-  if score and tonumber(score) <= now
-      and redis.call('SET', prefix .. id, '1', 'NX', 'PX', ttl_ms) then
-    claimed[#claimed + 1] = id
-    claimed[#claimed + 1] = score
-  end
-end
-return claimed
-"""
 
 
 def raised_by_redis(exc: BaseException) -> bool:
@@ -206,29 +189,24 @@ class ResilientWorker(arq.worker.Worker):
             self.sem.release()
             return
         try:
-            claimed = await run_lua(
+            claimed = await claim_jobs(
                 self.pool,
-                _CLAIM,
-                [self.queue_name],
-                [
-                    in_progress_key_prefix,
-                    timestamp_ms(),
-                    int(self.in_progress_timeout_s * 1000),
-                    permits,
-                    *job_ids,
-                ],
+                self.queue_name,
+                job_ids,
+                in_progress_prefix=in_progress_key_prefix,
+                now_ms=timestamp_ms(),
+                ttl_ms=int(self.in_progress_timeout_s * 1000),
+                want=permits,
             )
         except BaseException:
             for _ in range(permits):
                 self.sem.release()
             raise
-        pairs = list(zip(claimed[::2], claimed[1::2], strict=True))
-        for _ in range(permits - len(pairs)):
+        for _ in range(permits - len(claimed)):
             self.sem.release()
-        for raw_id, raw_score in pairs:
-            job_id = text(raw_id)
+        for job_id, score in claimed:
             self.job_counter += 1
-            task = self.loop.create_task(self.run_job(job_id, int(float(text(raw_score)))))
+            task = self.loop.create_task(self.run_job(job_id, score))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
 
@@ -269,9 +247,8 @@ class ResilientWorker(arq.worker.Worker):
             return bool(done)
         if not self._wake:
             return False
-        client: Any = self.pool
         try:
-            token = await client.blpop(
+            token = await typed(self.pool).blpop(
                 [wake_key(self.queue_name)], timeout=max(0.01, self.poll_delay_s)
             )
         except ResponseError as exc:  # e.g. Redis < 6 takes no fractional timeout

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import Final
 
 from redis.asyncio import Redis
 
@@ -19,24 +19,9 @@ from pipeline.errors import PermanentError
 from pipeline.schemas import BlobRef
 from pipeline.settings import Settings
 from pipeline.state.keys import Keys
-from pipeline.state.redisio import LuaCall, run_lua
-
-_HOLD = """
-local blob, holders = KEYS[1], KEYS[2]
-if redis.call('EXISTS', blob) == 0 then return -1 end
-for i = 1, #ARGV do redis.call('SADD', holders, ARGV[i]) end
-redis.call('EXPIRE', holders, redis.call('TTL', blob))
-return redis.call('SCARD', holders)
-"""
-
-_RELEASE = """
-local blob, holders = KEYS[1], KEYS[2]
-redis.call('SREM', holders, ARGV[1])
-local left = redis.call('SCARD', holders)
-if left == 0 then redis.call('DEL', blob, holders) end
-return left
-"""
-
+from pipeline.state.lua import blobs as lua
+from pipeline.state.lua.library import LuaCall
+from pipeline.state.redisio import typed
 
 #: Payloads from this size on are stored in a MULTI of their own (see ``put_many``).
 LARGE_BLOB_BYTES: Final = 1024 * 1024
@@ -54,6 +39,7 @@ class BlobTooLarge(PermanentError):
 class BlobStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
+        self._client = typed(redis)
         self._keys = Keys.from_settings(settings)
         self._ttl = settings.blob_ttl_s
         self._max = settings.max_blob_bytes
@@ -81,14 +67,13 @@ class BlobStore:
         # Redis CPU per put against 2.7 ms this way (bench/RESULTS.md, section 1). Small
         # payloads share one MULTI; a large one has its own (one MULTI of several large
         # payloads cost the client 15 % more CPU at 4 × 4 MiB, twice at 30 × 4 MiB).
-        client: Any = self._redis
         triples = [(data, names, sha) for (data, names), sha in zip(staged, shas, strict=True)]
         small = [t for t in triples if len(t[0]) < LARGE_BLOB_BYTES]
         groups = ([small] if small else []) + [
             [t] for t in triples if len(t[0]) >= LARGE_BLOB_BYTES
         ]
         for group in groups:
-            async with client.pipeline(transaction=True) as pipe:
+            async with self._client.pipeline(transaction=True) as pipe:
                 for data, names, sha in group:
                     blob, holders = self._keys.blob(sha), self._keys.blob_holders(sha)
                     pipe.set(blob, data, ex=self._ttl, nx=True)  # stored once, by content
@@ -112,19 +97,17 @@ class BlobStore:
         names = list(holders)
         if not names:
             return
-        keys = [self._keys.blob(ref.sha256), self._keys.blob_holders(ref.sha256)]
-        left = await run_lua(self._redis, _HOLD, keys, names)
-        if int(left) < 0:
+        if await lua.hold(self._redis, self._keys, ref.sha256, names) < 0:
             raise BlobMissing(f"blob {ref.sha256[:12]}… is gone (expired or released)")
 
     async def get(self, ref: BlobRef) -> bytes:
-        return self.checked(ref, await self._redis.get(self.key(ref)))
+        return self.checked(ref, await self._client.get(self.key(ref)))
 
     def key(self, ref: BlobRef) -> str:
         """Where the bytes live (to read them in a pipeline; ``checked`` reads the reply)."""
         return self._keys.blob(ref.sha256)
 
-    def checked(self, ref: BlobRef, data: Any) -> bytes:
+    def checked(self, ref: BlobRef, data: object) -> bytes:
         """A GET reply of ``key(ref)`` as the blob's bytes, or why they are not there."""
         if data is None:
             raise BlobMissing(
@@ -135,15 +118,13 @@ class BlobStore:
             raise TypeError("blob store needs a Redis client with decode_responses=False")
         return data
 
-    def release_call(self, ref: BlobRef, holder: str) -> LuaCall:
+    def release_call(self, ref: BlobRef, holder: str) -> LuaCall[int]:
         """The script run of ``release``, to share a round trip (``run_lua_batch``)."""
-        keys = [self._keys.blob(ref.sha256), self._keys.blob_holders(ref.sha256)]
-        return LuaCall(_RELEASE, keys, [holder])
+        return lua.release_call(self._keys, ref.sha256, holder)
 
     async def release(self, ref: BlobRef, holder: str) -> int:
         """Let go of a blob for ``holder`` (idempotent). Returns how many holders remain."""
-        call = self.release_call(ref, holder)
-        return int(await run_lua(self._redis, call.source, call.keys, call.args))
+        return await self.release_call(ref, holder).run(self._redis)
 
     async def exists(self, ref: BlobRef) -> bool:
-        return bool(await self._redis.exists(self._keys.blob(ref.sha256)))
+        return bool(await self._client.exists(self._keys.blob(ref.sha256)))

@@ -13,25 +13,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from pipeline.state.redisio import text
+from pipeline.state.redisio import text, typed
 
 STREAM_MAXLEN = 10_000
 FEED_MAXLEN = 10_000
-
-#: Lua: ``to_feed(feed, ttl, kind, sid[, status])`` notes a change in the feed (and keeps the
-#: feed alive ``ttl`` seconds after its last entry). Prepended to the scripts that change
-#: sessions, so the note is written in the same atomic step as the change.
-FEED_LUA = """
-local function to_feed(feed, ttl, kind, sid, status)
-  if status then
-    redis.call('XADD', feed, 'MAXLEN', '~', FEED_N, '*', 'type', kind, 'session', sid,
-      'status', status)
-  else
-    redis.call('XADD', feed, 'MAXLEN', '~', FEED_N, '*', 'type', kind, 'session', sid)
-  end
-  redis.call('EXPIRE', feed, ttl)
-end
-""".replace("FEED_N", str(FEED_MAXLEN))
 
 
 def feed_fields(kind: str, session_id: str | None) -> dict[str, str]:
@@ -47,7 +32,7 @@ async def follow(
     Starts from ``last_id`` ("0" = replay everything, so nothing that happened before the
     call is missed). Never returns by itself: the caller stops iterating.
     """
-    client: Any = redis
+    client = typed(redis)
     cursor = last_id
     while True:
         reply = await client.xread({stream: cursor}, count=100, block=block_ms)
@@ -61,7 +46,7 @@ async def follow(
 
 async def last_event_id(redis: Redis, stream: str) -> str:
     """Id of the newest event in ``stream`` ("0" when empty): follow from here on."""
-    client: Any = redis
+    client = typed(redis)
     newest = await client.xrevrange(stream, count=1)
     return text(newest[0][0]) if newest else "0"
 
@@ -71,7 +56,7 @@ async def read_after(
 ) -> list[tuple[str, dict[str, str]]]:
     """The entries of ``stream`` after ``cursor``, as ``(id, fields)``; blocks up to
     ``block_ms`` in XREAD while there are none (then returns ``[]``)."""
-    client: Any = redis
+    client = typed(redis)
     reply = await client.xread({stream: cursor}, count=count, block=block_ms)
     return [
         (text(entry_id), {text(k): text(v) for k, v in fields.items()})

@@ -3,8 +3,9 @@
 The indexes are kept by :mod:`pipeline.state.sessions` in the same scripts that change a
 session: ``Keys.sessions_index`` (every session, scored by creation time) and one sorted set
 per status (``Keys.sessions_by_status``). A page without a text filter is one ZREVRANGE and
-one script run that sums the page's photos; a text filter reads the index and every
-session's search text (``Keys.sessions_search``) in two bulk replies and matches here.
+one script run (``pipeline.state.lua.listing``) that sums the page's photos; a text filter
+reads the index and every session's search text (``Keys.sessions_search``) in two bulk
+replies and matches here.
 Entries whose session has expired are dropped from the indexes as they are met.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any
 
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
@@ -21,56 +21,12 @@ from redis.asyncio import Redis
 from pipeline.schemas import SessionStatus, SessionSummary
 from pipeline.settings import Settings
 from pipeline.state.keys import Keys
-from pipeline.state.redisio import run_lua, text
+from pipeline.state.lua import listing as lua
+from pipeline.state.redisio import text, typed
 from pipeline.state.sessions import search_text
 
 STATUSES: tuple[SessionStatus, ...] = ("pending", "processing", "completed", "warning", "failed")
 MAX_PER_PAGE = 200
-
-# ARGV: prefix, status-set base, then session ids. A JSON list, one object per session
-# still there; the ids of expired ones are removed from every index on the way.
-_SUMMARIES = """
-local prefix, by_status = ARGV[1], ARGV[2]
-local statuses = {'pending', 'processing', 'completed', 'warning', 'failed'}
-local names = {'status', 'stage', 'photo_count', 'metadata', 'created_at', 'updated_at',
-  'completed_at', 'reason', 'art_total', 'art_uploaded', 'art_failed', 'art_ready'}
-local out = {}
-for i = 3, #ARGV do
-  local sid = ARGV[i]
-  local key = prefix .. ':session:' .. sid
-  local f = redis.call('HMGET', key, unpack(names))
-  if not f[1] then
-    redis.call('ZREM', prefix .. ':sessions:index', sid)
-    redis.call('HDEL', prefix .. ':sessions:search', sid)
-    for _, st in ipairs(statuses) do redis.call('ZREM', by_status .. st, sid) end
-  else
-    local row = {}
-    for j, name in ipairs(names) do row[name] = f[j] or nil end
-    local done, failed, det, est = 0, 0, 0, 0
-    for j = 0, (tonumber(f[3]) or 0) - 1 do
-      local raw = redis.call('HGET', key, 'photo:' .. j)
-      if raw then
-        local p = cjson.decode(raw)
-        if p.state == 'done' then done = done + 1 elseif p.state == 'failed' then
-          failed = failed + 1 end
-        if type(p.detected) == 'number' then det = det + p.detected end
-        if type(p.estimated) == 'number' then est = est + p.estimated end
-      end
-    end
-    row.session_id, row.done, row.failed, row.detected, row.estimated = sid, done, failed,
-      det, est
-    for _, name in ipairs({'thumbnail_processed', 'thumbnail_original'}) do
-      if redis.call('HGET', key, 'art:' .. sid .. ':0:' .. name) == 'uploaded' then
-        row.thumbnail = name
-        break
-      end
-    end
-    out[#out + 1] = row
-  end
-end
-if #out == 0 then return '[]' end
-return cjson.encode(out)
-"""
 
 
 class SessionPage(BaseModel):
@@ -89,6 +45,7 @@ class SessionPage(BaseModel):
 class SessionListing:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
+        self._client = typed(redis)
         self._keys = Keys.from_settings(settings)
         self._ttl = settings.session_ttl_s
 
@@ -98,10 +55,9 @@ class SessionListing:
     async def counts(self) -> dict[str, int]:
         """Sessions per status and in all, after dropping entries older than the records'
         TTL (their sessions have expired)."""
-        client: Any = self._redis
         oldest = time.time() - self._ttl
         indexes = [self._keys.sessions_index, *(self._index(s) for s in STATUSES)]
-        async with client.pipeline(transaction=False) as pipe:
+        async with self._client.pipeline(transaction=False) as pipe:
             for key in indexes:
                 pipe.zremrangebyscore(key, "-inf", f"({oldest}")
             for key in indexes:
@@ -114,9 +70,7 @@ class SessionListing:
         """Summaries of the sessions that still exist, in the order given."""
         if not session_ids:
             return []
-        args = [self._keys.prefix, self._keys.sessions_status_base, *session_ids]
-        raw = json.loads(text(await run_lua(self._redis, _SUMMARIES, [], args)))
-        return [_summary(row) for row in raw]
+        return await lua.summaries(self._redis, self._keys, session_ids)
 
     async def matching(self, status: SessionStatus | None, query: str) -> list[str]:
         """Ids (newest first) whose id, metadata or failure reason contains ``query`` (case
@@ -127,9 +81,8 @@ class SessionListing:
         10,000 sessions cost Redis two replies. A session without a text (made before there
         were texts) is read from its record and its text written; texts of sessions that
         have left the index are dropped."""
-        client: Any = self._redis
         needle = query.lower().encode()
-        async with client.pipeline(transaction=False) as pipe:
+        async with self._client.pipeline(transaction=False) as pipe:
             pipe.zrevrange(self._index(status), 0, -1)
             if status is not None:
                 pipe.zrange(self._keys.sessions_index, 0, -1)
@@ -143,16 +96,15 @@ class SessionListing:
         known = set(ids) if status is None else set(replies[1])
         stale = [sid for sid in texts if sid not in known]
         if stale:
-            await client.hdel(self._keys.sessions_search, *stale)
+            await self._client.hdel(self._keys.sessions_search, *stale)
         return [text(sid) for sid in ids if needle in texts.get(sid, b"")]
 
     async def _backfill(self, ids: list[bytes]) -> dict[bytes, bytes]:
         """Search texts of sessions that have none, from their records (and stored)."""
-        client: Any = self._redis
         found: dict[bytes, bytes] = {}
         for start in range(0, len(ids), 1000):
             chunk = ids[start : start + 1000]
-            async with client.pipeline(transaction=False) as pipe:
+            async with self._client.pipeline(transaction=False) as pipe:
                 for sid in chunk:
                     pipe.hmget(self._keys.session(text(sid)), "metadata", "reason")
                 rows = await pipe.execute()
@@ -164,7 +116,7 @@ class SessionListing:
                     value += "\n" + text(reason).lower()
                 found[sid] = value.encode()
         if found:
-            await client.hset(self._keys.sessions_search, mapping=found)
+            await self._client.hset(self._keys.sessions_search, mapping=found)
         return found
 
     async def page(
@@ -181,13 +133,12 @@ class SessionListing:
         query = query.strip()
         counts = await self.counts()
         start = (page - 1) * per_page
-        client: Any = self._redis
         if query:
             matches = await self.matching(status, query)
             total, ids = len(matches), matches[start : start + per_page]
         else:
             total = counts[status or "all"]
-            raw = await client.zrevrange(self._index(status), start, start + per_page - 1)
+            raw = await self._client.zrevrange(self._index(status), start, start + per_page - 1)
             ids = [text(i) for i in raw]
         return SessionPage(
             sessions=await self.summaries(ids),
@@ -199,26 +150,3 @@ class SessionListing:
             query=query,
             counts=counts,
         )
-
-
-def _summary(row: dict[str, Any]) -> SessionSummary:
-    return SessionSummary(
-        session_id=row["session_id"],
-        status=row["status"],
-        stage=row.get("stage") or "",
-        reason=row.get("reason") or None,
-        photo_count=int(row.get("photo_count") or 0),
-        photos_done=int(row["done"]),
-        photos_failed=int(row["failed"]),
-        detected=int(row["detected"]),
-        estimated=int(row["estimated"]),
-        metadata=json.loads(row.get("metadata") or "{}"),
-        created_at=row["created_at"],
-        updated_at=row.get("updated_at") or row["created_at"],
-        completed_at=row.get("completed_at") or None,
-        artifacts_total=int(row.get("art_total") or 0),
-        artifacts_uploaded=int(row.get("art_uploaded") or 0),
-        artifacts_failed=int(row.get("art_failed") or 0),
-        artifacts_ready=row.get("art_ready") == "1",
-        thumbnail=row.get("thumbnail"),
-    )

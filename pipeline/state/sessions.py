@@ -4,7 +4,8 @@ Status: ``pending → processing → completed | warning | failed`` (``pending``
 directly). Terminal states are final: any other transition is refused. Every change appends
 an event to the session's Redis stream, which ``client.wait()`` and ``plantpipe watch`` follow,
 and a note to the prefix's feed; the session's place in the listing indexes (by creation
-time, and by status) moves in the same script (``pipeline.state.listing`` reads them).
+time, and by status) moves in the same script (``pipeline.state.lua.sessions``;
+``pipeline.state.listing`` reads the indexes).
 """
 
 from __future__ import annotations
@@ -26,62 +27,10 @@ from pipeline.schemas import (
     utcnow,
 )
 from pipeline.settings import Settings
-from pipeline.state.events import FEED_LUA, FEED_MAXLEN, STREAM_MAXLEN, feed_fields
+from pipeline.state.events import FEED_MAXLEN, STREAM_MAXLEN, feed_fields
 from pipeline.state.keys import Keys
-from pipeline.state.redisio import run_lua, text
-
-_TRANSITION = (
-    FEED_LUA
-    + """
-local sess, ev, active, index, feed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local search = KEYS[6]
-local new, reason, stage, now, sid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local by_status, ttl = ARGV[6], tonumber(ARGV[7])
-local cur = redis.call('HGET', sess, 'status')
-if not cur then return {-1, ''} end
-if cur == new then return {0, cur} end
-local allowed = {
-  pending = {processing = true, completed = true, warning = true, failed = true},
-  processing = {completed = true, warning = true, failed = true},
-}
-if not allowed[cur] or not allowed[cur][new] then return {-2, cur} end
-redis.call('HSET', sess, 'status', new, 'updated_at', now)
-if reason ~= '' then
-  redis.call('HSET', sess, 'reason', reason)
-  local text = redis.call('HGET', search, sid)
-  if text then redis.call('HSET', search, sid, text .. '\\n' .. string.lower(reason)) end
-end
-if stage ~= '' then redis.call('HSET', sess, 'stage', stage) end
-if new == 'completed' or new == 'warning' or new == 'failed' then
-  redis.call('ZREM', active, sid)
-  redis.call('HSET', sess, 'completed_at', now)
-end
-redis.call('XADD', ev, 'MAXLEN', '~', MAXLEN_N, '*', 'type', 'session.status', 'data',
-  cjson.encode({status = new, previous = cur, reason = reason, stage = stage}))
-local created = redis.call('ZSCORE', index, sid)
-if created then
-  redis.call('ZREM', by_status .. cur, sid)
-  redis.call('ZADD', by_status .. new, created, sid)
-  redis.call('EXPIRE', by_status .. new, ttl)
-end
-to_feed(feed, ttl, 'session.status', sid, new)
-return {1, cur}
-"""
-).replace("MAXLEN_N", str(STREAM_MAXLEN))
-
-_PHOTO = (
-    FEED_LUA
-    + """
-local sess, ev, feed = KEYS[1], KEYS[2], KEYS[3]
-local field, value, kind, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local sid, ttl = ARGV[5], tonumber(ARGV[6])
-if redis.call('EXISTS', sess) == 0 then return 0 end
-redis.call('HSET', sess, field, value, 'updated_at', now)
-redis.call('XADD', ev, 'MAXLEN', '~', MAXLEN_N, '*', 'type', kind, 'data', value)
-to_feed(feed, ttl, kind, sid)
-return 1
-"""
-).replace("MAXLEN_N", str(STREAM_MAXLEN))
+from pipeline.state.lua import sessions as lua
+from pipeline.state.redisio import text, typed
 
 TRANSITION_REFUSED = -2
 
@@ -104,6 +53,7 @@ class InvalidTransition(RuntimeError):
 class SessionStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
+        self._client = typed(redis)
         self._keys = Keys.from_settings(settings)
         self._ttl = settings.session_ttl_s
         self.deadline_s = settings.session_deadline_s
@@ -134,8 +84,7 @@ class SessionStore:
             fields[f"photo:{i}"] = PhotoProgress(index=i).model_dump_json()
         key = self._keys.session(session_id)
         events = self._keys.session_events(session_id)
-        client: Any = self._redis
-        async with client.pipeline(transaction=True) as pipe:
+        async with self._client.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=fields)
             pipe.expire(key, self._ttl)
             pipe.zadd(self._keys.sessions_active, {session_id: deadline.timestamp()})
@@ -171,8 +120,7 @@ class SessionStore:
         """Remove a session no worker ever saw (a submit Redis refused half-way, at
         ``maxmemory``: deletes are allowed there): its record, its events, its places in the
         listing's indexes. (Its ``session.created`` note stays in the feed.)"""
-        client: Any = self._redis
-        async with client.pipeline(transaction=True) as pipe:
+        async with self._client.pipeline(transaction=True) as pipe:
             pipe.delete(self._keys.session(session_id), self._keys.session_events(session_id))
             pipe.zrem(self._keys.sessions_active, session_id)
             pipe.zrem(self._keys.sessions_index, session_id)
@@ -191,53 +139,39 @@ class SessionStore:
     ) -> bool:
         """Move to ``status``. Returns True if it changed; refused moves return False (or
         raise InvalidTransition with ``strict``)."""
-        keys = [
-            self._keys.session(session_id),
-            self._keys.session_events(session_id),
-            self._keys.sessions_active,
-            self._keys.sessions_index,
-            self._keys.feed,
-            self._keys.sessions_search,
-        ]
-        args = [
-            status,
-            reason or "",
-            stage or "",
-            utcnow().isoformat(),
+        changed, previous = await lua.transition(
+            self._redis,
+            self._keys,
             session_id,
-            self._keys.sessions_status_base,
-            self._ttl,
-        ]
-        changed, previous = await run_lua(self._redis, _TRANSITION, keys, args)
-        if int(changed) == -1:
+            status,
+            reason=reason or "",
+            stage=stage or "",
+            now=utcnow().isoformat(),
+            ttl=self._ttl,
+        )
+        if changed == -1:
             raise LookupError(f"no session {session_id}")
-        if int(changed) == TRANSITION_REFUSED and strict:
-            raise InvalidTransition(f"session {session_id}: {text(previous)} → {status} refused")
-        return int(changed) == 1
+        if changed == TRANSITION_REFUSED and strict:
+            raise InvalidTransition(f"session {session_id}: {previous} → {status} refused")
+        return changed == 1
 
     async def update_photo(self, session_id: str, progress: PhotoProgress) -> None:
-        keys = [
-            self._keys.session(session_id),
-            self._keys.session_events(session_id),
-            self._keys.feed,
-        ]
-        args = [
-            f"photo:{progress.index}",
-            progress.model_dump_json(),
-            f"photo.{progress.state}",
-            utcnow().isoformat(),
+        await lua.update_photo(
+            self._redis,
+            self._keys,
             session_id,
-            self._ttl,
-        ]
-        await run_lua(self._redis, _PHOTO, keys, args)
+            field=f"photo:{progress.index}",
+            value=progress.model_dump_json(),
+            kind=f"photo.{progress.state}",
+            now=utcnow().isoformat(),
+            ttl=self._ttl,
+        )
 
     async def set_field(self, session_id: str, field: str, value: str) -> None:
-        client: Any = self._redis
-        await client.hset(self._keys.session(session_id), field, value)
+        await self._client.hset(self._keys.session(session_id), field, value)
 
     async def get_field(self, session_id: str, field: str) -> str | None:
-        client: Any = self._redis
-        raw = await client.hget(self._keys.session(session_id), field)
+        raw = await self._client.hget(self._keys.session(session_id), field)
         return text(raw) if raw is not None else None
 
     async def set_originals(self, session_id: str, blobs: list[BlobRef]) -> None:
@@ -257,11 +191,10 @@ class SessionStore:
         return SessionResult.model_validate_json(raw) if raw else None
 
     async def exists(self, session_id: str) -> bool:
-        return bool(await self._redis.exists(self._keys.session(session_id)))
+        return bool(await self._client.exists(self._keys.session(session_id)))
 
     async def get(self, session_id: str) -> SessionRecord | None:
-        client: Any = self._redis
-        raw = await client.hgetall(self._keys.session(session_id))
+        raw = await self._client.hgetall(self._keys.session(session_id))
         if not raw:
             return None
         f = {text(k): text(v) for k, v in raw.items()}
@@ -312,9 +245,8 @@ class SessionStore:
 
     async def overdue(self, now: datetime | None = None, limit: int = 500) -> list[str]:
         """Sessions past their deadline that are not terminal yet."""
-        client: Any = self._redis
         moment = (now or utcnow()).timestamp()
-        ids = await client.zrangebyscore(
+        ids = await self._client.zrangebyscore(
             self._keys.sessions_active, "-inf", moment, start=0, num=limit
         )
         return [text(i) for i in ids]

@@ -4,8 +4,9 @@ closed ──(fail_max consecutive failures)──▶ open ──(reset_s elapse
   ▲                                                                       │
   └────────────── trial call succeeds ◀── one trial call allowed ─────────┘ (fails → open)
 
-Every transition runs in one Lua script using Redis' clock, so workers on different hosts
-agree. While open, callers are told how long to wait: uploads are *deferred*, never dropped.
+Every transition runs in one Lua script (``pipeline.state.lua.breaker``) using Redis' clock,
+so workers on different hosts agree. While open, callers are told how long to wait: uploads
+are *deferred*, never dropped.
 
 Hot path: while the breaker is closed with no failures counted, each process trusts that view
 for ``LOCAL_VIEW_S`` (250 ms) — ``allow`` and ``record_success`` then cost no Redis round trip.
@@ -20,78 +21,18 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from redis.asyncio import Redis
 
 from pipeline.settings import Settings
 from pipeline.state.keys import Keys
-from pipeline.state.redisio import run_lua, text
+from pipeline.state.lua import breaker as lua
+from pipeline.state.redisio import text, typed
 
 State = Literal["closed", "open", "half_open"]
 
 LOCAL_VIEW_S = 0.25
-
-_NOW = """
-local t = redis.call('TIME')
-return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
-_ALLOW = (
-    "local function now_ms()" + _NOW + "end\n"
-    """
-local key = KEYS[1]
-local reset_ms, trial_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
-local now = now_ms()
-local st = redis.call('HGET', key, 'state') or 'closed'
-if st == 'closed' then
-  return {1, 'closed', 0, tonumber(redis.call('HGET', key, 'failures') or '0')}
-end
-if st == 'open' then
-  local opened = tonumber(redis.call('HGET', key, 'opened_at') or '0')
-  local waited = now - opened
-  if waited >= reset_ms then
-    redis.call('HSET', key, 'state', 'half_open', 'trial_until', now + trial_ms)
-    return {1, 'half_open', 0}
-  end
-  return {0, 'open', reset_ms - waited}
-end
-local trial_until = tonumber(redis.call('HGET', key, 'trial_until') or '0')
-if now >= trial_until then
-  redis.call('HSET', key, 'trial_until', now + trial_ms)
-  return {1, 'half_open', 0}
-end
-return {0, 'half_open', trial_until - now}
-"""
-)
-
-_FAILURE = (
-    "local function now_ms()" + _NOW + "end\n"
-    """
-local key = KEYS[1]
-local fail_max = tonumber(ARGV[1])
-local st = redis.call('HGET', key, 'state') or 'closed'
-if st == 'half_open' then
-  redis.call('HSET', key, 'state', 'open', 'opened_at', now_ms())
-  redis.call('HINCRBY', key, 'opened_count', 1)
-  return {'open', tonumber(redis.call('HGET', key, 'failures') or '0')}
-end
-local n = redis.call('HINCRBY', key, 'failures', 1)
-if st == 'closed' and n >= fail_max then
-  redis.call('HSET', key, 'state', 'open', 'opened_at', now_ms())
-  redis.call('HINCRBY', key, 'opened_count', 1)
-  return {'open', n}
-end
-return {st, n}
-"""
-)
-
-_SUCCESS = """
-local key = KEYS[1]
-local st = redis.call('HGET', key, 'state') or 'closed'
-redis.call('HSET', key, 'state', 'closed', 'failures', 0)
-return st
-"""
 
 
 @dataclass(frozen=True)
@@ -111,6 +52,7 @@ class RedisCircuitBreaker:
         trial_timeout_s: float | None = None,
     ) -> None:
         self._redis = redis
+        self._client = typed(redis)
         self.key = Keys.from_settings(settings).breaker(name)
         self.fail_max = settings.breaker_fail_max
         self.reset_ms = int(settings.breaker_reset_s * 1000)
@@ -127,8 +69,7 @@ class RedisCircuitBreaker:
         """Whether the breaker is closed with no failures, re-read from Redis (one HMGET, no
         trial granted) when this process' view has lapsed."""
         if not self.trusted_closed():
-            client: Any = self._redis
-            state, failures = await client.hmget(self.key, "state", "failures")
+            state, failures = await self._client.hmget(self.key, "state", "failures")
             if _state(state or b"closed") == "closed" and int(failures or 0) == 0:
                 self._clean_until = time.monotonic() + LOCAL_VIEW_S
         return self.trusted_closed()
@@ -156,43 +97,41 @@ class RedisCircuitBreaker:
                 self._asking = None
 
     async def _ask(self) -> Permit:
-        allowed, state, wait_ms, *failures = await run_lua(
-            self._redis, _ALLOW, [self.key], [self.reset_ms, self.trial_ms]
+        answer = await lua.allow(
+            self._redis, self.key, reset_ms=self.reset_ms, trial_ms=self.trial_ms
         )
-        permit = Permit(bool(allowed), _state(state), max(0.0, int(wait_ms) / 1000))
-        if permit.state == "closed" and failures and int(failures[0]) == 0:
+        permit = Permit(answer.allowed, _state(answer.state), max(0.0, answer.wait_ms / 1000))
+        if permit.state == "closed" and answer.failures == 0:
             self._clean_until = time.monotonic() + LOCAL_VIEW_S
         return permit
 
     async def record_failure(self) -> State:
         self._clean_until = 0.0
-        state, _ = await run_lua(self._redis, _FAILURE, [self.key], [self.fail_max])
+        state, _ = await lua.record_failure(self._redis, self.key, fail_max=self.fail_max)
         return _state(state)
 
     async def record_success(self) -> State:
         """Returns the state *before* the success closed the breaker."""
         if self.trusted_closed():
             return "closed"  # nothing to reset
-        before = await run_lua(self._redis, _SUCCESS, [self.key], [])
+        before = await lua.record_success(self._redis, self.key)
         self._clean_until = time.monotonic() + LOCAL_VIEW_S  # closed, 0 failures: as just set
         return _state(before)
 
     async def state(self) -> State:
-        client: Any = self._redis
-        raw = await client.hget(self.key, "state")
+        raw = await self._client.hget(self.key, "state")
         return _state(raw or b"closed")
 
     async def failures(self) -> int:
-        client: Any = self._redis
-        raw = await client.hget(self.key, "failures")
+        raw = await self._client.hget(self.key, "failures")
         return int(raw or 0)
 
     async def reset(self) -> None:
         self._clean_until = 0.0
-        await self._redis.delete(self.key)
+        await self._client.delete(self.key)
 
 
-def _state(raw: Any) -> State:
+def _state(raw: bytes | str) -> State:
     value = text(raw)
     if value not in ("closed", "open", "half_open"):
         raise ValueError(f"unknown breaker state {value!r}")

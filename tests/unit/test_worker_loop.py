@@ -307,16 +307,16 @@ async def test_a_job_enqueued_while_the_worker_waits_starts_without_a_poll(
 async def test_a_failed_claim_gives_every_slot_back(
     redis_server: RedisServer, pool: ArqRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_run_lua = worker_module.run_lua
+    real_claim = worker_module.claim_jobs
     failed_with_permits: list[int] = []
 
-    async def claim_fails_once(redis: Any, source: str, keys: Any, args: Any) -> Any:
-        if source is worker_module._CLAIM and not failed_with_permits:
-            failed_with_permits.append(int(args[3]))  # ARGV[4]: how many slots it holds
+    async def claim_fails_once(*args: Any, want: int, **kwargs: Any) -> list[tuple[str, int]]:
+        if not failed_with_permits:
+            failed_with_permits.append(want)  # how many slots it holds
             raise RedisConnectionError("connection reset during the claim (test)")
-        return await real_run_lua(redis, source, keys, args)
+        return await real_claim(*args, want=want, **kwargs)
 
-    monkeypatch.setattr(worker_module, "run_lua", claim_fails_once)
+    monkeypatch.setattr(worker_module, "claim_jobs", claim_fails_once)
     jobs = Jobs()
     worker = make_worker(redis_server, jobs, max_jobs=3, poll_delay=0.05)
     for tag in ("a", "b", "c"):
