@@ -259,11 +259,15 @@ async def test_a_dropped_photo_is_counted_live(
         await drop(page, SAMPLE.read_bytes(), f"{EVIL}.jpg")
         await page.wait_for_url(re.compile(r"/sessions/[0-9a-f]{32}$"), timeout=STEP_MS)
         evil_id = page.url.rsplit("/", 1)[1]
-        assert await page.locator("table.metadata td", has_text=EVIL).count() == 1
+        evil_cell = page.locator("table.metadata td", has_text=EVIL)
+        await evil_cell.first.wait_for(timeout=STEP_MS)  # the page fills it from the API
+        assert await evil_cell.count() == 1
         await page.locator("article.photo h3", has_text=f"{EVIL}.jpg").wait_for()
         evil_row = listing.locator(f'tr[data-id="{evil_id}"]')
         await evil_row.wait_for(timeout=STEP_MS)  # arrived live in the open list
-        assert await evil_row.locator(".chip", has_text=EVIL).count() == 2  # name, note
+        evil_chips = evil_row.locator(".chip", has_text=EVIL)
+        await evil_chips.nth(1).wait_for(timeout=STEP_MS)
+        assert await evil_chips.count() == 2  # name, note
         for view in (page, listing):
             assert await view.locator('img[src="x"]').count() == 0
             markup = await view.evaluate("() => document.body.innerHTML")
