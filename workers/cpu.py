@@ -138,15 +138,12 @@ async def upload_rendered(ctx: CpuContext, job: RenderJob, rendered: dict[str, b
     registered as the session's artifacts now, before the photo reports into the join — so
     the session's artifact set is complete when ``aggregate`` marks it final; the others are
     uploaded without the session waiting for them."""
-    outputs = rendered_outputs(job, rendered)
-    counted = {o.name for o in PHOTO_OUTPUTS if o.counts_toward_readiness}
-    ready_ids = {artifact_id(job.session_id, job.index, name) for name in counted}
-    awaited = [o for o in outputs if o.artifact_id in ready_ids]
-    extra = [o for o in outputs if o.artifact_id not in ready_ids]
+    awaited = {n: b for n, b in rendered.items() if PHOTO_OUTPUTS[n].counts_toward_readiness}
+    extra = {n: b for n, b in rendered.items() if n not in awaited}
     if awaited:
-        await ctx.upload(awaited, job.session_id)
+        await ctx.upload(rendered_outputs(job, awaited), job.session_id)
     if extra:
-        await ctx.upload(extra)
+        await ctx.upload(rendered_outputs(job, extra))
 
 
 @role_job(RENDER_PHOTO, replayable=False)

@@ -106,10 +106,6 @@ class JobSpec(Generic[P, R]):
             arguments=self.arguments(payload),
         )
 
-    def outcome(self, raw: dict[str, Any]) -> R:
-        """A result arq kept for this job, as its model."""
-        return self.result.model_validate(raw)
-
 
 INFER_PHOTO: JobSpec[InferJob, InferOutcome] = JobSpec(
     "infer_photo",
