@@ -20,9 +20,9 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 try:
     import torch
@@ -58,7 +58,9 @@ from training.layout import (
     VARIANT_OFFSET,
     VARIANT_STRIDE,
 )
+from training.network import DetNet, SegNet
 from training.train import log, train_det, train_seg
+from training.warmstart import load_det, load_seg
 
 PROG = "python -m training.build"
 
@@ -108,6 +110,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--eval-det-scenes", type=int, default=10)
     ap.add_argument("--eval-seg-scenes", type=int, default=40)
     ap.add_argument("--only", choices=["det", "seg", "both"], default="both")
+    ap.add_argument(
+        "--det-init",
+        type=Path,
+        help="fine-tune: start det from this ONNX file's weights (a det.onnx this build made), "
+        "batch norms frozen, instead of random weights",
+    )
+    ap.add_argument("--seg-init", type=Path, help="fine-tune: start seg from this seg.onnx")
+    ap.add_argument(
+        "--det-lr", type=float, help="det peak learning rate (2e-3; 5e-4 with --det-init)"
+    )
+    ap.add_argument(
+        "--seg-lr", type=float, help="seg peak learning rate (2e-3; 5e-4 with --seg-init)"
+    )
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        help="keep generated scenes here (per generator fingerprint) and reuse them",
+    )
     ap.add_argument("--eval-only", action="store_true", help="evaluate existing ONNX files")
     return ap.parse_args(argv)
 
@@ -116,6 +136,26 @@ def recorded_command(argv: Sequence[str] | None) -> str:
     """The command as recorded in the sidecars: relative, no interpreter or checkout path."""
     args = sys.argv[1:] if argv is None else list(argv)
     return " ".join([PROG, *map(shlex.quote, args)])
+
+
+Net = TypeVar("Net", DetNet, SegNet)
+
+
+def initial_weights(
+    path: Path | None, lr: float | None, load: Callable[[Path], Net]
+) -> tuple[Net | None, dict[str, Any] | None, float]:
+    """``(network to start from, its record for the report, peak learning rate)``: random
+    weights at 2e-3 without ``path``; ``path``'s weights at 5e-4 with it (the network's
+    batch norms frozen while fine-tuning, :mod:`training.warmstart`)."""
+    if path is None:
+        return None, None, 2e-3 if lr is None else lr
+    if not path.is_file():
+        raise SystemExit(f"{PROG}: {path}: no such ONNX file to start from")
+    # read now: the build may write its output over this very file
+    record = {"file": path.name, "sha256": sha256(path)}
+    net = load(path)
+    log(f"starting from {path} (sha256 {record['sha256'][:12]}…)")
+    return net, record, 5e-4 if lr is None else lr
 
 
 def train_and_export(
@@ -134,7 +174,7 @@ def train_and_export(
     t = time.time()
     log(f"generating {len(jobs)} scenes (seeds {jobs[0][0]}..{jobs[-1][0]})")
     det_scenes, seg_scenes = split_scenes(
-        jobs, generate(jobs, args.workers), base, args.seg_shared_scenes
+        jobs, generate(jobs, args.workers, args.cache), base, args.seg_shared_scenes
     )
     timings["generate_s"] = round(time.time() - t, 1)
     log(f"generated in {timings['generate_s']}s")
@@ -145,9 +185,16 @@ def train_and_export(
         "version": "plantpipe-synth-1",
     }
     if do_det:
+        det_init, det_from, det_lr = initial_weights(args.det_init, args.det_lr, load_det)
         t = time.time()
         det = train_det(
-            det_scenes, args.det_iters, args.batch, args.seed, quality=args.det_loss == "qfl"
+            det_scenes,
+            args.det_iters,
+            args.batch,
+            args.seed,
+            quality=args.det_loss == "qfl",
+            init=det_init,
+            lr=det_lr,
         )
         timings["det_train_s"] = round(time.time() - t, 1)
         exp = make_det_export(det)
@@ -166,11 +213,16 @@ def train_and_export(
             "batch": args.batch,
             "crop": 256,
             "score_loss": args.det_loss,
+            "lr": det_lr,
+            "init": det_from,
             "wall_s": timings["det_train_s"],
         }
     if do_seg:
+        seg_init, seg_from, seg_lr = initial_weights(args.seg_init, args.seg_lr, load_seg)
         t = time.time()
-        seg = train_seg(seg_scenes, args.seg_iters, args.seg_batch, args.seed)
+        seg = train_seg(
+            seg_scenes, args.seg_iters, args.seg_batch, args.seed, init=seg_init, lr=seg_lr
+        )
         timings["seg_train_s"] = round(time.time() - t, 1)
         sexp = make_seg_export(seg)
         desc = "plantpipe container segmenter (synthetic-trained)"
@@ -190,6 +242,8 @@ def train_and_export(
             "iters": args.seg_iters,
             "batch": args.seg_batch,
             "net_input": SEG_NET,
+            "lr": seg_lr,
+            "init": seg_from,
             "wall_s": timings["seg_train_s"],
         }
     return report, timings

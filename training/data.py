@@ -8,14 +8,19 @@ graph does), plus one mask per container. No PyTorch here.
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing as mp
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw
 
+import pipeline.inference.yolo as yolo_module
+import pipeline.synth as synth_package
 from pipeline.inference.yolo import LetterboxInfo, letterbox
 from pipeline.synth import Scene, generate_scene
 from pipeline.synth.scene import Variant
@@ -106,10 +111,72 @@ def det_scene(scene: Scene) -> DetScene:
     )
 
 
-def _job(args: SceneJob) -> tuple[DetScene | None, SegScene]:
-    seed, w, h, want_det, variant = args
+def generator_fingerprint() -> str:
+    """A digest of the sources that make a scene (the generator, the runtime's letterbox,
+    this module): a scene cache made by other code is never read (the cache directory's name
+    holds it)."""
+    digest = hashlib.sha256()
+    sources = sorted(Path(synth_package.__file__).parent.glob("*.py"))
+    sources += [Path(yolo_module.__file__), Path(__file__)]
+    for path in sources:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _cache_file(cache: Path, job: SceneJob) -> Path:
+    seed, w, h, want_det, variant = job
+    return cache / f"{variant}-{seed}-{w}x{h}-{'det' if want_det else 'seg'}.npz"
+
+
+def _load(path: Path, want_det: bool) -> tuple[DetScene | None, SegScene]:
+    with np.load(path) as z:
+        seg = SegScene(image=z["seg_image"], masks=z["seg_masks"], classes=z["seg_classes"])
+        det = None
+        if want_det:
+            height, width = (int(v) for v in z["det_size"])
+            det = DetScene(
+                image=z["det_image"],
+                boxes=z["det_boxes"],
+                vis=z["det_vis"],
+                containers=z["det_containers"],
+                height=height,
+                width=width,
+            )
+    return det, seg
+
+
+def _save(path: Path, det: DetScene | None, seg: SegScene) -> None:
+    arrays: dict[str, Any] = {
+        "seg_image": seg.image,
+        "seg_masks": seg.masks,
+        "seg_classes": seg.classes,
+    }
+    if det is not None:
+        arrays |= {
+            "det_image": det.image,
+            "det_boxes": det.boxes,
+            "det_vis": det.vis,
+            "det_containers": det.containers,
+            "det_size": np.array([det.height, det.width]),
+        }
+    tmp = path.with_name(path.name + ".part")
+    with tmp.open("wb") as f:
+        np.savez(f, **arrays)
+    tmp.replace(path)  # whole files only: a killed build leaves no half scene behind
+
+
+def _job(args: tuple[SceneJob, str | None]) -> tuple[DetScene | None, SegScene]:
+    job, cache = args
+    path = _cache_file(Path(cache), job) if cache is not None else None
+    if path is not None and path.is_file():
+        return _load(path, job[3])
+    seed, w, h, want_det, variant = job
     scene = generate_scene(seed, w, h, variant=variant)
-    return (det_scene(scene) if want_det else None), seg_scene(scene)
+    out = (det_scene(scene) if want_det else None), seg_scene(scene)
+    if path is not None:
+        _save(path, *out)
+    return out
 
 
 def scene_jobs(
@@ -153,13 +220,25 @@ def variant_jobs(
     return jobs
 
 
-def generate(jobs: list[SceneJob], workers: int) -> list[tuple[DetScene | None, SegScene]]:
-    """Run the scene jobs, in order (``workers`` spawned processes when more than one)."""
+def generate(
+    jobs: list[SceneJob], workers: int, cache: Path | None = None
+) -> list[tuple[DetScene | None, SegScene]]:
+    """Run the scene jobs, in order (``workers`` spawned processes when more than one).
+
+    With ``cache``, each scene is read from ``cache/<generator fingerprint>/`` when an
+    earlier run made it with the same code, and written there otherwise (about 9 MB per
+    2000×1500 detection scene): a second build, or one that was cut off, skips generation."""
+    where: str | None = None
+    if cache is not None:
+        folder = cache / generator_fingerprint()
+        folder.mkdir(parents=True, exist_ok=True)
+        where = str(folder)
+    tasks = [(j, where) for j in jobs]
     if workers <= 1:
-        return [_job(j) for j in jobs]
+        return [_job(t) for t in tasks]
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers) as pool:
-        return list(pool.imap(_job, jobs, chunksize=2))
+        return list(pool.imap(_job, tasks, chunksize=2))
 
 
 def split_scenes(

@@ -31,6 +31,7 @@ from training.layout import (
     SEG_NET,
 )
 from training.network import DetNet, SegNet, decode_ltrb, grid_centers
+from training.warmstart import freeze_norms
 
 MASK_POS = 4
 LOG_EVERY = 100
@@ -115,11 +116,14 @@ def train_det(
     seed: int,
     size: int = 256,
     quality: bool = False,
+    init: DetNet | None = None,
+    lr: float = 2e-3,
 ) -> DetNet:
-    """Train the detector on ``size``-px crops of ``scenes``."""
+    """Train the detector on ``size``-px crops of ``scenes`` (from ``init``'s weights, its
+    batch norms frozen, when given: :mod:`training.warmstart`)."""
     torch.manual_seed(seed)
-    net = DetNet()
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=5e-4)
+    net = DetNet() if init is None else init
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
     rng = np.random.default_rng(seed + 11)
     pil: list[Image.Image] = []
     for s in scenes:  # crops are cut from the PIL copy: hold each photo once, not twice
@@ -128,11 +132,13 @@ def train_det(
     g = size // DET_STRIDE
     centers = grid_centers(g, g, DET_STRIDE)
     net.train()
+    if init is not None:
+        freeze_norms(net)
     t0 = time.time()
     run = {"cls": 0.0, "box": 0.0, "npos": 0.0}
     for it in range(iters):
         for pg in opt.param_groups:
-            pg["lr"] = lr_at(it, iters, 2e-3)
+            pg["lr"] = lr_at(it, iters, lr)
         xs, gts, igs = [], [], []
         for _ in range(batch):
             x, b, ig = det_sample(rng, scenes, pil, size)
@@ -184,22 +190,32 @@ def train_det(
     return net
 
 
-def train_seg(scenes: list[SegScene], iters: int, batch: int, seed: int) -> SegNet:
-    """Train the segmenter on whole letterboxed, pooled scenes."""
+def train_seg(
+    scenes: list[SegScene],
+    iters: int,
+    batch: int,
+    seed: int,
+    init: SegNet | None = None,
+    lr: float = 2e-3,
+) -> SegNet:
+    """Train the segmenter on whole letterboxed, pooled scenes (from ``init``'s weights, its
+    batch norms frozen, when given)."""
     torch.manual_seed(seed + 1)
-    net = SegNet()
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=5e-4)
+    net = SegNet() if init is None else init
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
     rng = np.random.default_rng(seed + 23)
     g = SEG_NET // SEG_HEAD_STRIDE
     centers = grid_centers(g, g, SEG_HEAD_STRIDE)
     nc = len(SEG_NAMES)
     mres = SEG_NET // 2  # mask loss resolution (128)
     net.train()
+    if init is not None:
+        freeze_norms(net)
     t0 = time.time()
     run = {"cls": 0.0, "box": 0.0, "mask": 0.0}
     for it in range(iters):
         for pg in opt.param_groups:
-            pg["lr"] = lr_at(it, iters, 2e-3)
+            pg["lr"] = lr_at(it, iters, lr)
         xs, boxes_l, masks_l, cls_l = [], [], [], []
         for _ in range(batch):
             x, m, c = seg_sample(rng, scenes)

@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from pipeline.models import DET_MODEL, SEG_MODEL  # noqa: E402
 from pipeline.synth import generate_scene  # noqa: E402
 from training.build import recorded_command  # noqa: E402
 from training.data import det_scene, seg_scene  # noqa: E402
@@ -53,3 +54,34 @@ def test_seg_trains_exports_and_matches_onnxruntime(tmp_path: Path) -> None:
 def test_the_recorded_command_names_no_machine_path() -> None:
     cmd = recorded_command(["--seed", "0", "--out", "out dir"])
     assert cmd == "python -m training.build --seed 0 --out 'out dir'"
+
+
+def test_warm_start_reproduces_the_shipped_models() -> None:
+    from training.warmstart import load_det, load_seg
+
+    det = load_det(DET_MODEL)
+    assert parity(make_det_export(det), DET_MODEL, DET_IMGSZ, seed=0) < 1e-3
+    seg = load_seg(SEG_MODEL)
+    assert parity(make_seg_export(seg), SEG_MODEL, SEG_IMGSZ, seed=0) < 1e-3
+
+
+def test_warm_start_refuses_a_file_of_the_other_network() -> None:
+    from training.warmstart import load_det
+
+    with pytest.raises(ValueError, match="Conv"):
+        load_det(SEG_MODEL)
+
+
+def test_fine_tuning_changes_weights_and_keeps_the_folded_norms() -> None:
+    from training.warmstart import load_det
+
+    net = load_det(DET_MODEL)
+    before = net.out.weight.detach().clone()
+    tuned = train_det(
+        [det_scene(generate_scene(1, 800, 600))], iters=2, batch=2, seed=0, init=net, lr=1e-3
+    )
+    assert tuned is net
+    assert not torch.equal(before, tuned.out.weight)
+    norm = tuned.c3[0][1]
+    assert torch.equal(norm.running_mean, torch.zeros_like(norm.running_mean))
+    assert torch.equal(norm.running_var, torch.ones_like(norm.running_var))

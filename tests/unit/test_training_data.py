@@ -3,12 +3,22 @@ letterbox, decoders, slicing and overlap measure, and read the shipped models co
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from pipeline.inference.yolo import letterbox, letterbox_info
 from pipeline.models import DET_MODEL, SEG_MODEL
 from pipeline.synth import generate_scene
-from training.data import letterbox_u8, scene_jobs, seg_scene, variant_jobs
+from training.data import (
+    SceneJob,
+    generate,
+    generator_fingerprint,
+    letterbox_u8,
+    scene_jobs,
+    seg_scene,
+    variant_jobs,
+)
 from training.evaluate import eval_det, match, verify_shapes
 from training.layout import PAD, SEG_EXTRA_OFFSET, SEG_NET, VARIANT_OFFSET, VARIANT_STRIDE
 
@@ -84,3 +94,32 @@ def test_the_shipped_models_read_through_the_runtime_decoders() -> None:
     report = eval_det(DET_MODEL, [900_000_000], (1024, 1024))
     assert report["slices"] == 4
     assert report["precision"] > 0.6 and report["recall_all"] > 0.6, report
+
+
+def test_the_scene_cache_gives_back_what_generation_made(tmp_path: Path) -> None:
+    jobs: list[SceneJob] = [(7, 400, 300, True, "classic"), (8, 320, 240, False, "trays")]
+    made = generate(jobs, 1, tmp_path)
+    folder = tmp_path / generator_fingerprint()
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "classic-7-400x300-det.npz",
+        "trays-8-320x240-seg.npz",
+    ]
+    read = generate(jobs, 1, tmp_path)
+    for (det_a, seg_a), (det_b, seg_b) in zip(made, read, strict=True):
+        assert np.array_equal(seg_a.image, seg_b.image)
+        assert np.array_equal(seg_a.masks, seg_b.masks)
+        assert np.array_equal(seg_a.classes, seg_b.classes)
+        assert (det_a is None) == (det_b is None)
+        if det_a is not None and det_b is not None:
+            assert np.array_equal(det_a.image, det_b.image)
+            assert np.array_equal(det_a.boxes, det_b.boxes)
+            assert np.array_equal(det_a.vis, det_b.vis)
+            assert (det_a.height, det_a.width) == (det_b.height, det_b.width)
+    # a changed file in the cache is what is read: generation really was skipped
+    first = folder / "classic-7-400x300-det.npz"
+    with np.load(first) as z:
+        arrays = dict(z)
+    arrays["det_boxes"] = arrays["det_boxes"][:1]
+    np.savez(first, **arrays)
+    again = generate(jobs[:1], 1, tmp_path)[0][0]
+    assert again is not None and len(again.boxes) == 1
