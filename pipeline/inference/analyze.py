@@ -64,7 +64,7 @@ from pipeline.inference.yolo import (
     decode_segment,
     letterbox_into,
 )
-from pipeline.vision import bands
+from pipeline.vision import bands, plant_colours
 from pipeline.vision.bands import BandParams
 from pipeline.vision.colour import colour_warning
 from pipeline.vision.decode import decode_image
@@ -144,6 +144,7 @@ class PhotoAnalyzer:
             self.seg.warmup()
         self.det.warmup()
         bands.warmup()
+        plant_colours.warmup()
 
     # ---------------------------------------------------------------- segmentation
 

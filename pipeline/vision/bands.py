@@ -281,13 +281,14 @@ def thick_parts(vegetation: BoolArray, params: BandParams) -> BoolArray:
         return vegetation
     left, top, right, bottom = bounds
     r = max(1, round(params.thin_scale * math.sqrt(params.default_plant_area_px)))
-    part = vegetation[top:bottom, left:right].view(np.uint8)
+    part = vegetation[top:bottom, left:right]
     # opening by a square of 2r + 1 then growing by r + 1 (a square of 2r + 3): the two
     # dilations make one by a square of 4r + 3
-    grown = ndimage.maximum_filter(ndimage.minimum_filter(part, size=2 * r + 1), size=4 * r + 3)
-    grown = grown.astype(bool)
+    grown = kernels.square_filter(
+        kernels.square_filter(part, r, dilate=False), 2 * r + 1, dilate=True
+    )
     out = np.zeros_like(vegetation)
-    out[top:bottom, left:right] = grown & vegetation[top:bottom, left:right]
+    out[top:bottom, left:right] = grown & part
     return out
 
 

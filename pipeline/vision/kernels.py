@@ -14,6 +14,7 @@ decision at a boundary does not depend on float rounding.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ __all__ = [
     "lightness_table",
     "open3x3",
     "otsu_filter",
+    "square_filter",
 ]
 
 #: Bits of the colour code of a pixel.
@@ -168,6 +170,43 @@ def _erode_or_dilate(mask: NDArray[np.bool_], dilate: bool) -> NDArray[np.bool_]
             else:
                 out[y, x] = up and rows[y, x] and down
     return out
+
+
+def _along(a: NDArray[np.bool_], start: int, stop: int, axis: int) -> NDArray[np.bool_]:
+    return a[start:stop] if axis == 0 else a[:, start:stop]
+
+
+def _window(
+    a: NDArray[np.bool_], length: int, axis: int, op: Callable[..., NDArray[np.bool_]]
+) -> NDArray[np.bool_]:
+    """``op`` over every window of ``length`` along ``axis`` (the result is ``length − 1``
+    shorter): windows doubled from 1 (each step shortens the array by the span), then two
+    overlapping ones make ``length``: log₂(length) + 1 whole-array operations."""
+    acc, span = a, 1
+    while span * 2 <= length:
+        n = acc.shape[axis]
+        acc = op(_along(acc, 0, n - span, axis), _along(acc, span, n, axis))
+        span *= 2
+    if span < length:
+        n, rest = acc.shape[axis], length - span
+        acc = op(_along(acc, 0, n - rest, axis), _along(acc, rest, n, axis))
+    return acc
+
+
+def square_filter(mask: NDArray[np.bool_], radius: int, *, dilate: bool) -> NDArray[np.bool_]:
+    """Binary dilation (any) or erosion (all) by a square of side ``2·radius + 1``, the
+    window clipped at the border — the same as ``scipy.ndimage.maximum_filter`` /
+    ``minimum_filter`` with ``size=2·radius + 1`` (whose reflected border adds no value the
+    clipped window lacks), about 3× faster on a 12 MP crop: the border padded with the
+    operation's neutral value, then :func:`_window` along each axis."""
+    m = np.asarray(mask, dtype=np.bool_)
+    if radius <= 0 or m.size == 0:
+        return m.copy()
+    op = np.logical_or if dilate else np.logical_and
+    side = 2 * radius + 1
+    rows = _window(np.pad(m, ((radius, radius), (0, 0)), constant_values=not dilate), side, 0, op)
+    cols = np.pad(rows, ((0, 0), (radius, radius)), constant_values=not dilate)
+    return _window(cols, side, 1, op)
 
 
 def open3x3(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:

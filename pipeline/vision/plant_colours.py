@@ -17,14 +17,24 @@ a box over a bright wall crossing or an empty cell holds the floor's colours onl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 from numpy.typing import NDArray
 from scipy import ndimage
 
-__all__ = ["LEVELS", "ColourSamples", "ColourVerdict", "colour_index", "discs", "support"]
+__all__ = [
+    "LEVELS",
+    "ColourSamples",
+    "ColourVerdict",
+    "colour_index",
+    "discs",
+    "support",
+    "warmup",
+]
 
 LEVELS = 16
 _SHIFT = 4  # 256 / LEVELS
@@ -39,19 +49,30 @@ def colour_index(rgb: NDArray[np.uint8]) -> IndexArray:
     return np.asarray(out, dtype=np.uint16)
 
 
-def discs(shape: tuple[int, int], boxes: NDArray[np.floating], scale: float) -> BoolArray:
-    """Pixels within ``scale`` × half the mean box side of each box's centre (crop pixels)."""
-    h, w = shape
-    out = np.zeros((h, w), dtype=bool)
-    for x1, y1, x2, y2 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+@njit(cache=True, nogil=True)
+def _draw(out: BoolArray, boxes: NDArray[np.float64], scale: float) -> None:
+    h, w = out.shape
+    for i in range(boxes.shape[0]):
+        x1, y1, x2, y2 = boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3]
         cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
         r = scale * ((x2 - x1) + (y2 - y1)) / 4.0
-        ya, yb = max(0, int(cy - r)), min(h, int(np.ceil(cy + r)) + 1)
-        xa, xb = max(0, int(cx - r)), min(w, int(np.ceil(cx + r)) + 1)
-        if ya >= yb or xa >= xb:
-            continue
-        yy, xx = np.ogrid[ya:yb, xa:xb]
-        out[ya:yb, xa:xb] |= (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r * r
+        ya, yb = max(0, int(cy - r)), min(h, math.ceil(cy + r) + 1)
+        xa, xb = max(0, int(cx - r)), min(w, math.ceil(cx + r) + 1)
+        r2 = r * r
+        for y in range(ya, yb):
+            dy = (y + 0.5 - cy) ** 2
+            for x in range(xa, xb):
+                if (x + 0.5 - cx) ** 2 + dy <= r2:
+                    out[y, x] = True
+
+
+def discs(shape: tuple[int, int], boxes: NDArray[np.floating], scale: float) -> BoolArray:
+    """Pixels within ``scale`` × half the mean box side of each box's centre (crop pixels):
+    a pixel belongs to a disc when its centre ``(col + ½, row + ½)`` lies within it."""
+    out = np.zeros(shape, dtype=bool)
+    b = np.ascontiguousarray(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
+    if b.size:
+        _draw(out, b, float(scale))
     return out
 
 
@@ -140,6 +161,44 @@ class ColourSamples:
         return ColourVerdict(plant, known, common & ~plant, self.plant_px, self.floor_px)
 
 
+@njit(cache=True, nogil=True)
+def _shares(
+    index: IndexArray, tables: BoolArray, boxes: NDArray[np.float64], scale: float
+) -> NDArray[np.float64]:
+    h, w = index.shape
+    n_tables = tables.shape[0]
+    out = np.ones((n_tables, boxes.shape[0]), dtype=np.float64)
+    hits = np.zeros(n_tables, dtype=np.int64)
+    for i in range(boxes.shape[0]):
+        ya, yb = max(0, int(boxes[i, 1])), min(h, math.ceil(boxes[i, 3]))
+        xa, xb = max(0, int(boxes[i, 0])), min(w, math.ceil(boxes[i, 2]))
+        if ya >= yb or xa >= xb:
+            continue
+        # the disc in the box's own window, as discs() draws it there
+        x1, y1, x2, y2 = boxes[i, 0] - xa, boxes[i, 1] - ya, boxes[i, 2] - xa, boxes[i, 3] - ya
+        cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+        r = scale * ((x2 - x1) + (y2 - y1)) / 4.0
+        wh, ww = yb - ya, xb - xa
+        da, db = max(0, int(cy - r)), min(wh, math.ceil(cy + r) + 1)
+        ea, eb = max(0, int(cx - r)), min(ww, math.ceil(cx + r) + 1)
+        r2 = r * r
+        n = 0
+        hits[:] = 0
+        for y in range(da, db):
+            dy = (y + 0.5 - cy) ** 2
+            for x in range(ea, eb):
+                if (x + 0.5 - cx) ** 2 + dy <= r2:
+                    n += 1
+                    colour = index[ya + y, xa + x]
+                    for k in range(n_tables):
+                        if tables[k, colour]:
+                            hits[k] += 1
+        if n > 0:
+            for k in range(n_tables):
+                out[k, i] = hits[k] / n
+    return out
+
+
 def support(
     index: IndexArray,
     colours: Sequence[BoolArray],
@@ -147,19 +206,21 @@ def support(
     scale: float,
 ) -> NDArray[np.float64]:
     """Per colour table (per bin, e.g. the plant colours) and per box (crop pixels), the share
-    of the pixels of the box's centre disc (``scale``, see :func:`discs`) whose colour is in
-    that table: shape ``(len(colours), len(boxes))``, each disc drawn once for every table."""
-    h, w = index.shape
-    out = np.ones((len(colours), len(boxes)), dtype=np.float64)
-    for i, box in enumerate(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)):
-        x1, y1, x2, y2 = box
-        ya, yb = max(0, int(y1)), min(h, int(np.ceil(y2)))
-        xa, xb = max(0, int(x1)), min(w, int(np.ceil(x2)))
-        if ya >= yb or xa >= xb:
-            continue
-        disc = discs((yb - ya, xb - xa), box.reshape(1, 4) - [xa, ya, xa, ya], scale)
-        if disc.any():
-            under = index[ya:yb, xa:xb][disc]
-            for k, table in enumerate(colours):
-                out[k, i] = float(table[under].mean())
-    return out
+    of the pixels of the box's centre disc (``scale``, see :func:`discs`, drawn in the box's
+    own window) whose colour is in that table: shape ``(len(colours), len(boxes))``; 1.0 for
+    a box whose disc holds no pixel."""
+    b = np.ascontiguousarray(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
+    if not colours:
+        return np.ones((0, len(b)), dtype=np.float64)
+    tables = np.ascontiguousarray(np.stack([np.asarray(t, dtype=bool) for t in colours]))
+    shares: NDArray[np.float64] = _shares(np.ascontiguousarray(index), tables, b, float(scale))
+    return shares
+
+
+def warmup() -> None:
+    """Compile (or load from numba's cache) the disc and support kernels now, so the first
+    photo of a process does not pay for it."""
+    box = np.asarray([[2.0, 2.0, 10.0, 10.0]])
+    index = colour_index(np.zeros((12, 12, 3), dtype=np.uint8))
+    support(index, [np.ones(LEVELS**3, dtype=bool)], box, 0.6)
+    discs((12, 12), box, 1.5)
