@@ -33,6 +33,7 @@ from pipeline.vision.plant_colours import (
     IndexArray,
     colour_index,
     discs,
+    plant_pixels,
     support,
 )
 from pipeline.vision.vegetation import KERNELS_LOCK, vegetation_mask
@@ -70,8 +71,7 @@ class PhotoColours:
         index = self.indices[r]
         # plant colours, and what the fixed rule calls green unless it is common floor (a
         # green tray's plastic): plants of a colour the detector never found still count
-        fixed = vegetation_mask(crop, within=mask) & ~verdict.floor[index]
-        plants = verdict.plant[index] | fixed
+        plants = plant_pixels(index, verdict.plant, verdict.floor, vegetation_mask(crop, mask))
         with KERNELS_LOCK:
             opened: BoolArray = kernels.open3x3(np.ascontiguousarray(plants))
         return opened

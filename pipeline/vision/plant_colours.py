@@ -32,6 +32,7 @@ __all__ = [
     "ColourVerdict",
     "colour_index",
     "discs",
+    "plant_pixels",
     "support",
     "warmup",
 ]
@@ -42,11 +43,54 @@ BoolArray = NDArray[np.bool_]
 IndexArray = NDArray[np.uint16]
 
 
+@njit(cache=True, nogil=True)
+def _index(rgb: NDArray[np.uint8], out: IndexArray) -> None:
+    h, w = out.shape
+    for y in range(h):
+        for x in range(w):
+            r = np.uint16(rgb[y, x, 0] >> _SHIFT)
+            g = np.uint16(rgb[y, x, 1] >> _SHIFT)
+            b = np.uint16(rgb[y, x, 2] >> _SHIFT)
+            out[y, x] = (r << 8) | (g << 4) | b
+
+
 def colour_index(rgb: NDArray[np.uint8]) -> IndexArray:
-    """Each pixel's bin of the ``LEVELS``³ RGB cube."""
-    q = (np.asarray(rgb, dtype=np.uint8) >> _SHIFT).astype(np.uint16)
-    out = (q[..., 0] << np.uint16(8)) | (q[..., 1] << np.uint16(4)) | q[..., 2]
-    return np.asarray(out, dtype=np.uint16)
+    """Each pixel's bin of the ``LEVELS``³ RGB cube: ``(R >> 4) << 8 | (G >> 4) << 4 | B >> 4``
+    (one compiled pass over the pixels)."""
+    arr = np.asarray(rgb, dtype=np.uint8)
+    out = np.empty(arr.shape[:2], dtype=np.uint16)
+    if out.size:
+        _index(arr, out)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _plants(
+    index: IndexArray, plant: BoolArray, floor: BoolArray, green: BoolArray, out: BoolArray
+) -> None:
+    h, w = out.shape
+    for y in range(h):
+        for x in range(w):
+            colour = index[y, x]
+            out[y, x] = plant[colour] or (green[y, x] and not floor[colour])
+
+
+def plant_pixels(
+    index: IndexArray, plant: BoolArray, floor: BoolArray, green: BoolArray
+) -> BoolArray:
+    """Per pixel: its colour bin is a plant colour (``plant[index]``), or the pixel is
+    ``green`` (the fixed colour rule) and its bin not one of the floor's (``~floor[index]``);
+    one compiled pass instead of two table look-ups and their temporaries."""
+    out = np.empty(index.shape, dtype=bool)
+    if out.size:
+        _plants(
+            np.ascontiguousarray(index),
+            np.ascontiguousarray(plant, dtype=bool),
+            np.ascontiguousarray(floor, dtype=bool),
+            np.ascontiguousarray(green, dtype=bool),
+            out,
+        )
+    return out
 
 
 @njit(cache=True, nogil=True)
@@ -224,3 +268,5 @@ def warmup() -> None:
     index = colour_index(np.zeros((12, 12, 3), dtype=np.uint8))
     support(index, [np.ones(LEVELS**3, dtype=bool)], box, 0.6)
     discs((12, 12), box, 1.5)
+    table = np.zeros(LEVELS**3, dtype=bool)
+    plant_pixels(index, table, table, np.zeros(index.shape, dtype=bool))

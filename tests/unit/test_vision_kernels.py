@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from pipeline.vision.bands import BandParams, thick_parts
 from pipeline.vision.kernels import square_filter
-from pipeline.vision.plant_colours import LEVELS, discs, support
+from pipeline.vision.plant_colours import LEVELS, colour_index, discs, plant_pixels, support
 
 
 @pytest.mark.parametrize("dilate", [True, False])
@@ -102,3 +102,19 @@ def test_compiled_discs_and_support_give_the_numpy_forms_results() -> None:
             support(index, tables, boxes, scale),
             _support_reference(index, tables, boxes, scale),
         )
+
+
+def test_compiled_colour_index_and_plant_pixels_give_the_numpy_forms_results() -> None:
+    rng = np.random.default_rng(6)
+    rgb = rng.integers(0, 256, size=(37, 53, 3)).astype(np.uint8)
+    q = (rgb >> 4).astype(np.uint16)
+    expected = (q[..., 0] << 8) | (q[..., 1] << 4) | q[..., 2]
+    index = colour_index(rgb)
+    assert index.dtype == np.uint16
+    assert np.array_equal(index, expected)
+    assert colour_index(np.zeros((0, 4, 3), dtype=np.uint8)).shape == (0, 4)
+    plant, floor = rng.random(LEVELS**3) < 0.3, rng.random(LEVELS**3) < 0.4
+    green = rng.random(index.shape) < 0.5
+    assert np.array_equal(
+        plant_pixels(index, plant, floor, green), plant[index] | (green & ~floor[index])
+    )
