@@ -146,8 +146,19 @@ class ColourVerdict:
         )
 
 
+@njit(cache=True, nogil=True)
+def _count(index: IndexArray, where: BoolArray, counts: NDArray[np.float64]) -> None:
+    h, w = index.shape
+    for y in range(h):
+        for x in range(w):
+            if where[y, x]:
+                counts[index[y, x]] += 1.0
+
+
 def _histogram(index: IndexArray, where: BoolArray) -> NDArray[np.float64]:
-    counts = np.bincount(index[where].ravel(), minlength=LEVELS**3).astype(np.float64)
+    counts = np.zeros(LEVELS**3, dtype=np.float64)  # whole numbers: exact in float64
+    if index.size:
+        _count(np.ascontiguousarray(index), np.ascontiguousarray(where, dtype=bool), counts)
     cube = counts.reshape(LEVELS, LEVELS, LEVELS)
     smooth: NDArray[np.float64] = ndimage.uniform_filter(cube, size=3, mode="nearest") * 27.0
     return smooth.reshape(-1)
@@ -270,3 +281,4 @@ def warmup() -> None:
     discs((12, 12), box, 1.5)
     table = np.zeros(LEVELS**3, dtype=bool)
     plant_pixels(index, table, table, np.zeros(index.shape, dtype=bool))
+    ColourSamples.of(index, np.ones(index.shape, dtype=bool), np.ones(index.shape, dtype=bool))

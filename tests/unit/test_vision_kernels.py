@@ -9,7 +9,14 @@ from scipy import ndimage
 
 from pipeline.vision.bands import BandParams, thick_parts
 from pipeline.vision.kernels import square_filter
-from pipeline.vision.plant_colours import LEVELS, colour_index, discs, plant_pixels, support
+from pipeline.vision.plant_colours import (
+    LEVELS,
+    ColourSamples,
+    colour_index,
+    discs,
+    plant_pixels,
+    support,
+)
 
 
 @pytest.mark.parametrize("dilate", [True, False])
@@ -118,3 +125,16 @@ def test_compiled_colour_index_and_plant_pixels_give_the_numpy_forms_results() -
     assert np.array_equal(
         plant_pixels(index, plant, floor, green), plant[index] | (green & ~floor[index])
     )
+
+
+def test_colour_samples_count_the_masked_pixels_bins() -> None:
+    rng = np.random.default_rng(7)
+    index = rng.integers(0, LEVELS**3, size=(41, 29)).astype(np.uint16)
+    plant, floor = rng.random(index.shape) < 0.3, rng.random(index.shape) < 0.6
+    samples = ColourSamples.of(index, plant, floor)
+    for got, where in ((samples.plant, plant), (samples.floor, floor)):
+        counts = np.bincount(index[where], minlength=LEVELS**3).astype(np.float64)
+        cube = counts.reshape(LEVELS, LEVELS, LEVELS)
+        expected = ndimage.uniform_filter(cube, size=3, mode="nearest") * 27.0
+        assert np.array_equal(got, expected.reshape(-1))
+    assert (samples.plant_px, samples.floor_px) == (plant.sum(), floor.sum())
