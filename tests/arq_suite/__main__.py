@@ -15,6 +15,7 @@ import sys
 import tarfile
 import tempfile
 import tomllib
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -34,6 +35,26 @@ CONFIG_FILES = ("pyproject.toml", "setup.cfg", "pytest.ini", "tox.ini")
 SKIPPED = {"coverage", "pytest-pretty", "testcontainers", "msgpack", "pydantic"}
 #: Needed beyond arq's testing group: arq's ``watch`` extra (``arq --watch``; test_cli uses it).
 EXTRA = ("watchfiles",)
+
+
+#: arq's cron tests (tests/test_cron.py) schedule ``cron(foobar, hour=1, ...)`` in the machine's
+#: local time and count the runs: from 01:00 to 01:59 local time the job also fires on the
+#: minute, and ``test_job_successful`` sees 2 runs where it wants 1. The suite runs under a
+#: fixed-offset ``TZ`` whose hour is not 1 for the next ``SUITE_WINDOW_S``.
+CRON_TEST_HOUR = 1
+SUITE_WINDOW_S = 15 * 60
+
+
+def suite_timezone(now_utc: datetime) -> str:
+    """A POSIX ``TZ`` (UTC or a whole-hour offset) in which arq's cron test hour does not
+    fall between ``now_utc`` and ``SUITE_WINDOW_S`` later."""
+    end = now_utc + timedelta(seconds=SUITE_WINDOW_S)
+    for offset in (0, 6, 12):
+        hours = {(t.hour + offset) % 24 for t in (now_utc, end)}
+        if CRON_TEST_HOUR not in hours:
+            # POSIX: a name of 3+ letters, then the offset west of UTC ("TST-6": UTC+6)
+            return "UTC0" if offset == 0 else f"TST-{offset}"
+    raise AssertionError("unreachable: a 15-minute window spans at most two hours")
 
 
 def say(message: str) -> None:
@@ -112,6 +133,7 @@ def run(pytest_args: list[str]) -> int:
             # arq's pinned test tools first; this plugin; then .venv (arq, redis, plantpipe)
             "PYTHONPATH": os.pathsep.join([str(deps), str(HERE)]),
             "PYTHONDONTWRITEBYTECODE": "1",
+            "TZ": suite_timezone(datetime.now(UTC)),
         }
         command = [
             sys.executable, "-m", "pytest", "--rootdir", str(suite),
