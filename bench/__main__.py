@@ -64,6 +64,16 @@ INCLUDED: Final = (
         BENCH_DIR / "DASHBOARD.md",
         "python -m bench.dashboard",
     ),
+    (
+        "Redis under Sentinel: what waiting for a replica costs",
+        BENCH_DIR / "REPLICA_WAIT.md",
+        "python -m bench.replica_wait",
+    ),
+    (
+        "Band estimation stage: CPU per 12 MP photo",
+        BENCH_DIR / "ESTIMATE.md",
+        "python -m bench.estimate_stage --before REV",
+    ),
 )
 
 
