@@ -94,15 +94,25 @@ def plant_pixels(
 
 
 @njit(cache=True, nogil=True)
+def _disc(
+    x1: float, y1: float, x2: float, y2: float, scale: float, h: int, w: int
+) -> tuple[float, float, float, int, int, int, int]:
+    """A box's centre disc on an ``h × w`` grid: ``(cx, cy, r², ya, yb, xa, xb)``, the rows
+    and columns it can touch. A pixel is in it when ``(x + ½ − cx)² + (y + ½ − cy)² ≤ r²``."""
+    cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+    r = scale * ((x2 - x1) + (y2 - y1)) / 4.0
+    ya, yb = max(0, int(cy - r)), min(h, math.ceil(cy + r) + 1)
+    xa, xb = max(0, int(cx - r)), min(w, math.ceil(cx + r) + 1)
+    return cx, cy, r * r, ya, yb, xa, xb
+
+
+@njit(cache=True, nogil=True)
 def _draw(out: BoolArray, boxes: NDArray[np.float64], scale: float) -> None:
     h, w = out.shape
     for i in range(boxes.shape[0]):
-        x1, y1, x2, y2 = boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3]
-        cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
-        r = scale * ((x2 - x1) + (y2 - y1)) / 4.0
-        ya, yb = max(0, int(cy - r)), min(h, math.ceil(cy + r) + 1)
-        xa, xb = max(0, int(cx - r)), min(w, math.ceil(cx + r) + 1)
-        r2 = r * r
+        cx, cy, r2, ya, yb, xa, xb = _disc(
+            boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3], scale, h, w
+        )
         for y in range(ya, yb):
             dy = (y + 0.5 - cy) ** 2
             for x in range(xa, xb):
@@ -230,13 +240,15 @@ def _shares(
         if ya >= yb or xa >= xb:
             continue
         # the disc in the box's own window, as discs() draws it there
-        x1, y1, x2, y2 = boxes[i, 0] - xa, boxes[i, 1] - ya, boxes[i, 2] - xa, boxes[i, 3] - ya
-        cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
-        r = scale * ((x2 - x1) + (y2 - y1)) / 4.0
-        wh, ww = yb - ya, xb - xa
-        da, db = max(0, int(cy - r)), min(wh, math.ceil(cy + r) + 1)
-        ea, eb = max(0, int(cx - r)), min(ww, math.ceil(cx + r) + 1)
-        r2 = r * r
+        cx, cy, r2, da, db, ea, eb = _disc(
+            boxes[i, 0] - xa,
+            boxes[i, 1] - ya,
+            boxes[i, 2] - xa,
+            boxes[i, 3] - ya,
+            scale,
+            yb - ya,
+            xb - xa,
+        )
         n = 0
         hits[:] = 0
         for y in range(da, db):
