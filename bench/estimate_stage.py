@@ -28,10 +28,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from bench.cluster import scene_photo
 from bench.common import git_revision, machine
+from bench.endtoend import SCENE_CACHE
 from bench.harness import BENCH_DIR, REPO
 
-SCENE_CACHE: Final = Path(tempfile.gettempdir()) / "plantpipe-bench-scenes"
 COMMAND: Final = "python -m bench.estimate_stage"
 
 #: Run in the side's own interpreter with PYTHONPATH set to the side's tree: JSON on stdout.
@@ -94,15 +95,14 @@ print(json.dumps(rows))
 
 
 def scene_files(n: int) -> list[Path]:
-    """``n`` cached 4000×3000 synthetic JPEGs (generated on first use)."""
-    from pipeline.synth import encode_jpeg, generate_scene
-
+    """``n`` cached 4000×3000 synthetic JPEGs (``bench.cluster.scene_photo``, made on first
+    use, in the end-to-end section's scene cache)."""
     SCENE_CACHE.mkdir(parents=True, exist_ok=True)
     files = []
     for seed in range(n):
         path = SCENE_CACHE / f"estimate-4000x3000-{seed}.jpg"
         if not path.is_file():
-            path.write_bytes(encode_jpeg(generate_scene(seed, 4000, 3000)))
+            path.write_bytes(scene_photo(4000, 3000, seed))
         files.append(path)
     return files
 

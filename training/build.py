@@ -59,7 +59,7 @@ from training.layout import (
     VARIANT_STRIDE,
 )
 from training.network import DetNet, SegNet
-from training.train import log, train_det, train_seg
+from training.train import FINE_TUNE_LR, SCRATCH_LR, log, train_det, train_seg
 from training.warmstart import load_det, load_seg
 
 PROG = "python -m training.build"
@@ -118,10 +118,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--seg-init", type=Path, help="fine-tune: start seg from this seg.onnx")
     ap.add_argument(
-        "--det-lr", type=float, help="det peak learning rate (2e-3; 5e-4 with --det-init)"
+        "--det-lr",
+        type=float,
+        help=f"det peak learning rate ({SCRATCH_LR}; {FINE_TUNE_LR} with --det-init)",
     )
     ap.add_argument(
-        "--seg-lr", type=float, help="seg peak learning rate (2e-3; 5e-4 with --seg-init)"
+        "--seg-lr",
+        type=float,
+        help=f"seg peak learning rate ({SCRATCH_LR}; {FINE_TUNE_LR} with --seg-init)",
     )
     ap.add_argument(
         "--cache",
@@ -145,17 +149,18 @@ def initial_weights(
     path: Path | None, lr: float | None, load: Callable[[Path], Net]
 ) -> tuple[Net | None, dict[str, Any] | None, float]:
     """``(network to start from, its record for the report, peak learning rate)``: random
-    weights at 2e-3 without ``path``; ``path``'s weights at 5e-4 with it (the network's
-    batch norms frozen while fine-tuning, :mod:`training.warmstart`)."""
+    weights at ``SCRATCH_LR`` without ``path``; ``path``'s weights at ``FINE_TUNE_LR`` with it
+    (the network's batch norms frozen while fine-tuning, :mod:`training.warmstart`); ``lr``,
+    when given, overrides either."""
     if path is None:
-        return None, None, 2e-3 if lr is None else lr
+        return None, None, SCRATCH_LR if lr is None else lr
     if not path.is_file():
         raise SystemExit(f"{PROG}: {path}: no such ONNX file to start from")
     # read now: the build may write its output over this very file
     record = {"file": path.name, "sha256": sha256(path)}
     net = load(path)
     log(f"starting from {path} (sha256 {record['sha256'][:12]}…)")
-    return net, record, 5e-4 if lr is None else lr
+    return net, record, FINE_TUNE_LR if lr is None else lr
 
 
 def train_and_export(

@@ -34,6 +34,9 @@ from training.network import DetNet, SegNet, decode_ltrb, grid_centers
 from training.warmstart import freeze_norms
 
 MASK_POS = 4
+#: Peak learning rates: training from random weights, and fine-tuning a shipped model.
+SCRATCH_LR = 2e-3
+FINE_TUNE_LR = 5e-4
 LOG_EVERY = 100
 
 
@@ -117,7 +120,7 @@ def train_det(
     size: int = 256,
     quality: bool = False,
     init: DetNet | None = None,
-    lr: float = 2e-3,
+    lr: float = SCRATCH_LR,
 ) -> DetNet:
     """Train the detector on ``size``-px crops of ``scenes`` (from ``init``'s weights, its
     batch norms frozen, when given: :mod:`training.warmstart`)."""
@@ -196,7 +199,7 @@ def train_seg(
     batch: int,
     seed: int,
     init: SegNet | None = None,
-    lr: float = 2e-3,
+    lr: float = SCRATCH_LR,
 ) -> SegNet:
     """Train the segmenter on whole letterboxed, pooled scenes (from ``init``'s weights, its
     batch norms frozen, when given)."""
